@@ -1,0 +1,71 @@
+"""Session-wide real parts. Each fixture starts its part once and always cleans up after itself."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.moto_server import MotoServer
+from tests.harness.postgres import PostgresCluster
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+_bucket_numbers = itertools.count(1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository root."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def easybackup_cmd() -> list[str]:
+    """argv prefix that runs the CLI exactly as an operator does, through bin/easybackup."""
+    return [sys.executable, str(REPO / "bin" / "easybackup")]
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A throwaway PostgreSQL cluster with password auth on a free port."""
+    cluster = PostgresCluster().init()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """moto's S3 server over HTTP on a free loopback port."""
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(moto) -> str:
+    """A fresh, empty bucket for one test."""
+    return moto.create_bucket(f"test-bucket-{os.getpid()}-{next(_bucket_numbers)}")
+
+
+@pytest.fixture
+def aws_env(moto, monkeypatch):
+    """Point boto3 in this process and in children at the moto server."""
+    from tests.harness.moto_server import ACCESS_KEY, REGION, SECRET_KEY
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.endpoint)
+    return moto
