@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUFF := $(VENV)/bin/ruff check --line-length 120 --target-version py311
+RUFF := $(VENV)/bin/ruff check --isolated --line-length 120 --target-version py311 --select E,F,W,B,UP --ignore UP017
 
 # command:debian-package — every system tool the tests and the demo use.
 SYSTEM_TOOLS := pg_dump:postgresql-client pg_ctlcluster:postgresql sshd:openssh-server microsocks:microsocks \

@@ -115,7 +115,7 @@ class ErrorInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ErrorInfo":
+    def from_dict(cls, data: dict) -> ErrorInfo:
         return cls(
             kind=str(data.get("kind") or "internal"),
             message=str(data.get("message") or ""),

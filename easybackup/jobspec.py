@@ -44,7 +44,7 @@ class JobSpec:
         })
 
     @classmethod
-    def from_json(cls, text: str) -> "JobSpec":
+    def from_json(cls, text: str) -> JobSpec:
         """Given the JSON text of a job spec, return it; raise ValueError if it is not one."""
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("v") != SPEC_VERSION:

@@ -118,7 +118,7 @@ class Strategy:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Strategy":
+    def from_dict(cls, data: dict) -> Strategy:
         return from_dict(cls, data)
 
 

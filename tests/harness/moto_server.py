@@ -26,7 +26,7 @@ class MotoServer:
         self._log = tempfile.NamedTemporaryFile(prefix="easybackup-moto-", suffix=".log", delete=False)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -48,7 +48,7 @@ class PostgresCluster:
             kwargs = {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}
         return subprocess.run(argv, check=True, capture_output=True, text=True, cwd=self.root, **kwargs)
 
-    def init(self) -> "PostgresCluster":
+    def init(self) -> PostgresCluster:
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.password + "\n")
         self.sockdir.mkdir()
@@ -60,7 +60,7 @@ class PostgresCluster:
         pwfile.unlink()
         return self.start()
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         options = f"-p {self.port} -k {self.sockdir} -c listen_addresses={self.host} -c fsync=off"
         self._cmd([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-l", str(self.logfile),
                    "-w", "-t", "60", "start"])
