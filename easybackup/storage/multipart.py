@@ -1,0 +1,373 @@
+"""Multipart upload of a stream of unknown length, with parts that grow as the stream does.
+
+boto3's transfer manager never enlarges the parts of a stream of unknown length, so 8 MiB parts stop at
+~78 GiB (10,000 parts). Here part n is 16 MiB x (1 + (n - 1) // 500): 16 MiB for the first 500 parts
+(7.8 GiB), 32 MiB for the next 500, ... 1 TiB is passed at part ~8,000 and 10,000 parts hold 1.6 TiB;
+the largest part is 320 MiB, far inside S3's 5 MiB .. 5 GiB limits.
+
+Memory bound: at most `concurrency` parts in flight plus the one being filled, each one preallocated
+bytearray of the current part size, so the upload holds at most (concurrency + 1) x part_size(n) bytes:
+64 MiB with the default concurrency of 3 for streams below 7.8 GiB, ~320 MiB at 100 GiB, ~1 GiB near 1 TiB.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import hashlib
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from easybackup.errors import EasybackupError
+from easybackup.logs import log
+from easybackup.storage.s3 import classify_s3_error, error_code
+
+MiB = 1024 * 1024
+FIRST_PART_SIZE = 16 * MiB
+PARTS_PER_STEP = 500
+MAX_PARTS = 10_000  # S3's limit
+PIPE_SIZE = 1 * MiB  # fewer, larger reads from the pipe; the unprivileged maximum by default
+POLL_INTERVAL_S = 0.25
+ABORT_WAIT_S = 30.0
+
+ProgressCallback = Callable[[int, int, int], None]
+
+
+def part_size(part_number: int) -> int:
+    """Given a part number (1..10,000), return the size of that part in bytes; raise ValueError outside it."""
+    if not 1 <= part_number <= MAX_PARTS:
+        raise ValueError(f"part number {part_number} is outside 1..{MAX_PARTS}")
+    return FIRST_PART_SIZE * (1 + (part_number - 1) // PARTS_PER_STEP)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    key: str
+    size: int  # bytes stored (= bytes read from the stream)
+    sha256: str  # hex digest of the stored bytes
+    parts: int  # 0 for an empty stream, which is stored with one PutObject
+    etag: str
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class StreamingUpload:
+    """One multipart upload fed from a file descriptor. Use as a context manager: leaving it with an
+    exception (or without `complete()`) aborts the upload, so no half-written object is left behind.
+
+        with StreamingUpload(client, bucket, key, on_started=announce) as upload:
+            upload.upload_fd(pipeline.output)
+            pipeline.wait()          # complete only when every stage exited 0
+            result = upload.complete()
+    """
+
+    def __init__(self, client, bucket: str, key: str, *, extra_args: dict | None = None, concurrency: int = 3,
+                 on_started: Callable[[str], None] | None = None, on_progress: ProgressCallback | None = None,
+                 progress_interval: float = 0.5):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.extra_args = dict(extra_args or {})
+        self.concurrency = concurrency
+        self.upload_id: str | None = None
+        self._on_started = on_started
+        self._on_progress = on_progress
+        self._progress_interval = progress_interval
+        self._state = "new"  # new -> started -> read -> completed | aborted
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._futures: list[concurrent.futures.Future] = []
+        self._spare: collections.deque[bytearray] = collections.deque()
+        self._etags: dict[int, str] = {}
+        self._error: EasybackupError | None = None
+        self._sha256 = hashlib.sha256()
+        self._bytes_read = 0
+        self._bytes_uploaded = 0
+        self._parts_done = 0
+        self._last_report = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> StreamingUpload:
+        if self._state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._state in ("started", "read"):
+            if exc is None:
+                log.warning("upload of {} left without complete(); aborting it", self.key)
+            self.abort()
+        return False
+
+    def start(self) -> str:
+        """Create the multipart upload, announce its id through `on_started`, and return the id."""
+        if self._state != "new":
+            raise EasybackupError("upload already started", kind="internal")
+        try:
+            response = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra_args)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, self.bucket) from exc
+        self.upload_id = response["UploadId"]
+        self._state = "started"
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload-part")
+        log.debug("multipart upload of {} started: {}", self.key, self.upload_id)
+        if self._on_started:
+            try:
+                self._on_started(self.upload_id)
+            except BaseException:
+                self.abort()
+                raise
+        return self.upload_id
+
+    def upload_fd(self, fd: int, stop_event: threading.Event | None = None) -> int:
+        """Given a readable fd (a pipe), upload everything up to EOF and wait for the parts; return the byte
+        count. Raise the classified S3 error if a part fails, or a `cancelled` error once `stop_event` is set."""
+        if self._state != "started":
+            raise EasybackupError(f"cannot read into an upload that is {self._state}", kind="internal")
+        self._state = "read"
+        _widen_pipe(fd)
+        poller = _poller(fd) if stop_event is not None else None
+        part_number = 1
+        while True:
+            if part_number > MAX_PARTS:
+                raise EasybackupError("the stream is larger than one S3 object can be",
+                                      f"more than {MAX_PARTS} parts ({self._bytes_read} bytes)", kind="storage")
+            buffer = self._take_buffer(part_size(part_number))
+            filled = self._fill(fd, buffer, stop_event, poller)
+            if filled == 0:
+                break
+            at_eof = filled < len(buffer)
+            if at_eof:
+                del buffer[filled:]  # shrinks in place; the last part may be short
+            self._submit(part_number, buffer, stop_event)
+            part_number += 1
+            if at_eof:
+                break
+        self._drain()
+        self._report(force=True)
+        return self._bytes_read
+
+    def complete(self) -> UploadResult:
+        """Wait for every part and complete the upload; return what was stored. Raise the classified error
+        if a part or the completion failed (the caller's context manager then aborts)."""
+        if self._state not in ("started", "read"):
+            raise EasybackupError(f"cannot complete an upload that is {self._state}", kind="internal")
+        self._drain()
+        if not self._etags:
+            etag = self._store_empty_object()
+        else:
+            etag = self._complete_multipart()
+        self._state = "completed"
+        self._shutdown_executor()
+        self._report(force=True)
+        log.debug("upload of {} completed: {} bytes in {} parts", self.key, self._bytes_read, len(self._etags))
+        return UploadResult(key=self.key, size=self._bytes_read, sha256=self._sha256.hexdigest(),
+                            parts=len(self._etags), etag=etag)
+
+    def abort(self) -> None:
+        """Abort the upload. Idempotent; never raises — problems are logged (the supervisor cleans up later)."""
+        if self._state in ("new", "completed", "aborted"):
+            return
+        self._state = "aborted"
+        in_flight = [f for f in self._futures if not f.done()]
+        self._shutdown_executor(wait=False)
+        self._abort_quietly()
+        if in_flight:
+            # A part that was in flight may still land after the abort; S3 then needs a second abort to free it.
+            concurrent.futures.wait(in_flight, timeout=ABORT_WAIT_S)
+            self._abort_quietly()
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def _fill(self, fd: int, buffer: bytearray, stop_event, poller) -> int:
+        """Read from fd into buffer until it is full or EOF; hash and count as we go; return bytes read."""
+        filled = 0
+        with memoryview(buffer) as view:
+            while filled < len(buffer):
+                self._raise_if_failed()
+                if poller is not None:
+                    _wait_readable(poller, stop_event)
+                count = os.readv(fd, [view[filled:]])
+                if count == 0:
+                    break
+                self._sha256.update(view[filled:filled + count])
+                filled += count
+                self._bytes_read += count
+                self._report()
+        return filled
+
+    def _take_buffer(self, size: int) -> bytearray:
+        # Reuse a finished part's buffer of the same size: a new one costs a page fault per 4 KiB.
+        while self._spare:
+            buffer = self._spare.popleft()
+            if len(buffer) == size:
+                return buffer
+        return bytearray(size)
+
+    # -- uploading ---------------------------------------------------------------------------------------
+
+    def _submit(self, part_number: int, buffer: bytearray, stop_event) -> None:
+        # The slot bounds memory: at most `concurrency` parts in flight while the next one fills.
+        while not self._slots.acquire(timeout=POLL_INTERVAL_S):
+            self._raise_if_failed()
+            _raise_if_stopped(stop_event)
+            self._report()
+        try:
+            self._futures.append(self._executor.submit(self._upload_part, part_number, buffer))
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _upload_part(self, part_number: int, buffer: bytearray) -> None:
+        try:
+            if self._state == "aborted" or self._error is not None:
+                return
+            response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                               PartNumber=part_number, Body=buffer)
+            with self._lock:
+                self._etags[part_number] = response["ETag"]
+                self._bytes_uploaded += len(buffer)
+                self._parts_done += 1
+            self._spare.append(buffer)
+        except Exception as exc:  # recorded here, raised by the reading thread
+            self._record_error(exc, part_number)
+        finally:
+            self._slots.release()
+
+    def _record_error(self, exc: Exception, part_number: int) -> None:
+        error = classify_s3_error(exc, self.bucket)
+        with self._lock:
+            if self._error is None:
+                error.detail = f"part {part_number} of {self.key}: {error.detail or ''}".rstrip(": ")
+                self._error = error
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._state == "aborted":  # abort() from another thread (a timeout) stops the reader too
+            raise EasybackupError("upload aborted", f"the upload of {self.key} was aborted", kind="cancelled")
+
+    def _drain(self) -> None:
+        concurrent.futures.wait(self._futures)
+        self._raise_if_failed()
+
+    def _complete_multipart(self) -> str:
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in sorted(self._etags.items())]
+        try:
+            response = self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                             UploadId=self.upload_id,
+                                                             MultipartUpload={"Parts": parts})
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, self.bucket) from exc
+        return response.get("ETag", "")
+
+    def _store_empty_object(self) -> str:
+        # S3 needs at least one part, and not every S3-compatible store accepts a lone empty part:
+        # store an empty stream with one PutObject and drop the multipart upload.
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"", **self.extra_args)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, self.bucket) from exc
+        self._abort_quietly()
+        return response.get("ETag", "")
+
+    def _abort_quietly(self) -> None:
+        try:
+            abort_upload(self.client, self.bucket, self.key, self.upload_id)
+        except EasybackupError as error:
+            log.warning("could not abort upload {} of {}: {}", self.upload_id, self.key, error)
+
+    def _shutdown_executor(self, wait: bool = True) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    def _report(self, force: bool = False) -> None:
+        if self._on_progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_report >= self._progress_interval:
+            self._last_report = now
+            self._on_progress(self._bytes_read, self._bytes_uploaded, self._parts_done)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Given an fd, make its pipe buffer larger if it is a pipe; a file or a refusal is fine as it is."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (OSError, AttributeError, ImportError) as exc:
+        log.debug("pipe buffer of fd {} left as it is: {}", fd, exc)
+
+
+def _poller(fd: int) -> select.poll:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return poller
+
+
+def _wait_readable(poller: select.poll, stop_event: threading.Event) -> None:
+    """Wait until the fd has data or EOF, checking `stop_event` so a stalled stream can still be stopped."""
+    while True:
+        _raise_if_stopped(stop_event)
+        if poller.poll(int(POLL_INTERVAL_S * 1000)):
+            return
+
+
+def _raise_if_stopped(stop_event: threading.Event | None) -> None:
+    if stop_event is not None and stop_event.is_set():
+        raise EasybackupError("upload cancelled", "the stream was stopped before it ended", kind="cancelled")
+
+
+# An abort is what keeps a failed backup from leaving parts behind (and paying for them): when S3 is briefly
+# unreachable — the very failure that often got us here — try again for a while before giving up.
+ABORT_RETRY = Retrying(stop=stop_after_delay(20), wait=wait_exponential(multiplier=1, max=8),
+                       retry=retry_if_exception(lambda exc: isinstance(exc, EasybackupError) and exc.transient),
+                       reraise=True)
+
+
+def abort_upload(client, bucket: str, key: str, upload_id: str) -> bool:
+    """Given an upload, abort it (retrying transient failures for up to 20 s); return True if it was aborted
+    now, False if it was already gone. Raise the classified error on any other failure."""
+    return ABORT_RETRY(_abort_once, client, bucket, key, upload_id)
+
+
+def _abort_once(client, bucket: str, key: str, upload_id: str) -> bool:
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchUpload", "404"):
+            return False
+        raise classify_s3_error(exc, bucket) from exc
+    except BotoCoreError as exc:
+        raise classify_s3_error(exc, bucket) from exc
+    return True
+
+
+def list_open_uploads(client, bucket: str, prefix: str = "") -> list[OpenUpload]:
+    """Given a bucket and a key prefix, return every multipart upload still open under it (all pages)."""
+    uploads = []
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            uploads.extend(OpenUpload(key=item["Key"], upload_id=item["UploadId"], initiated=item["Initiated"])
+                           for item in page.get("Uploads", []))
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_s3_error(exc, bucket) from exc
+    return uploads

@@ -1,0 +1,161 @@
+"""The S3 client and what its errors mean for an operator.
+
+Clients are created on call, never at import: workers start with fork+exec and build their own after exec,
+because a boto3 client (its connection pool and threads) must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from easybackup.config.model import S3Settings
+from easybackup.errors import EasybackupError
+
+DEFAULT_REGION = "us-east-1"
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 120
+# botocore's own retries multiply with the worker's tenacity attempts: keep them small.
+BOTO_RETRIES = {"max_attempts": 2, "mode": "standard"}
+# Enough connections for the part uploads in flight plus listing/manifest calls on the same client.
+MAX_POOL_CONNECTIONS = 16
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired",
+               "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
+_PERMISSION_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
+                   "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500"}
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+
+
+def make_client(s3: S3Settings):
+    """Given S3 settings, return a new boto3 S3 client.
+
+    Without `endpoint_url`, boto3 itself honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; without explicit
+    keys, boto3's credential chain applies (environment, profile, instance role).
+    """
+    kwargs: dict = {"region_name": s3.region or DEFAULT_REGION, "config": _boto_config(s3)}
+    if s3.endpoint_url:
+        kwargs["endpoint_url"] = s3.endpoint_url
+    if s3.access_key and s3.secret_key:
+        kwargs["aws_access_key_id"] = s3.access_key
+        kwargs["aws_secret_access_key"] = s3.secret_key
+        if s3.session_token:
+            kwargs["aws_session_token"] = s3.session_token
+    # A fresh session per client: sessions are not thread-safe, and the env is read at call time.
+    return boto3.session.Session().client("s3", **kwargs)
+
+
+def _boto_config(s3: S3Settings) -> BotoConfig:
+    checksum = s3.checksum_mode if s3.checksum_mode in ("when_supported", "when_required") else "when_supported"
+    return BotoConfig(
+        retries=dict(BOTO_RETRIES),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        tcp_keepalive=True,
+        # `when_required` sends no x-amz-checksum-* headers on PutObject/UploadPart, for stores that reject them.
+        request_checksum_calculation=checksum,
+        response_checksum_validation=checksum,
+        s3={"addressing_style": "path" if s3.force_path_style else "auto"},
+    )
+
+
+def extra_put_args(s3: S3Settings, *, storage_class: bool = True) -> dict:
+    """Given S3 settings, return the extra arguments for PutObject/CreateMultipartUpload.
+
+    Pass `storage_class=False` for small objects that must stay readable at once (manifests): a manifest in
+    GLACIER could not be listed back.
+    """
+    args = {}
+    if storage_class and s3.storage_class:
+        args["StorageClass"] = s3.storage_class
+    if s3.server_side_encryption:
+        args["ServerSideEncryption"] = s3.server_side_encryption
+    if s3.kms_key_id:
+        args["SSEKMSKeyId"] = s3.kms_key_id
+    return args
+
+
+def check_bucket(s3: S3Settings, client=None) -> None:
+    """Given S3 settings, check the bucket answers (HeadBucket); raise the classified error if it does not."""
+    client = client or make_client(s3)
+    try:
+        client.head_bucket(Bucket=s3.bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_s3_error(exc, s3.bucket) from exc
+
+
+def error_code(exc: BaseException) -> str:
+    """Given an exception from botocore, return its S3 error code (`NoSuchBucket`, `404`), or ''."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def classify_s3_error(exc: BaseException, bucket: str | None = None) -> EasybackupError:
+    """Given an exception raised by an S3 call, return an EasybackupError with kind, transient flag and hint."""
+    if isinstance(exc, EasybackupError):
+        return exc
+    if isinstance(exc, ClientError):
+        return _classify_client_error(exc, bucket)
+    detail = str(exc)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return EasybackupError("S3 credentials are missing", detail, kind="authentication", transient=False,
+                               hint="set s3.credentials in the config, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                                    "or give the machine an instance role")
+    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
+        return EasybackupError("S3 did not answer in time", detail, kind="storage", transient=True,
+                               hint="the store is slow or unreachable; the backup is retried")
+    # Refused, reset, cut mid-body (ResponseStreamingError), proxy failures: the network, not the request.
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError)):
+        return EasybackupError("cannot connect to S3", detail, kind="storage", transient=True,
+                               hint="check s3.endpoint_url / AWS_ENDPOINT_URL_S3 and the network path to the store")
+    if isinstance(exc, BotoCoreError):
+        # Other botocore errors (parameter validation, bad config) will not get better by retrying.
+        return EasybackupError("S3 request failed", detail, kind="storage", transient=False)
+    return EasybackupError("S3 request failed", f"{type(exc).__name__}: {exc}", kind="internal", transient=False)
+
+
+def _classify_client_error(exc: ClientError, bucket: str | None) -> EasybackupError:
+    code = error_code(exc)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    operation = getattr(exc, "operation_name", "") or "S3 call"
+    message = exc.response.get("Error", {}).get("Message") or code
+    detail = f"{operation}: {code} (HTTP {status}): {message}" if status else f"{operation}: {code}: {message}"
+    where = f"bucket '{bucket}'" if bucket else "the bucket"
+    if code == "NoSuchBucket" or (code in ("404", "NotFound") and operation == "HeadBucket"):
+        return EasybackupError(f"S3 bucket '{bucket}' does not exist" if bucket else "S3 bucket does not exist",
+                               detail, kind="storage", transient=False,
+                               hint=f"create {where} or fix s3.bucket / S3_BUCKET (and the region or endpoint)")
+    if code in _AUTH_CODES:
+        return EasybackupError("S3 rejected the credentials", detail, kind="authentication", transient=False,
+                               hint="check the access key, secret key and session token for " + where)
+    if code in _PERMISSION_CODES:
+        # A HEAD answer has no body: a bare 403 may also be a wrong key, so the hint names both.
+        maybe_keys = "check the credentials, and " if code == "403" else ""
+        return EasybackupError(f"S3 denied access to {where}", detail, kind="permission", transient=False,
+                               hint=maybe_keys + "grant s3:PutObject, s3:GetObject, s3:ListBucket, s3:DeleteObject and "
+                                    "s3:AbortMultipartUpload on " + where + " (and kms:GenerateDataKey with SSE-KMS)")
+    if code in ("PermanentRedirect", "301", "IllegalLocationConstraintException"):
+        return EasybackupError(f"{where} is in another region", detail, kind="storage", transient=False,
+                               hint="set s3.region to the bucket's region")
+    if code in _THROTTLE_CODES or status >= 500 or status == 429:
+        return EasybackupError("S3 is unavailable or throttling", detail, kind="storage", transient=True,
+                               hint="the store answered with a server error or asked to slow down; retried")
+    if code == "NoSuchUpload":
+        return EasybackupError("the multipart upload no longer exists", detail, kind="storage", transient=False,
+                               hint="it was aborted (by the supervisor's cleanup, a lifecycle rule or an operator)")
+    if code in _NOT_FOUND_CODES:
+        return EasybackupError("S3 object or upload not found", detail, kind="not_found", transient=False)
+    return EasybackupError("S3 request failed", detail, kind="storage", transient=False)
