@@ -1,0 +1,87 @@
+"""`easybackup validate`: load the config, print what each strategy will do; optionally reach S3 and Slack."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from easybackup import exitcodes
+from easybackup.config.loader import load_config
+from easybackup.config.model import Config, Strategy
+from easybackup.errors import EasybackupError
+from easybackup.scheduling import format_duration, next_run
+from easybackup.secrets import mask, mask_url
+from easybackup.storage.layout import strategy_prefix
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    """Register `validate` with the common options (-c, --env-file, --log-level)."""
+    parser = subparsers.add_parser("validate", parents=[common], help="check the config (offline by default)",
+                                   description="Check the config and show what each strategy will do. Exit 0 "
+                                   "when valid, 2 with every problem listed, 1 when a connectivity check fails.")
+    parser.add_argument("--check-connectivity", action="store_true",
+                        help="also check each S3 bucket (HeadBucket) and each Slack token (auth.test)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Given parsed arguments, validate the config and return the exit code; ConfigError propagates to the
+    command dispatcher, which prints one line per problem and exits 2."""
+    config = load_config(args.config, env_file=args.env_file)
+    now = datetime.now(timezone.utc)
+    count = len(config.strategies)
+    print(f"{args.config}: valid, {count} {'strategy' if count == 1 else 'strategies'}")
+    for strategy in config.strategies:
+        print()
+        print("\n".join(strategy_table(strategy, now)))
+    if not getattr(args, "check_connectivity", False):
+        return exitcodes.OK
+    failed = check_connectivity(config)
+    if failed:
+        print(f"connectivity check failed: {', '.join(failed)}")
+        return exitcodes.FAILED
+    return exitcodes.OK
+
+
+def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
+    """Given a strategy and the current time, return the lines that describe it (passwords masked)."""
+    upcoming = next_run(strategy.schedule, strategy.timezone, now)
+    local = upcoming.astimezone(ZoneInfo(strategy.timezone))
+    rows = [("database", f"{target.name}  {mask_url(target.url)}") for target in strategy.databases]
+    rows += [
+        ("schedule", f"{strategy.schedule} ({strategy.timezone})"),
+        ("next run", f"{local:%Y-%m-%d %H:%M %Z} ({upcoming:%Y-%m-%dT%H:%M:%SZ})"),
+        ("retention", f"{format_duration(strategy.retention)} (keep_last {strategy.keep_last})"),
+        ("destination", f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"),
+        ("slack", strategy.slack.channel_id if strategy.slack.enabled else "off"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return [strategy.name] + [f"  {label:<{width}}  {value}" for label, value in rows]
+
+
+def check_connectivity(config: Config) -> list[str]:
+    """Given a Config, check every distinct bucket and Slack token, print one line each; return what failed."""
+    from easybackup.notifications.slack_api import SlackApi  # imported here: offline validation needs neither
+    from easybackup.storage.s3 import check_bucket
+
+    checks = {}
+    for strategy in config.strategies:
+        s3 = strategy.s3
+        checks.setdefault(("s3", s3.bucket, s3.endpoint_url, s3.access_key),
+                          (f"s3://{s3.bucket}", lambda s3=s3: check_bucket(s3)))
+        slack = strategy.slack
+        if slack.bot_token:
+            checks.setdefault(("slack", slack.bot_token, slack.api_url),
+                              (f"slack {slack.api_url}", lambda s=slack: SlackApi(s.bot_token, s.api_url)
+                               .call("auth.test")))
+    failed = []
+    for name, attempt in checks.values():
+        try:
+            attempt()
+        except EasybackupError as exc:
+            print(mask(f"{name}: FAILED: {exc}"))
+            failed.append(name)
+        else:
+            print(f"{name}: ok")
+    return failed

@@ -1,0 +1,118 @@
+"""Turn a validated, merged config document into the frozen model of `easybackup.config.model`."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from easybackup.config.merge import effective_strategy
+from easybackup.config.model import (
+    Config,
+    DatabaseTarget,
+    Endpoint,
+    PgDumpSettings,
+    ProxySettings,
+    RetrySettings,
+    S3Settings,
+    SlackSettings,
+    Strategy,
+    TimeoutSettings,
+    TunnelSettings,
+    VerifySettings,
+)
+from easybackup.scheduling import parse_duration
+
+
+def database_name(url: str) -> str | None:
+    """Given a postgres:// URL, return the database it names (percent-decoded), or None if it names none."""
+    name = unquote(urlsplit(url).path.lstrip("/"))
+    return name or None
+
+
+def database_entries(strategy: dict) -> list[tuple[tuple, str | None, str]]:
+    """Given a strategy mapping, return (path within the strategy, name, url) for each database it lists;
+    `name` is the given name or the URL's database name (None when neither exists)."""
+    entries = []
+    if isinstance(strategy.get("database_url"), str):
+        url = strategy["database_url"]
+        entries.append((("database_url",), database_name(url), url))
+    urls = strategy.get("database_urls")
+    for index, item in enumerate(urls if isinstance(urls, list) else []):
+        if isinstance(item, str):
+            entries.append((("database_urls", index), database_name(item), item))
+        elif isinstance(item, dict) and isinstance(item.get("url"), str):
+            entries.append((("database_urls", index), item.get("name") or database_name(item["url"]), item["url"]))
+    return entries
+
+
+def build_config(data: dict, source_path: str | None = None) -> Config:
+    """Given a config document that passed the schema and the cross-field checks, return the frozen Config."""
+    global_section = data.get("global") or {}
+    monitoring = global_section.get("monitoring") or {}
+    strategies = tuple(build_strategy(effective_strategy(global_section, s)) for s in data["strategies"])
+    return Config(
+        strategies=strategies,
+        metrics=Endpoint(**{"path": "/metrics", **(monitoring.get("metrics") or {})}),
+        health_check=Endpoint(**(monitoring.get("health_check") or {})),
+        source_path=source_path,
+        **_pick(global_section, "log_level", "log_format", "temp_dir", "max_parallel_strategies", "run_on_start"),
+    )
+
+
+def build_strategy(merged: dict) -> Strategy:
+    """Given one strategy with global's defaults merged in, return the frozen Strategy."""
+    return Strategy(
+        name=merged["name"],
+        databases=tuple(DatabaseTarget(name=name, url=url) for _path, name, url in database_entries(merged)),
+        s3=_s3(merged["s3"]),
+        retry=RetrySettings(**_durations(merged.get("retry"), "initial_delay", "max_delay")),
+        timeout=TimeoutSettings(**_durations(merged.get("timeout"), "backup", "upload", "shutdown_grace")),
+        slack=_slack(merged.get("slack") or {}),
+        pg_dump=_pg_dump(merged.get("pg_dump") or {}),
+        verify=VerifySettings(**(merged.get("verify") or {})),
+        tunnel=_tunnel(merged.get("tunnel")),
+        proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
+        **_durations(_pick(merged, "retention"), "retention"),
+        **_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
+    )
+
+
+def _pick(mapping: dict, *keys: str) -> dict:
+    return {key: mapping[key] for key in keys if key in mapping}
+
+
+def _durations(mapping: dict | None, *duration_keys: str) -> dict:
+    mapping = dict(mapping or {})
+    for key in duration_keys:
+        if key in mapping:
+            mapping[key] = parse_duration(mapping[key])
+    return mapping
+
+
+def _s3(s3: dict) -> S3Settings:
+    credentials = s3.get("credentials") or {}
+    optional = _pick(s3, "endpoint_url", "compression_level", "storage_class", "server_side_encryption",
+                     "kms_key_id", "force_path_style", "checksum_mode", "compression")
+    return S3Settings(bucket=s3["bucket"], base_path=s3.get("base_path", "").strip("/"),
+                      **_pick(credentials, "access_key", "secret_key", "region", "session_token"), **optional)
+
+
+def _slack(slack: dict) -> SlackSettings:
+    channels = slack.get("channels") or {}
+    return SlackSettings(
+        bot_token=slack.get("bot_token") or None,
+        channel_id=slack.get("channel_id") or None,
+        success_channel=channels.get("success") or None,
+        failure_channel=channels.get("failure") or None,
+        **({"api_url": slack["api_url"].rstrip("/")} if slack.get("api_url") else {}),
+        **_durations(_pick(slack, "progress_interval"), "progress_interval"),
+    )
+
+
+def _pg_dump(pg_dump: dict) -> PgDumpSettings:
+    return PgDumpSettings(**_pick(pg_dump, "format"), extra_args=tuple(pg_dump.get("extra_args", ())))
+
+
+def _tunnel(tunnel: dict | None) -> TunnelSettings | None:
+    if not tunnel:
+        return None
+    return TunnelSettings(**{**tunnel, "jump_hosts": tuple(tunnel.get("jump_hosts", ()))})

@@ -1,0 +1,208 @@
+"""Cross-field checks, run after the JSON Schema: what one key alone cannot say is wrong.
+
+Each check reads defensively (a value of the wrong type was already reported by the schema) and reports a
+problem at the path where the offending value was written: `global.retention` when it came from global.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from easybackup.config.build import database_entries
+from easybackup.config.merge import effective_strategy, origin
+from easybackup.config.schema import format_path, section_keys
+from easybackup.scheduling import format_duration, interval, parse_duration, parse_schedule, validate_timezone
+
+# Keys whose feature is not built yet: rejected, never accepted and ignored (an ignored `tunnel` would connect
+# directly). Each issue that builds one removes it from here.
+NOT_SUPPORTED_YET = frozenset({"tunnel", "proxy", "all_databases", "include_globals", "verify"})
+
+DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
+                 ("timeout", "upload"), ("timeout", "shutdown_grace"), ("slack", "progress_interval"))
+# pg_dump options easybackup sets itself; passing them again would break the stream or the connection.
+RESERVED_PG_DUMP_ARGS = ("-f", "--file", "-F", "--format", "-Z", "--compress", "-d", "--dbname", "-h", "--host",
+                         "-p", "--port", "-U", "--username", "-w", "--no-password", "-W", "--password")
+MAX_LEVEL = {"gzip": 9, "zstd": 19}
+
+
+def check(data: dict) -> list[str]:
+    """Given a config document (after expansion, overrides and the schema), return every cross-field problem as
+    a `path: message` line."""
+    global_section = _mapping(data.get("global"))
+    # A strategy that is not a mapping was reported by the schema; None keeps the others' indexes.
+    strategies = [s if isinstance(s, dict) else None for s in _list(data.get("strategies"))]
+    problems = _own_value_problems(global_section, ("global",))
+    problems += _unique_strategy_names(strategies)
+    for index, strategy in enumerate(strategies):
+        if strategy is None:
+            continue
+        problems += _own_value_problems(strategy, ("strategies", index))
+        merged = effective_strategy(global_section, strategy)
+        problems += _databases(strategy, index)
+        problems += _relations(global_section, strategy, index, merged)
+    return problems
+
+
+def _own_value_problems(section: dict, path: tuple) -> list[str]:
+    """Check the values a section writes itself (so a bad global value is reported once, at global)."""
+    # A key the section may not hold at all is the schema's to report; do not say it twice.
+    allowed = section_keys()["global" if path == ("global",) else "strategy"]
+    found = [f"{format_path((*path, key))}: not supported yet (planned; remove it, or use a release that "
+             "supports it)" for key in section if key in NOT_SUPPORTED_YET and key in allowed]
+    found += _parsed(section, path, ("schedule",), parse_schedule)
+    found += _parsed(section, path, ("timezone",), validate_timezone)
+    for key in DURATION_KEYS:
+        found += _parsed(section, path, key, _positive_duration)
+    found += _pg_dump_args(section, path)
+    return found
+
+
+def _parsed(section: dict, path: tuple, key: tuple, parse) -> list[str]:
+    value = _get(section, key)
+    if not isinstance(value, str):
+        return []
+    try:
+        parse(value)
+    except ValueError as exc:
+        return [f"{format_path((*path, *key))}: {exc}"]
+    return []
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"'{text}' must be longer than zero")
+    return seconds
+
+
+def _pg_dump_args(section: dict, path: tuple) -> list[str]:
+    found = []
+    for index, arg in enumerate(_list(_get(section, ("pg_dump", "extra_args")))):
+        if not isinstance(arg, str):
+            continue
+        option = arg.split("=", 1)[0]
+        short = arg[:2] if arg.startswith("-") and not arg.startswith("--") else None
+        if option in RESERVED_PG_DUMP_ARGS or short in RESERVED_PG_DUMP_ARGS:
+            found.append(f"{format_path((*path, 'pg_dump', 'extra_args', index))}: '{arg}' is set by easybackup "
+                         "and cannot be passed again (connection, output and format come from the config)")
+    return found
+
+
+def _unique_strategy_names(strategies: list[dict | None]) -> list[str]:
+    first_index: dict[str, int] = {}
+    found = []
+    for index, strategy in enumerate(strategies):
+        name = (strategy or {}).get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            found.append(f"strategies[{index}].name: '{name}' is already the name of strategies[{first_index[name]}]")
+        else:
+            first_index[name] = index
+    return found
+
+
+def _databases(strategy: dict, index: int) -> list[str]:
+    path = ("strategies", index)
+    entries = database_entries(strategy)
+    if not entries and not strategy.get("all_databases"):
+        return [f"{format_path(path)}: names no database (set database_url or database_urls, or $DATABASE_URL)"]
+    found, seen = [], {}
+    for sub, name, url in entries:
+        where = format_path((*path, *sub))
+        found += _url_problems(where, url)
+        if name is None:
+            found.append(f"{where}: the URL names no database; add /dbname to it")
+        elif name in seen:
+            found.append(f"{where}: database name '{name}' is already used by {seen[name]} in this strategy "
+                         "(give one a different name with {name, url})")
+        else:
+            seen[name] = where
+    return found
+
+
+def _url_problems(where: str, url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        return [f"{where}: not a valid URL ({exc})"]
+    return [] if parts.hostname else [f"{where}: the URL names no host"]
+
+
+def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -> list[str]:
+    """Check what depends on several values, on the strategy as merged with global."""
+    def where(*key):
+        return format_path(origin(global_section, strategy, index, key))
+
+    found = []
+    if _get(merged, ("s3", "bucket")) is None:  # an empty one is the schema's (or an unset ${VAR}'s) to report
+        found.append(f"strategies[{index}].s3.bucket: no bucket (set s3.bucket here or under global, "
+                     "or $S3_BUCKET)")
+    found += _retention_covers_schedule(merged, where)
+    delays = [_seconds(_get(merged, ("retry", key))) for key in ("initial_delay", "max_delay")]
+    if None not in delays and delays[0] > delays[1]:
+        found.append(f"{where('retry', 'initial_delay')}: is longer than retry.max_delay")
+    found += _compression(merged, where)
+    found += _slack(merged, origin(global_section, strategy, index, ("slack", "bot_token")))
+    encryption = _get(merged, ("s3", "server_side_encryption"))
+    if _get(merged, ("s3", "kms_key_id")) and not (isinstance(encryption, str) and encryption.startswith("aws:kms")):
+        found.append(f"{where('s3', 'kms_key_id')}: needs s3.server_side_encryption aws:kms or aws:kms:dsse")
+    return found
+
+
+def _retention_covers_schedule(merged: dict, where) -> list[str]:
+    retention = _seconds(merged.get("retention", "30d"))
+    try:
+        every = interval(parse_schedule(merged.get("schedule", "1d"))).total_seconds()
+    except (ValueError, TypeError):
+        return []  # reported where the schedule was written
+    if retention is None or retention >= every:
+        return []
+    return [f"{where('retention')}: {merged.get('retention', '30d')} is shorter than the schedule's interval "
+            f"({format_duration(every)}); each backup would expire before the next one is taken"]
+
+
+def _compression(merged: dict, where) -> list[str]:
+    level = _get(merged, ("s3", "compression_level"))
+    codec = _get(merged, ("s3", "compression")) or "gzip"
+    if not isinstance(level, int) or isinstance(level, bool):
+        return []
+    if codec == "none":
+        return [f"{where('s3', 'compression_level')}: a level needs a compression (s3.compression is none)"]
+    if codec in MAX_LEVEL and level > MAX_LEVEL[codec]:
+        return [f"{where('s3', 'compression_level')}: {level} is above {codec}'s highest level "
+                f"{MAX_LEVEL[codec]}"]
+    return []
+
+
+def _slack(merged: dict, token_path: tuple) -> list[str]:
+    """A token without a channel is a mistake, not a way to turn Slack off: say so where the token is."""
+    token, channel = _get(merged, ("slack", "bot_token")), _get(merged, ("slack", "channel_id"))
+    if token and not channel:
+        return [f"{format_path((*token_path[:-1], 'channel_id'))}: required when slack.bot_token is set "
+                "(or set $SLACK_CHANNEL_ID)"]
+    return []
+
+
+def _seconds(value) -> float | None:
+    try:
+        return parse_duration(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _get(node, key: tuple):
+    for part in key:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,180 @@
+"""Load a config file: read, parse YAML, expand ${VARS}, apply .env and environment overrides, validate against
+the JSON Schema, run the cross-field checks, merge global into strategies and build the frozen Config.
+
+Every problem is collected and raised at once as ConfigError, one `path: message` line each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from easybackup.config.build import build_config
+from easybackup.config.checks import check
+from easybackup.config.environment import apply_overrides, effective_environment
+from easybackup.config.expand import Expansion, expand
+from easybackup.config.model import Config
+from easybackup.config.schema import SECRET_KEYS, format_path, schema_problems
+from easybackup.errors import ConfigError
+from easybackup.logs import log
+from easybackup.secrets import register_secret
+
+HINT = "see the Configuration reference in README.md"
+
+
+def load_config(path: str | os.PathLike, env_file: str | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Given a config path, an optional dotenv file and an environment (default os.environ), return the frozen
+    Config; raise ConfigError listing every problem if the file is missing, malformed or invalid."""
+    path = Path(path)
+    raw = parse_yaml(read_config_text(path), str(path))
+    if not isinstance(raw, dict):
+        what = "is empty" if raw is None else f"holds {type(raw).__name__}, not a mapping"
+        raise ConfigError([f"{path}: {what} (a config is a mapping with `global` and `strategies`)"], hint=HINT)
+    environ = effective_environment(path, env_file, environ)
+    expansion = expand(raw, environ)
+    data = expansion.data
+    if "global" in data and data["global"] is None:
+        data["global"] = {}  # `global:` with every key commented out means no defaults
+    sources = apply_overrides(data, environ)
+    problems = _problems(data, expansion, sources)
+    if problems:
+        raise ConfigError(problems, hint=HINT)
+    config = build_config(data, str(path))
+    register_config_secrets(config)
+    _warn_if_readable_with_secrets(path, raw)
+    return config
+
+
+def read_config_text(path: Path) -> str:
+    """Given a config path, return its text; raise ConfigError naming the path if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{path}: config file not found"], hint="pass -c FILE or set EASYBACKUP_CONFIG") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError([f"{path}: is a directory, not a config file"]) from exc
+    except PermissionError as exc:
+        raise ConfigError([f"{path}: cannot read the config file (permission denied)"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        seen: dict = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: the constructor below reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first at line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, name: str):
+    """Given YAML text and the file's name, return the parsed document; raise ConfigError as
+    `name:line:column: problem` if it is not valid YAML."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ConfigError([f"{where}: {exc.problem or exc.context}"], hint="the file is not valid YAML") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{name}: not valid YAML ({exc})"]) from exc
+
+
+def _problems(data: dict, expansion: Expansion, sources: dict[tuple, str]) -> list[str]:
+    """Return every problem of the expanded document, in document order: expansion, schema, cross-field."""
+    # A value that could not be expanded was reported once; what the schema and checks say about it is noise.
+    hidden = {format_path(failed) for failed in expansion.failed}
+    later = [line for line in _schema_lines(data, expansion.typed_text, sources) + check(data)
+             if line.split(": ", 1)[0] not in hidden]
+    return _in_document_order(expansion.problems + later)
+
+
+def _schema_lines(data: dict, typed_text: dict[tuple, str], sources: dict[tuple, str]) -> list[str]:
+    """Validate against the schema; a whole-value substitution typed as a number or boolean where the schema
+    wants a string (a password `12345`) goes back to its text first."""
+    found = schema_problems(data)
+    retyped = [path for path, _message, error in found if path in typed_text and _wants_string(error)]
+    for path in retyped:
+        _set(data, path, typed_text[path])
+    if retyped:
+        found = schema_problems(data)
+    return [f"{format_path(path)}: {message}" + (f" (from ${sources[path]})" if path in sources else "")
+            for path, message, _error in found]
+
+
+def _wants_string(error) -> bool:
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    return error.validator == "type" and "string" in expected
+
+
+def _set(data, path: tuple, value) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _in_document_order(problems: list[str]) -> list[str]:
+    """Sort problems by path with indexes compared as numbers (strategies[2] before strategies[10])."""
+    def key(line: str):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", line.split(": ", 1)[0])]
+    return sorted(dict.fromkeys(problems), key=key)
+
+
+def register_config_secrets(config: Config) -> None:
+    """Given a Config, register every password, key and token in it so logs and messages mask them."""
+    for strategy in config.strategies:
+        for value in (strategy.slack.bot_token, strategy.s3.access_key, strategy.s3.secret_key,
+                      strategy.s3.session_token):
+            register_secret(value)
+        urls = [target.url for target in strategy.databases] + ([strategy.proxy.url] if strategy.proxy else [])
+        for url in urls:
+            password = _url_password(url)
+            register_secret(password)
+            register_secret(unquote(password) if password else None)
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _warn_if_readable_with_secrets(path: Path, raw) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077 and _holds_literal_secret(raw):
+        log.warning(f"{path} is readable by other users (mode {mode:04o}) and holds secrets; "
+                    f"chmod 600 it, or move the secrets to the environment or a .env file")
+
+
+def _holds_literal_secret(node, key=None) -> bool:
+    """Given raw parsed YAML (before expansion), return True if a secret is written in the file itself."""
+    if isinstance(node, dict):
+        return any(_holds_literal_secret(value, k) for k, value in node.items())
+    if isinstance(node, list):
+        return any(_holds_literal_secret(item) for item in node)
+    if not isinstance(node, str) or not node:
+        return False
+    if key in SECRET_KEYS:
+        return "${" not in node
+    password = _url_password(node) if "://" in node else None
+    return bool(password and "${" not in password)
