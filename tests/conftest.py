@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.fault_proxy import FaultProxy
 from tests.harness.moto_server import MotoServer
 from tests.harness.postgres import PostgresCluster
+from tests.harness.slack_server import SlackServer
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -69,3 +71,44 @@ def aws_env(moto, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.endpoint)
     return moto
+
+
+@pytest.fixture(scope="session")
+def slack_server():
+    """The Slack Web API server, once per session; tests use `slack`, which resets it first."""
+    server = SlackServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def slack(slack_server) -> SlackServer:
+    """The Slack Web API server with no calls, messages or faults left from earlier tests."""
+    slack_server.reset()
+    return slack_server
+
+
+@pytest.fixture
+def fault_proxy():
+    """A factory: fault_proxy(target_host, target_port, mode="tcp"|"http") starts a FaultProxy; every proxy it
+    started is stopped at the end of the test."""
+    proxies: list[FaultProxy] = []
+
+    def start(target_host: str, target_port: int, mode: str = "tcp") -> FaultProxy:
+        proxy = FaultProxy(target_host, target_port, mode).start()
+        proxies.append(proxy)
+        return proxy
+
+    try:
+        yield start
+    finally:
+        failures = []
+        for proxy in proxies:
+            try:
+                proxy.stop()
+            except RuntimeError as failure:  # stop the others first, then report it
+                failures.append(failure)
+        if failures:
+            raise failures[0]
