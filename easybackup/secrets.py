@@ -8,7 +8,9 @@ import threading
 MASK = "***"
 
 # user:password@ in any URL-ish string (postgres://, socks5://, http://).
-_URL_PASSWORD = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)")
+# The lookbehind anchors the scheme at a word start: without it the regex is quadratic on long runs of letters.
+_URL_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)")
 # key=value style passwords in libpq connection strings and command lines.
 _KV_PASSWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|secret|token)\s*=\s*(?P<val>'[^']*'|\S+)")
 # Slack tokens look like xoxb-..., xoxp-..., xapp-...

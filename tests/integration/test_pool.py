@@ -1,0 +1,320 @@
+"""The worker pool through real processes: tests/integration/fake_worker.py plays the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
+from easybackup.jobspec import new_job
+from easybackup.supervision import WorkerPool
+
+FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """Given a pid, return (state, ppid) from /proc, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def _children_of_this_process() -> dict[int, str]:
+    """Return {pid: state} of every child of the test process, zombies included."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))) and stat[1] == os.getpid():
+            children[int(entry)] = stat[0]
+    return children
+
+
+def _live_fake_workers() -> list[int]:
+    live = []
+    for pid, state in _children_of_this_process().items():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if state != "Z" and FAKE_WORKER.encode() in cmdline:
+            live.append(pid)
+    return live
+
+
+def _is_alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _job(name: str):
+    strategy = Strategy(name=name, databases=(DatabaseTarget("app", "postgresql://u:pw@127.0.0.1/app"),),
+                        s3=S3Settings(bucket="b"))
+    return new_job(strategy, "/tmp", datetime.now(timezone.utc))
+
+
+class Recorder:
+    """Collects what the pool reports, and builds pools that run the fake worker with plans from a directory."""
+
+    def __init__(self, plan_dir: Path):
+        self.plan_dir = plan_dir
+        self.events: list[tuple[str, dict]] = []
+        self.stderr: list[tuple[str, str]] = []
+        self.finished: list = []
+        self.aborted: list[tuple[str, str, str]] = []
+        self.pools: list[WorkerPool] = []
+        self.event_hook = None
+
+    def plan(self, strategy: str, steps: list[dict]) -> None:
+        (self.plan_dir / f"{strategy}.json").write_text(json.dumps(steps))
+
+    def pool(self, max_parallel: int = 2, **options) -> WorkerPool:
+        pool = WorkerPool(max_parallel, on_event=self._event, on_stderr=self._stderr, on_finished=self._finished,
+                          worker_argv=[sys.executable, FAKE_WORKER, str(self.plan_dir)],
+                          abort_upload=self._abort, **options)
+        self.pools.append(pool)
+        return pool
+
+    def _event(self, handle, event):
+        self.events.append((handle.strategy, event))
+        if self.event_hook:
+            self.event_hook(handle, event)
+
+    def _stderr(self, handle, line):
+        self.stderr.append((handle.strategy, line))
+
+    def _finished(self, handle):
+        self.finished.append(handle)
+
+    def _abort(self, handle, key, upload_id):
+        self.aborted.append((handle.strategy, key, upload_id))
+
+    def result_of(self, strategy: str) -> dict:
+        (handle,) = [h for h in self.finished if h.strategy == strategy]
+        return handle.result
+
+
+def run_until_idle(pool: WorkerPool, limit: float = 15.0, each_poll=None) -> None:
+    deadline = time.monotonic() + limit
+    while not pool.idle:
+        assert time.monotonic() < deadline, f"pool still busy after {limit} s: {pool.running()}"
+        pool.poll(0.05)
+        if each_poll:
+            each_poll()
+
+
+def wait_for(condition, pool: WorkerPool, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        pool.poll(0.05)
+
+
+@pytest.fixture
+def rec(tmp_path):
+    recorder = Recorder(tmp_path)
+    yield recorder
+    for pool in recorder.pools:
+        pool.stop(0)
+        pool.close()
+    # Every worker and every child of a worker is reaped: no zombies, nothing left running.
+    assert [pid for pid, state in _children_of_this_process().items() if state == "Z"] == []
+    assert _live_fake_workers() == []
+
+
+@pytest.fixture
+def warnings():
+    records = []
+    handler = logger.add(lambda message: records.append(message.record), level="WARNING")
+    yield records
+    logger.remove(handler)
+
+
+def test_two_parallel_slots_never_run_more_than_two_workers_and_all_five_finish(rec):
+    pool = rec.pool(max_parallel=2)
+    for number in range(5):
+        rec.plan(f"s{number}", [{"emit": "started", "pid": 0, "databases": ["app"]}, {"sleep": 0.4},
+                                {"emit": "result", "status": "success", "databases": []}])
+        assert pool.submit(_job(f"s{number}"))
+    seen = []
+
+    def count():
+        live = _live_fake_workers()
+        assert len(pool.running()) <= 2
+        seen.append(len(live))
+
+    run_until_idle(pool, each_poll=count)
+    assert max(seen) == 2, seen
+    assert sorted(h.strategy for h in rec.finished) == [f"s{n}" for n in range(5)]
+    assert all(h.result["status"] == "success" and h.exit_code == 0 for h in rec.finished)
+    by_start = sorted(rec.finished, key=lambda h: h.started_at)
+    assert [h.strategy for h in by_start] == [f"s{n}" for n in range(5)]  # first in, first started
+
+
+def test_a_strategy_submitted_twice_while_queued_or_running_is_rejected(rec):
+    rec.plan("nightly", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 0.5},
+                         {"emit": "result", "status": "success"}])
+    pool = rec.pool()
+    assert pool.submit(_job("nightly"))
+    assert not pool.submit(_job("nightly"))
+    assert len(pool.queued()) == 1
+    pool.poll(0)
+    assert pool.is_busy("nightly") and len(pool.running()) == 1
+    assert not pool.submit(_job("nightly"))
+    assert pool.queued() == []
+    run_until_idle(pool)
+    assert len(rec.finished) == 1
+    assert pool.submit(_job("nightly"))  # free again once it finished
+
+
+def test_a_worker_that_exits_without_a_result_is_recorded_as_crashed_with_its_last_lines(rec):
+    rec.plan("broken", [{"emit": "started", "pid": 0, "databases": ["app"]},
+                        {"stderr": "pg_dump: connecting to postgresql://app:hunter22@db/app"},
+                        {"stderr": "Traceback: something broke"}, {"exit": 70}])
+    pool = rec.pool()
+    pool.submit(_job("broken"))
+    run_until_idle(pool)
+    (handle,) = rec.finished
+    result = handle.result
+    assert result["type"] == "result" and result["status"] == "failed" and result["synthetic"]
+    assert result["error"]["kind"] == "crashed"
+    assert result["error"]["message"] == "worker exited with code 70 (internal error)"
+    assert result["error"]["last_lines"][-1] == "Traceback: something broke"
+    assert "hunter22" not in json.dumps(result) and "hunter22" not in str(rec.stderr)
+    assert handle.exit_code == 70 and handle.events_seen == 1
+    assert rec.aborted == []  # it never announced an upload
+
+
+def test_a_worker_killed_with_sigkill_is_crashed_and_its_announced_upload_is_aborted(rec):
+    rec.plan("oom", [{"emit": "started", "pid": 0, "databases": ["app"]}, {"emit": "db_started", "database": "app"},
+                     {"emit": "upload_started", "database": "app", "key": "p/oom/app/x.dump.gz", "upload_id": "U1"},
+                     {"sleep": 30}])
+
+    def kill_on_upload(handle, event):
+        if event["type"] == "upload_started":
+            os.kill(handle.pid, signal.SIGKILL)
+
+    rec.event_hook = kill_on_upload
+    pool = rec.pool()
+    pool.submit(_job("oom"))
+    run_until_idle(pool)
+    error = rec.result_of("oom")["error"]
+    assert error["kind"] == "crashed"
+    assert error["message"] == "worker killed by signal 9 (SIGKILL — perhaps out of memory?)"
+    assert rec.aborted == [("oom", "p/oom/app/x.dump.gz", "U1")]
+
+
+def test_a_finished_database_clears_the_announced_upload(rec):
+    rec.plan("partial", [{"emit": "upload_started", "database": "a", "key": "k-a", "upload_id": "U-a"},
+                         {"emit": "db_finished", "database": "a", "status": "success", "key": "k-a"},
+                         {"exit": 1}])
+    pool = rec.pool()
+    pool.submit(_job("partial"))
+    run_until_idle(pool)
+    assert rec.aborted == []
+    assert [d["database"] for d in rec.result_of("partial")["databases"]] == ["a"]
+
+
+def test_garbage_oversized_and_truncated_lines_on_stdout_do_not_crash_the_pool(rec, warnings):
+    rec.plan("noisy", [{"raw": "this is not json\n"}, {"raw": '{"v": 1, "type": "log"}\n'},
+                       {"raw": "x", "repeat": 70 * 1024}, {"raw": "\n"},
+                       {"print": "a stray print"},
+                       {"emit": "log", "stream": "worker", "level": "info", "line": "still talking"},
+                       {"emit": "result", "status": "success"},
+                       {"raw": '{"v":1,"type":"progress","bytes_in":'}])
+    pool = rec.pool()
+    pool.submit(_job("noisy"))
+    run_until_idle(pool)
+    assert [e["type"] for _s, e in rec.events] == ["log", "result"]
+    assert rec.result_of("noisy")["status"] == "success"
+    assert ("noisy", "a stray print") in rec.stderr
+    problems = [r["message"] for r in warnings if r["extra"].get("strategy") == "noisy"]
+    assert len(problems) == 4, problems
+    assert any("not JSON" in p for p in problems) and any("lacks" in p for p in problems)
+    assert any("longer than 65536" in p for p in problems) and any("truncated event" in p for p in problems)
+
+
+def test_a_silent_worker_is_killed_after_the_heartbeat_timeout(rec):
+    rec.plan("hung", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
+    pool = rec.pool(heartbeat_timeout=0.5)
+    pool.submit(_job("hung"))
+    started = time.monotonic()
+    run_until_idle(pool)
+    assert time.monotonic() - started < 5
+    error = rec.result_of("hung")["error"]
+    assert error["kind"] == "crashed"
+    assert error["message"] == "worker sent no event for 0.5 s and was killed"
+    assert "killed by signal 9" in error["detail"]
+
+
+def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace(rec):
+    rec.plan("stubborn", [{"ignore_sigterm": True}, {"spawn_sleep": 60},
+                          {"emit": "upload_started", "database": "app", "key": "k", "upload_id": "U9"},
+                          {"sleep": 60}])
+    rec.plan("queued", [])
+    pool = rec.pool(max_parallel=1)
+    pool.submit(_job("stubborn"))
+    pool.submit(_job("queued"))
+    wait_for(lambda: any(e["type"] == "upload_started" for _s, e in rec.events), pool)
+    (child_pid,) = [e["child_pid"] for _s, e in rec.events if "child_pid" in e]
+    assert _is_alive(child_pid)
+    started = time.monotonic()
+    dropped = pool.stop(grace=1.0)
+    assert time.monotonic() - started < 2.0
+    assert [job.strategy.name for job in dropped] == ["queued"]
+    (handle,) = rec.finished
+    assert handle.result["error"]["kind"] == "cancelled"
+    assert "killed by signal 9" in handle.result["error"]["message"]
+    assert rec.aborted == [("stubborn", "k", "U9")]
+    deadline = time.monotonic() + 2
+    while _is_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _is_alive(child_pid)
+    assert pool.idle
+
+
+def test_stop_lets_a_worker_that_obeys_sigterm_exit_within_the_grace(rec):
+    rec.plan("polite", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
+    pool = rec.pool()
+    pool.submit(_job("polite"))
+    wait_for(lambda: rec.events, pool)
+    started = time.monotonic()
+    pool.stop(grace=5.0)
+    assert time.monotonic() - started < 2.0
+    error = rec.result_of("polite")["error"]
+    assert error["kind"] == "cancelled" and "killed by signal 15 (SIGTERM)" in error["message"]
+
+
+def test_a_worker_that_cannot_be_started_is_reported_as_failed(rec):
+    pool = WorkerPool(1, on_event=None, on_stderr=None, on_finished=rec.finished.append,
+                      worker_argv=["/nonexistent/easybackup-worker"])
+    pool.submit(_job("ghost"))
+    pool.poll(0)
+    (handle,) = rec.finished
+    assert handle.result["status"] == "failed" and handle.result["error"]["kind"] == "internal"
+    assert "could not start the worker" in handle.result["error"]["message"]
+    assert pool.idle
+
+
+def test_a_crashed_workers_leftover_child_is_killed_and_does_not_hold_up_the_pool(rec):
+    rec.plan("leaky", [{"spawn_sleep": 60}, {"stderr": "about to die"}, {"exit": 70}])
+    pool = rec.pool()
+    pool.submit(_job("leaky"))
+    started = time.monotonic()
+    run_until_idle(pool)
+    assert time.monotonic() - started < 3  # the child still held the stderr pipe: EOF was not waited for
+    (child_pid,) = [e["child_pid"] for _s, e in rec.events if "child_pid" in e]
+    deadline = time.monotonic() + 2
+    while _is_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _is_alive(child_pid)
+    assert rec.result_of("leaky")["error"]["last_lines"] == ["about to die"]
