@@ -43,6 +43,9 @@ system-tools:
 		fi; \
 	fi
 
+demo: venv system-tools
+	$(PYTHON) examples/demo.py
+
 perf: venv system-tools
 	$(PYTHON) -m pytest tests/perf -p no:cacheprovider -s -ra
 

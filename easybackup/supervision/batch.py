@@ -1,0 +1,89 @@
+"""Run chosen strategies once through the worker pool and wait for them (`easybackup once`).
+
+Signals only enqueue; the loop dispatches. SIGTERM/SIGINT stop the workers (grace, then kill), abort their
+uploads, and the run ends as terminated.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from easybackup.config.model import Config, Strategy
+from easybackup.jobspec import new_job
+from easybackup.logs import log
+from easybackup.supervision.aborts import UploadAborter
+from easybackup.supervision.observers import RunObserver
+from easybackup.supervision.pool import WorkerPool
+
+POLL_S = 0.5
+
+
+@dataclass
+class BatchOutcome:
+    results: dict[str, dict] = field(default_factory=dict)  # strategy -> result event fields
+    terminated: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.results) and all(r.get("status") == "success" for r in self.results.values())
+
+
+class Batch:
+    """Given a config, the strategies to run and an observer, run them once; see `run()`."""
+
+    def __init__(self, config: Config, strategies: tuple[Strategy, ...], observer: RunObserver,
+                 worker_argv: list[str] | None = None):
+        self.config = config
+        self.strategies = strategies
+        self.observer = observer
+        self.outcome = BatchOutcome()
+        self._signals: list[int] = []
+        self._aborter = UploadAborter()
+        self.pool = WorkerPool(config.max_parallel_strategies, on_event=self._on_event,
+                               on_stderr=observer.stderr, on_finished=self._on_finished,
+                               worker_argv=worker_argv, abort_upload=self._aborter)
+
+    def _on_event(self, handle, event: dict) -> None:
+        if event["type"] == "started":
+            self.observer.run_started(handle)
+        self.observer.event(handle, event)
+
+    def _on_finished(self, handle) -> None:
+        self.outcome.results[handle.strategy] = handle.result or {}
+        self.observer.run_finished(handle)
+
+    def _enqueue_signal(self, signum, frame) -> None:
+        self._signals.append(signum)
+
+    def run(self) -> BatchOutcome:
+        """Run every strategy once; return the outcome (results per strategy, terminated or not)."""
+        previous = {sig: signal.signal(sig, self._enqueue_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            now = datetime.now(timezone.utc)
+            for strategy in self.strategies:
+                self.pool.submit(new_job(strategy, self.config.temp_dir, now))
+            while not self.pool.idle:
+                if self._signals:
+                    self._shutdown(self._signals[0])
+                    break
+                self.pool.poll(POLL_S)
+            self._aborter.join()
+        finally:
+            self.pool.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.outcome
+
+    def _shutdown(self, signum: int) -> None:
+        grace = max((s.timeout.shutdown_grace for s in self.strategies), default=60.0)
+        log.warning(f"received {signal.Signals(signum).name}: stopping running backups (grace {grace:g} s)")
+        self.outcome.terminated = True
+        started = time.monotonic()
+        dropped = self.pool.stop(grace)
+        for job in dropped:
+            self.outcome.results[job.strategy.name] = {"status": "cancelled", "databases": [], "error": {
+                "kind": "cancelled", "message": "not started: stopped by a signal"}}
+        log.info(f"stopped in {time.monotonic() - started:.1f} s")

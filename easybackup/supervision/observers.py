@@ -1,0 +1,134 @@
+"""Observers of worker runs. The pool's callbacks fan out to them: logging, the terminal, and later Slack,
+metrics and health. An observer's failure is logged and never changes a backup's result."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from easybackup.humanize import format_bytes, format_rate
+from easybackup.logs import log
+
+_LOG_LEVELS = {"trace": "TRACE", "debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR",
+               "critical": "CRITICAL"}
+
+
+class RunObserver:
+    """Base observer: every hook does nothing."""
+
+    name = "observer"
+
+    def run_started(self, handle) -> None: ...
+
+    def event(self, handle, event: dict) -> None: ...
+
+    def stderr(self, handle, line: str) -> None: ...
+
+    def run_finished(self, handle) -> None: ...
+
+
+class Observers(RunObserver):
+    """Given observers, call each for every hook; one that raises is logged as a warning and skipped."""
+
+    def __init__(self, observers: list[RunObserver]):
+        self.observers = list(observers)
+
+    def _each(self, method: str, *args) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception as exc:  # noqa: BLE001 — a side channel never changes a backup's result
+                log.warning("{} failed in {}: {}: {}", observer.name, method, type(exc).__name__, exc)
+
+    def run_started(self, handle) -> None:
+        self._each("run_started", handle)
+
+    def event(self, handle, event: dict) -> None:
+        self._each("event", handle, event)
+
+    def stderr(self, handle, line: str) -> None:
+        self._each("stderr", handle, line)
+
+    def run_finished(self, handle) -> None:
+        self._each("run_finished", handle)
+
+
+class LogObserver(RunObserver):
+    """Logs every event and every line a child printed, with the strategy and run id on each line."""
+
+    name = "log"
+
+    def event(self, handle, event: dict) -> None:
+        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)
+        kind, db = event["type"], event.get("database")
+        where = f"{db}: " if db else ""
+        if kind == "log":
+            level = _LOG_LEVELS.get(str(event.get("level", "info")).lower(), "INFO")
+            stream = event.get("stream", "worker")
+            prefix = "" if stream == "worker" else f"{stream}: "
+            logger.log(level, f"{where}{prefix}{event.get('line', '')}")
+        elif kind == "started":
+            logger.info(f"worker pid {event.get('pid')} started: {', '.join(event.get('databases') or [])}")
+        elif kind == "db_started":
+            logger.info(f"{where}backup started")
+        elif kind == "upload_started":
+            logger.debug(f"{where}multipart upload {event.get('upload_id')} of {event.get('key')} started")
+        elif kind == "retry":
+            logger.warning(f"{where}attempt {event.get('attempt')}/{event.get('max_attempts')} failed: "
+                           f"{event.get('reason')}; retrying in {event.get('delay_s')} s")
+        elif kind == "db_finished":
+            self._db_finished(logger, where, event)
+        elif kind == "retention":
+            logger.info(f"retention: deleted {event.get('deleted')}, kept {event.get('kept')}")
+
+    @staticmethod
+    def _db_finished(logger, where: str, event: dict) -> None:
+        if event.get("status") == "success":
+            logger.info(f"{where}backup succeeded: {format_bytes(event.get('size'))} in "
+                        f"{event.get('duration_s')} s → {event.get('key')}")
+            return
+        error = event.get("error") or {}
+        hint = f" (hint: {error['hint']})" if error.get("hint") else ""
+        logger.error(f"{where}backup {event.get('status')}: [{error.get('kind')}] {error.get('message')}"
+                     f"{': ' + error['detail'] if error.get('detail') else ''}{hint}")
+
+    def stderr(self, handle, line: str) -> None:
+        log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(f"worker stderr: {line}")
+
+    def run_finished(self, handle) -> None:
+        result = handle.result or {}
+        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)
+        if result.get("status") == "success":
+            logger.info(f"run succeeded in {result.get('duration_s')} s")
+        else:
+            error = result.get("error") or {}
+            logger.error(f"run failed: [{error.get('kind')}] {error.get('message')}")
+
+
+class TerminalProgress(RunObserver):
+    """On a TTY, one live line per running database: bytes stored and the rate. Silent under cron."""
+
+    name = "terminal"
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._started: dict[tuple[str, str], float] = {}
+
+    def event(self, handle, event: dict) -> None:
+        if not self.enabled or event["type"] not in ("db_started", "progress"):
+            return
+        key = (handle.strategy, event.get("database") or "")
+        if event["type"] == "db_started":
+            self._started[key] = time.monotonic()
+            return
+        elapsed = max(0.001, time.monotonic() - self._started.get(key, time.monotonic()))
+        stored = event.get("bytes_out") or 0
+        self.stream.write(f"\r\033[K{key[0]}/{key[1]}: {format_bytes(stored)} stored, "
+                          f"{format_rate(stored / elapsed)}")
+        self.stream.flush()
+
+    def run_finished(self, handle) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

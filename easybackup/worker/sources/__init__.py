@@ -1,0 +1,35 @@
+"""Dump sources: what produces a database's dump stream. PostgreSQL today; MySQL/MariaDB can follow."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from easybackup.errors import EasybackupError
+from easybackup.worker.pipeline import StageFailed, StageSpec
+
+
+@runtime_checkable
+class DumpSource(Protocol):
+    """One database to dump. Implementations keep secrets out of argv, env and every text they return."""
+
+    name: str  # the engine, e.g. "postgres"
+
+    def describe(self) -> str:
+        """Return a one-line description for logs and Slack, secrets masked."""
+        ...
+
+    def dump_stage(self) -> StageSpec:
+        """Return the stage that writes the dump to stdout."""
+        ...
+
+    def file_extension(self) -> str:
+        """Return the archive's extension before any compression suffix: "dump" or "sql"."""
+        ...
+
+    def classify_failure(self, stage_failed: StageFailed) -> EasybackupError:
+        """Given the pipeline's failure, return an error with the right kind, transient flag and hint."""
+        ...
+
+    def versions(self) -> dict:
+        """Return the dump tool's and (when cheap) the server's version for the manifest."""
+        ...

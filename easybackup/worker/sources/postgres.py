@@ -1,0 +1,249 @@
+"""PostgreSQL as a dump source: pg_dump argv, a private passfile, failure classification, versions.
+
+The password never reaches argv or a child's environment: pg_dump gets the URL without it
+(`--dbname postgresql://user@host:port/db?sslmode=...`) and `PGPASSFILE` pointing at a 0600 file in the
+worker's private directory, removed by `cleanup()` (or leaving the `with` block).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from easybackup.config.model import DatabaseTarget, PgDumpSettings
+from easybackup.errors import EasybackupError
+from easybackup.secrets import mask, register_secret
+from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 5432
+PASSFILE_NAME = "pgpass"
+CONNECT_TIMEOUT_S = "30"  # libpq waits forever on a black-holed host otherwise; a URL's connect_timeout wins
+VERSION_QUERY_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class PostgresUrl:
+    """A parsed postgres:// URL, percent-decoded. `query` is the raw query string (sslmode=... etc.)."""
+
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    dbname: str | None
+    query: str = ""
+
+    def conninfo(self) -> str:
+        """Return the URL without its password, for `pg_dump --dbname`."""
+        user = f"{quote(self.user, safe='')}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else quote(self.host, safe="")
+        dbname = quote(self.dbname, safe="") if self.dbname else ""
+        query = f"?{self.query}" if self.query else ""
+        return f"postgresql://{user}{host}:{self.port}/{dbname}{query}"
+
+    def passfile_line(self) -> str:
+        """Return the passfile line `host:port:dbname:user:password`; fields libpq defaults itself are `*`."""
+        fields = [self.host, str(self.port), self.dbname or "*", self.user or "*", self.password or ""]
+        escaped = [_escape_passfile_field(value) for value in fields]
+        for index in (2, 3):
+            if fields[index] == "*":
+                escaped[index] = "*"  # a wildcard, not a literal star
+        return ":".join(escaped) + "\n"
+
+
+def _escape_passfile_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def parse_postgres_url(url: str) -> PostgresUrl:
+    """Given a postgres:// or postgresql:// URL, return its parts; raise ValueError (masked) if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a postgres:// URL: {mask(url)}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"invalid port in database URL {mask(url)}") from None
+    dbname = unquote(parts.path.lstrip("/")) or None
+    return PostgresUrl(
+        host=parts.hostname or DEFAULT_HOST,
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        dbname=dbname,
+        query=parts.query,
+    )
+
+
+@dataclass(frozen=True)
+class _Rule:
+    pattern: re.Pattern
+    kind: str
+    transient: bool
+    hint: str
+
+
+_RULES = (
+    _Rule(re.compile(r'password authentication failed|no password supplied|role ".*" does not exist'
+                     r"|no pg_hba.conf entry", re.I), "authentication", False,
+          "check the password for user {user} in the strategy's database URL (and that the role exists)"),
+    _Rule(re.compile(r'database ".*" does not exist', re.I), "not_found", False,
+          "check the database name {dbname} in the strategy's database URL, or create it"),
+    _Rule(re.compile(r"permission denied", re.I), "permission", False,
+          "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
+    _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
+                     r"|the database system is (starting up|shutting down)|timeout expired|no route to host"
+                     r"|could not translate host name", re.I), "connection", True,
+          "check that PostgreSQL at {host}:{port} is up and reachable from this machine (firewall, tunnel, proxy)"),
+)
+
+
+class PostgresSource:
+    """One PostgreSQL database to dump with pg_dump. Use as a context manager so the passfile is removed."""
+
+    name = "postgres"
+    stage_name = "pg_dump"
+
+    def __init__(self, target: DatabaseTarget, settings: PgDumpSettings, private_dir: Path,
+                 compress_externally: bool):
+        self.target = target
+        self.settings = settings
+        self.private_dir = Path(private_dir)
+        # Custom format always gets -Z0: with a compressor it would compress twice, single-threaded;
+        # with `none` the operator asked for no compression at all (DESIGN.md).
+        self.compress_externally = compress_externally
+        self.url = parse_postgres_url(target.url)
+        register_secret(self.url.password)
+        self.passfile: Path | None = None
+
+    def __enter__(self) -> PostgresSource:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.cleanup()
+
+    # -- what to run ---------------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Return "database <name> at <masked url> (<format> format)"."""
+        return f"database {self.target.name} at {mask(self.target.url)} ({self.settings.format} format)"
+
+    def file_extension(self) -> str:
+        """Return "dump" for the custom format, "sql" for plain."""
+        return "dump" if self.settings.format == "custom" else "sql"
+
+    def dump_argv(self) -> list[str]:
+        """Return pg_dump's argv: never a password, never a shell."""
+        argv = ["pg_dump", "--no-password", f"--format={self.settings.format}"]
+        if self.settings.format == "custom":
+            argv.append("-Z0")
+        argv += list(self.settings.extra_args)
+        return argv + ["--dbname", self.url.conninfo()]
+
+    def child_env(self) -> dict[str, str]:
+        """Return the environment for pg_dump/psql: the basics and PG* settings (PGSSLROOTCERT, ...), never
+        PGPASSWORD or other secrets of ours, and PGPASSFILE when the URL has a password."""
+        env = base_env(keep_prefixes=("PG",), drop=("PGPASSWORD",))
+        env.setdefault("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_S)
+        if self.url.password is not None:
+            env["PGPASSFILE"] = str(self._ensure_passfile())
+        return env
+
+    def dump_stage(self) -> StageSpec:
+        """Return the pg_dump stage (writes the passfile first when the URL has a password)."""
+        return StageSpec(self.stage_name, self.dump_argv(), env=self.child_env(), failure_kind="dump_failed")
+
+    def _ensure_passfile(self) -> Path:
+        if self.passfile is None:
+            path = self.private_dir / PASSFILE_NAME
+            # O_EXCL: never write a password into a file someone else prepared (or a symlink).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self.url.passfile_line())
+            self.passfile = path
+        return self.passfile
+
+    def cleanup(self) -> None:
+        """Remove the passfile if we wrote one (idempotent)."""
+        if self.passfile is not None:
+            self.passfile.unlink(missing_ok=True)
+            self.passfile = None
+
+    # -- failures ------------------------------------------------------------------------------------------
+
+    def classify_failure(self, stage_failed: StageFailed) -> EasybackupError:
+        """Given a StageFailed from the dump pipeline, return the error an operator can act on.
+
+        A failure of another stage (the compressor) is returned unchanged.
+        """
+        if stage_failed.stage != self.stage_name:
+            return stage_failed
+        lines = [mask(line) for line in stage_failed.last_lines]
+        rule, evidence = self._match(lines) if stage_failed.signal is None else (None, None)
+        what = f"pg_dump of database {self.target.name}"
+        if rule is None:
+            return EasybackupError(
+                f"{what} failed: pg_dump {stage_failed.description}", detail=_last_nonblank(lines),
+                hint="read pg_dump's last lines below", kind="dump_failed", transient=False,
+                exit_codes=stage_failed.exit_codes, last_lines=lines)
+        hint = rule.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
+                                host=self.url.host, port=self.url.port)
+        return EasybackupError(
+            f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
+            hint=mask(hint), kind=rule.kind, transient=rule.transient,
+            exit_codes=stage_failed.exit_codes, last_lines=lines)
+
+    @staticmethod
+    def _match(lines: list[str]) -> tuple[_Rule | None, str | None]:
+        for rule in _RULES:  # in priority order: authentication before the "could not connect" around it
+            for line in lines:
+                if rule.pattern.search(line):
+                    return rule, line
+        return None, None
+
+    # -- versions ------------------------------------------------------------------------------------------
+
+    def versions(self) -> dict:
+        """Return {"pg_dump_version", "server_version"}; a value is None when it cannot be had cheaply."""
+        return {"pg_dump_version": pg_dump_version(), "server_version": self._server_version()}
+
+    def _server_version(self) -> str | None:
+        argv = ["psql", "-X", "-At", "--no-password", "-c", "show server_version", "--dbname", self.url.conninfo()]
+        try:
+            done = subprocess.run(argv, env=self.child_env(), capture_output=True, text=True,
+                                  timeout=VERSION_QUERY_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return None  # only for the manifest: the dump itself reports a real connection problem
+        if done.returncode != 0:
+            return None
+        return done.stdout.strip() or None
+
+
+def pg_dump_version() -> str | None:
+    """Return the installed pg_dump's version ("15.6"), or None when pg_dump cannot be run."""
+    try:
+        done = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, timeout=10,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version_output(done.stdout)
+
+
+def parse_version_output(text: str) -> str | None:
+    """Given `pg_dump (PostgreSQL) 15.6 (Debian 15.6-0+deb12u1)`, return "15.6"; None if there is no version."""
+    found = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", text)
+    return found.group(1) if found else None
+
+
+def _last_nonblank(lines: list[str]) -> str | None:
+    return next((line for line in reversed(lines) if line.strip()), None)
+
+
+def _short(line: str) -> str:
+    # pg_dump prefixes "pg_dump: error: connection to server at ... failed: FATAL:  ..."; keep the cause.
+    text = re.sub(r"^pg_dump:\s*(error:\s*)?", "", line.strip())
+    return " ".join(text.split())
