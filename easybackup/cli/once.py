@@ -6,12 +6,16 @@ Exit 0 when everything succeeded, 1 when a database failed, 2 for a bad config o
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from easybackup import exitcodes
 from easybackup.cli.summary import render_table, summary_rows
 from easybackup.config import load_config
-from easybackup.logs import setup_logging
+from easybackup.errors import UsageError
+from easybackup.logs import log, setup_logging
+from easybackup.monitoring import Metrics, MonitoringObserver, MonitorState
 from easybackup.supervision.batch import Batch
 from easybackup.supervision.observers import LogObserver, Observers, TerminalProgress
 
@@ -21,19 +25,49 @@ def add_parser(subparsers, common) -> None:
                                    description="Run the chosen strategies once (all by default), then exit.")
     parser.add_argument("-s", "--strategy", action="append", default=[], metavar="NAME",
                         help="run only this strategy (repeatable)")
+    parser.add_argument("--metrics-file", default=None, metavar="PATH",
+                        help="after the run, write the metrics there (atomically) for node_exporter's textfile "
+                             "collector; name it *.prom")
     parser.set_defaults(handler=run)
 
 
-def build_observers() -> Observers:
-    """Return the observers `once` reports through."""
-    return Observers([LogObserver(), TerminalProgress()])
+def build_observers(extra=()) -> Observers:
+    """Return the observers `once` reports through (plus `extra` ones)."""
+    return Observers([LogObserver(), TerminalProgress(), *extra])
+
+
+def check_metrics_file(path: str) -> None:
+    """Given --metrics-file, raise UsageError before any backup runs if its directory cannot take the file."""
+    directory = Path(path).parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write --metrics-file {path}", detail=f"{directory} is not a writable directory",
+                         hint="point it at node_exporter's --collector.textfile.directory")
+
+
+def write_metrics_file(metrics: Metrics, path: str) -> None:
+    """Given the metrics of the run and --metrics-file, write them; a failure is logged, the backups stand."""
+    try:
+        metrics.write_textfile(path)
+    except OSError as exc:
+        log.error(f"could not write --metrics-file {path}: {exc}")
+        return
+    log.debug(f"metrics written to {path}")
 
 
 def run(args) -> int:
     config = load_config(args.config, env_file=args.env_file)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     strategies = config.select(args.strategy)
-    outcome = Batch(config, strategies, build_observers()).run()
+    metrics_file = getattr(args, "metrics_file", None)
+    extra, metrics = [], None
+    if metrics_file:
+        check_metrics_file(metrics_file)
+        metrics = Metrics()
+        metrics.declare_strategies(strategies)
+        extra.append(MonitoringObserver(MonitorState(strategies), metrics))
+    outcome = Batch(config, strategies, build_observers(extra)).run()
+    if metrics is not None:
+        write_metrics_file(metrics, metrics_file)
     print(render_table(summary_rows(outcome.results)), file=sys.stdout)
     if outcome.terminated:
         return exitcodes.TERMINATED

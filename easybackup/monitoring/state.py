@@ -1,0 +1,245 @@
+"""What the health endpoint reports: per-strategy run state, the scheduler's heartbeat and connectivity.
+
+DESIGN.md, "Monitoring". Pure logic on an injected clock, safe to share between the supervisor loop (writer)
+and the HTTP threads (readers): every method takes one lock, and `snapshot()` only reads memory — it never
+calls S3 or Slack, so a request costs microseconds however slow the outside world is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from easybackup import __version__
+from easybackup.config.model import Strategy
+from easybackup.logs import log
+from easybackup.scheduling import interval
+from easybackup.secrets import mask
+
+STALL_AFTER_S = 30.0  # the loop beats about once a second; this much silence means it is stuck
+OVERDUE_INTERVALS = 2  # no success within this many schedule intervals -> overdue
+CONNECTIVITY = frozenset({"ok", "error", "unknown", "disabled"})
+MAX_ERROR_CHARS = 500
+HTTP_OK, HTTP_UNAVAILABLE = 200, 503
+
+
+def utc_text(moment: datetime | None) -> str | None:
+    """Given an aware (or naive UTC) datetime or None, return `2025-06-17T10:30:00Z` or None."""
+    if moment is None:
+        return None
+    return _aware(moment).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def error_line(result: dict) -> str | None:
+    """Given a run's `result` fields, return its error as one masked line (prefixed by the failed database)."""
+    error = result.get("error")
+    if not isinstance(error, dict):
+        return None
+    # The same line as ErrorInfo.one_line(), built defensively: the fields come from another process.
+    parts = [str(error[key]) for key in ("message", "detail") if error.get(key)]
+    text = " ".join(": ".join(parts).split()) or str(error.get("kind") or "failed")
+    failed = [db.get("database") for db in _databases(result) if db.get("status") != "success" and db.get("database")]
+    if failed and not text.startswith(f"{failed[0]}:"):
+        text = f"{failed[0]}: {text}"
+    text = mask(text)
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
+
+
+def stored_bytes(result: dict) -> int | None:
+    """Given a run's `result` fields, return the bytes its successful databases stored, or None if none did."""
+    sizes = [db.get("size") for db in _databases(result)
+             if db.get("status") == "success" and isinstance(db.get("size"), int)]
+    return sum(sizes) if sizes else None
+
+
+def _databases(result: dict) -> list[dict]:
+    databases = result.get("databases")
+    return [db for db in databases if isinstance(db, dict)] if isinstance(databases, list) else []
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class StrategyHealth:
+    """What health shows for one strategy."""
+
+    interval: timedelta | None
+    status: str = "pending"  # pending, running, success, failed
+    run_id: str | None = None
+    run_started: datetime | None = None
+    last_run: datetime | None = None
+    last_success: datetime | None = None
+    next_run: datetime | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    consecutive_failures: int = 0
+    size_bytes: int | None = None
+    duration_seconds: float | None = None
+
+
+def _interval_of(strategy: Strategy) -> timedelta | None:
+    try:
+        return interval(strategy.schedule)
+    except ValueError as exc:  # validated configs never get here; health then just cannot say "overdue"
+        log.warning(f"strategy {strategy.name}: no interval for schedule {strategy.schedule!r}: {exc}")
+        return None
+
+
+class MonitorState:
+    """Given the configured strategies and a clock (epoch seconds), keep what health reports; see `snapshot()`."""
+
+    def __init__(self, strategies: tuple[Strategy, ...], *, clock=time.time, started_at: datetime | None = None,
+                 stall_after: float = STALL_AFTER_S):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.started_at = _aware(started_at) if started_at else self._now()
+        self.stall_after = stall_after
+        self._heartbeat = self.started_at  # the loop has until stall_after past start to beat for the first time
+        self._s3 = "unknown"
+        self._slack = "unknown"
+        self._strategies: dict[str, StrategyHealth] = {s.name: StrategyHealth(_interval_of(s)) for s in strategies}
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), timezone.utc)
+
+    def _entry(self, name: str) -> StrategyHealth | None:
+        entry = self._strategies.get(name)
+        if entry is None:  # a run of a strategy a reload removed: nothing to show any more
+            log.debug(f"health: ignoring an update for unconfigured strategy {name!r}")
+        return entry
+
+    def set_next_run(self, name: str, when: datetime | None) -> None:
+        """Given a strategy and its next scheduled run (or None), record it."""
+        with self._lock:
+            if entry := self._entry(name):
+                entry.next_run = _aware(when) if when else None
+
+    def run_started(self, name: str, run_id: str, started_at: datetime) -> None:
+        """Given a strategy, the run id and when its run started, show it as running."""
+        with self._lock:
+            if entry := self._entry(name):
+                entry.status, entry.run_id, entry.run_started = "running", run_id, _aware(started_at)
+
+    def run_finished(self, name: str, result: dict, finished_at: datetime) -> None:
+        """Given a strategy, its run's `result` fields and when it ended, record the outcome."""
+        finished_at = _aware(finished_at)
+        result = result if isinstance(result, dict) else {}
+        with self._lock:
+            entry = self._entry(name)
+            if entry is None:
+                return
+            entry.last_run = entry.run_started or finished_at
+            entry.run_id, entry.run_started = None, None
+            # Size and duration describe the last finished run; a failed run keeps the archives that succeeded.
+            duration = result.get("duration_s")
+            entry.duration_seconds = float(duration) if _is_number(duration) else None
+            entry.size_bytes = stored_bytes(result)
+            if result.get("status") == "success":
+                entry.status, entry.error, entry.error_kind = "success", None, None
+                entry.last_success = finished_at
+                entry.consecutive_failures = 0
+            else:
+                entry.status = "failed"
+                entry.error = error_line(result) or f"run ended with status {result.get('status') or 'unknown'}"
+                error = result.get("error")
+                entry.error_kind = str(error.get("kind")) if isinstance(error, dict) and error.get("kind") else None
+                entry.consecutive_failures += 1
+
+    def restore_last(self, name: str, last_run: datetime | None, last_success: datetime | None, status: str,
+                     size_bytes: int | None = None) -> None:
+        """Given what S3's newest manifest says about a strategy, fill what this process has not seen itself."""
+        with self._lock:
+            entry = self._entry(name)
+            if entry is None:
+                return
+            if entry.status == "pending" and status in ("success", "failed"):
+                entry.status = status
+                entry.size_bytes = size_bytes if entry.size_bytes is None else entry.size_bytes
+            if last_run and (entry.last_run is None or _aware(last_run) > entry.last_run):
+                entry.last_run = _aware(last_run)
+            if last_success and (entry.last_success is None or _aware(last_success) > entry.last_success):
+                entry.last_success = _aware(last_success)
+
+    def loop_heartbeat(self, when: datetime | float | None = None) -> None:
+        """Record that the scheduler loop is alive (now, or at `when`: a datetime or epoch seconds)."""
+        if when is None:
+            moment = self._now()
+        elif isinstance(when, datetime):
+            moment = _aware(when)
+        else:
+            moment = datetime.fromtimestamp(float(when), timezone.utc)
+        with self._lock:  # the latest beat wins, so a wall clock set back cannot hide a stall behind a future beat
+            self._heartbeat = moment
+
+    def set_connectivity(self, s3: str | None = None, slack: str | None = None) -> None:
+        """Given new S3 and/or Slack connectivity (ok, error, unknown, disabled; None keeps it), record them.
+
+        Raise ValueError for any other value.
+        """
+        for value in (s3, slack):
+            if value is not None and value not in CONNECTIVITY:
+                raise ValueError(f"connectivity must be one of {sorted(CONNECTIVITY)}, not {value!r}")
+        with self._lock:
+            self._s3 = s3 or self._s3
+            self._slack = slack or self._slack
+
+    def replace_strategies(self, strategies: tuple[Strategy, ...]) -> None:
+        """Given the strategies of a reloaded config, keep the state of those that remain; new ones are pending."""
+        with self._lock:
+            kept = {}
+            for strategy in strategies:
+                entry = self._strategies.get(strategy.name) or StrategyHealth(None)
+                entry.interval = _interval_of(strategy)  # the schedule may have changed
+                kept[strategy.name] = entry
+            self._strategies = kept
+
+    def snapshot(self) -> tuple[int, dict]:
+        """Return (HTTP status, health document): 503 when the loop stalled, else 200."""
+        with self._lock:
+            now = self._now()
+            strategies = {name: self._strategy_view(entry, now) for name, entry in self._strategies.items()}
+            stalled = (now - self._heartbeat).total_seconds() > self.stall_after
+            s3, slack = self._s3, self._slack
+        if stalled:
+            status = "unhealthy"
+        elif s3 == "error" or any(view["overdue"] for view in strategies.values()):
+            status = "degraded"
+        else:
+            status = "healthy"
+        document = {
+            "status": status,
+            "timestamp": utc_text(now),
+            "version": __version__,
+            "strategies": {"total": len(strategies), "last_backup_status": strategies},
+            "s3_connectivity": s3,
+            "slack_connectivity": slack,
+        }
+        return (HTTP_UNAVAILABLE if stalled else HTTP_OK), document
+
+    def _strategy_view(self, entry: StrategyHealth, now: datetime) -> dict:
+        view = {"status": entry.status, "last_run": utc_text(entry.last_run), "next_run": utc_text(entry.next_run)}
+        if entry.status == "failed":  # as in the seed: `error` only on a failed strategy
+            view["error"] = entry.error
+        view.update(
+            last_success=utc_text(entry.last_success),
+            consecutive_failures=entry.consecutive_failures,
+            size_bytes=entry.size_bytes,
+            duration_seconds=entry.duration_seconds,
+            error_kind=entry.error_kind if entry.status == "failed" else None,
+            overdue=self._overdue(entry, now),
+        )
+        return view
+
+    def _overdue(self, entry: StrategyHealth, now: datetime) -> bool:
+        if entry.interval is None:
+            return False
+        since = max(self.started_at, entry.last_success) if entry.last_success else self.started_at
+        return now - since > OVERDUE_INTERVALS * entry.interval
