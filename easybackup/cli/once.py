@@ -16,8 +16,11 @@ from easybackup.config import load_config
 from easybackup.errors import UsageError
 from easybackup.logs import log, setup_logging
 from easybackup.monitoring import Metrics, MonitoringObserver, MonitorState
+from easybackup.notifications.observer import build_slack
 from easybackup.supervision.batch import Batch
 from easybackup.supervision.observers import LogObserver, Observers, TerminalProgress
+
+SLACK_DRAIN_S = 30.0
 
 
 def add_parser(subparsers, common) -> None:
@@ -65,7 +68,15 @@ def run(args) -> int:
         metrics = Metrics()
         metrics.declare_strategies(strategies)
         extra.append(MonitoringObserver(MonitorState(strategies), metrics))
+    slack, notifier = build_slack(config, on_error=metrics.notification_error if metrics is not None else None)
+    if notifier is not None:
+        extra.append(slack)
+        notifier.start()
     outcome = Batch(config, strategies, build_observers(extra)).run()
+    if notifier is not None:  # DESIGN.md, "once": drain Slack's queue for up to 30 s before exit
+        notifier.drain(SLACK_DRAIN_S)
+        log.info(f"Slack: {notifier.stats.sent} sent, {notifier.stats.failed} failed, "
+                 f"{notifier.stats.dropped} dropped")
     if metrics is not None:
         write_metrics_file(metrics, metrics_file)
     print(render_table(summary_rows(outcome.results)), file=sys.stdout)
