@@ -8,11 +8,17 @@
 Leaving the block always stops what still runs (SIGTERM, grace, SIGKILL), reaps every child with
 `Popen.wait()` on the handles we own, joins the stderr readers and closes every fd. Every stage's stderr
 is drained on its own thread: an undrained stderr stalls pg_dump once the pipe buffer (64 KiB) is full.
+
+`count_after="pg_dump"` puts a counting relay behind that stage: a thread moves its output on to the next
+link with splice(2) (pipe to pipe inside the kernel, no copy through Python) and `bytes_counted` says how
+many bytes went through — the dump's size before compression, for the manifest and progress events.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
+import fcntl
 import os
 import select
 import signal
@@ -31,6 +37,8 @@ CUT_MARK = " …[line cut]"
 _READ_SIZE = 65536
 _POLL_S = 0.2  # how often a stderr reader looks at its stop flag when nothing arrives
 _DRAIN_AFTER_STOP_S = 1.0
+_RELAY_CHUNK = 1 << 20  # bytes asked for per splice/read; a pipe hands over at most what it holds
+_RELAY_PIPE_SIZE = 1 << 20  # the unprivileged maximum: fewer wake-ups of the relay and of the stages
 
 LineCallback = Callable[[str, str], None]
 
@@ -195,21 +203,89 @@ class _StderrReader(threading.Thread):
             self.callback_error = exc
 
 
-class Pipeline:
-    """Given stage specs, run them chained stdout -> stdin; see the module docstring."""
+class _Relay(threading.Thread):
+    """Moves bytes from one pipe (`src`) to another (`dst`) until EOF, counting them in `bytes_moved`.
 
-    def __init__(self, stages: Sequence[StageSpec], on_line: LineCallback | None = None, stdin=None):
+    Owns both fds and closes them when done: `dst` first, so the reader sees EOF; then `src`, so a writer
+    still writing gets SIGPIPE (the next stage stopped reading) — the same story as without a relay.
+    """
+
+    def __init__(self, stage: str, src: int, dst: int):
+        super().__init__(name=f"relay-{stage}", daemon=True)
+        self.src = src
+        self.dst = dst
+        self.bytes_moved = 0  # written by this thread only; an int store is atomic for readers
+        self.error: OSError | None = None
+        self.spliced = False  # True once splice(2) moved data (else read/write did)
+
+    def run(self) -> None:
+        try:
+            self._move()
+        except BrokenPipeError:
+            pass  # the next stage is gone: closing src passes that on upstream, wait() names the culprit
+        except OSError as exc:  # kept for wait(): a relay that cannot move data is a bug, not a dump failure
+            self.error = exc
+        finally:
+            os.close(self.dst)
+            os.close(self.src)
+
+    def _move(self) -> None:
+        splice = getattr(os, "splice", None)
+        if splice is not None:
+            try:
+                moved = splice(self.src, self.dst, _RELAY_CHUNK)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+            else:
+                self.spliced = True
+                while moved:
+                    self.bytes_moved += moved
+                    moved = splice(self.src, self.dst, _RELAY_CHUNK)
+                return
+        self._copy()
+
+    def _copy(self) -> None:
+        """The fallback where splice(2) is missing: read and write through user space."""
+        while data := os.read(self.src, _RELAY_CHUNK):
+            with memoryview(data) as view:
+                written = 0
+                while written < len(data):
+                    written += os.write(self.dst, view[written:])
+            self.bytes_moved += len(data)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Given a pipe fd, ask for a 1 MiB buffer; a refusal (a lowered pipe-max-size) leaves it as it is."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _RELAY_PIPE_SIZE)
+    except (OSError, AttributeError):
+        pass  # only a speed-up: 64 KiB pipes work, with more wake-ups
+
+
+class Pipeline:
+    """Given stage specs, run them chained stdout -> stdin; see the module docstring.
+
+    `count_after` names a stage whose output is counted on its way to the next link (`bytes_counted`).
+    """
+
+    def __init__(self, stages: Sequence[StageSpec], on_line: LineCallback | None = None, stdin=None,
+                 count_after: str | None = None):
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique: {names}")
+        if count_after is not None and count_after not in names:
+            raise ValueError(f"count_after names no stage: {count_after!r} (stages: {names})")
         self.stages = list(stages)
         self.on_line = on_line
         self.stdin = subprocess.DEVNULL if stdin is None else stdin
+        self.count_after = count_after
         self.output_fd: int | None = None
         self._procs: list[subprocess.Popen] = []
         self._readers: list[_StderrReader] = []
+        self._relay: _Relay | None = None
         self._closed = False
 
     # -- starting ------------------------------------------------------------------------------------------
@@ -238,11 +314,29 @@ class Pipeline:
                         os.close(owned)
                         owned = None
                 upstream = owned = read_end
+                if spec.name == self.count_after:
+                    owned = None  # handed to the relay, which closes it
+                    upstream = owned = self._start_relay(spec.name, read_end)
             self.output_fd, owned = owned, None
         except BaseException:
+            if owned is not None:
+                os.close(owned)
             self.close()
             raise
         return self
+
+    def _start_relay(self, stage: str, src: int) -> int:
+        """Given the read end of `stage`'s output, start the counting relay; return the new read end."""
+        try:
+            read_end, write_end = os.pipe()
+        except BaseException:
+            os.close(src)
+            raise
+        for fd in (src, write_end):
+            _widen_pipe(fd)
+        self._relay = _Relay(stage, src, write_end)
+        self._relay.start()
+        return read_end
 
     def _spawn(self, spec: StageSpec, stdin, stdout_fd: int) -> None:
         err_read, err_write = os.pipe()
@@ -281,6 +375,11 @@ class Pipeline:
                 return list(reader.last_lines)
         raise KeyError(stage)
 
+    @property
+    def bytes_counted(self) -> int | None:
+        """Return the bytes the `count_after` stage wrote so far (all of them after wait()), None without it."""
+        return None if self._relay is None else self._relay.bytes_moved
+
     def exit_codes(self) -> dict[str, int | None]:
         """Return {stage: Popen returncode} (None while running; negative: killed by that signal)."""
         return {spec.name: proc.poll() for spec, proc in zip(self.stages, self._procs, strict=False)}
@@ -308,6 +407,9 @@ class Pipeline:
         for reader in self._readers:
             if reader.callback_error is not None:
                 raise reader.callback_error
+        if self._relay is not None and self._relay.error is not None:
+            raise EasybackupError(f"the byte counter after {self.count_after} failed",
+                                  detail=str(self._relay.error), kind="internal") from self._relay.error
         return codes
 
     def _root_cause(self, codes: dict[str, int]) -> StageFailed | None:
@@ -367,6 +469,9 @@ class Pipeline:
             reader.stop.set()
         for reader in self._readers:
             reader.join()
+        # The relay ends at EOF (its stage is reaped) or EPIPE (the next one is, or output_fd was closed).
+        if self._relay is not None:
+            self._relay.join()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
