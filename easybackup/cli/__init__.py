@@ -72,7 +72,8 @@ def _with_default_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Given the command line (default sys.argv[1:]), run the command and return its exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # Not list(): importing the `list` command binds easybackup.cli.list over the builtin in this namespace.
+    argv = [*(sys.argv[1:] if argv is None else argv)]
     parser = build_parser()
     args = parser.parse_args(_with_default_command(argv))
     if getattr(args, "config", None) is None:

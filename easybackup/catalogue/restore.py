@@ -1,0 +1,347 @@
+"""Restoring a backup into a database: S3 → sha256 → [decompressor] → pg_restore (custom) or psql (plain).
+
+Streamed without a temp file; the sha256 is computed on the way, so a mismatch is known only at the end, when
+pg_restore may already have applied data (the error says so). With `jobs` (pg_restore -j needs a seekable
+file) the archive is downloaded, checked and decompressed into a 0600 file in a private directory first —
+then nothing is applied from a bad archive — and the file is removed afterwards.
+
+The password never reaches argv or a child's environment: PostgresSource writes the 0600 passfile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from easybackup.catalogue.verify import (
+    FdSink,
+    ProgressCallback,
+    open_object,
+    stream_object,
+    verification_error,
+    write_all,
+)
+from easybackup.config.model import DatabaseTarget, PgDumpSettings
+from easybackup.errors import EasybackupError, UsageError
+from easybackup.humanize import format_bytes
+from easybackup.storage.layout import parse_archive_key
+from easybackup.storage.manifest import Manifest
+from easybackup.worker.compressors import decompress_stage
+from easybackup.worker.pipeline import LineCallback, Pipeline, StageFailed, StageSpec
+from easybackup.worker.sources.postgres import PostgresSource, parse_postgres_url
+
+MAINTENANCE_DB = "postgres"
+QUERY_TIMEOUT_S = 60
+USER_TABLES_SQL = ("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                   "AND n.nspname NOT LIKE 'pg\\_toast%'")
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    key: str
+    size: int
+    sha256: str
+
+
+class Connection:
+    """A database to talk to with psql/pg_restore: conninfo without the password, env with a 0600 passfile."""
+
+    def __init__(self, url: str, private_dir: Path):
+        parsed = parse_postgres_url(url)  # ValueError (masked) for anything that is not a postgres URL
+        self.dbname = parsed.dbname or parsed.user or MAINTENANCE_DB
+        self._dir = Path(tempfile.mkdtemp(prefix="conn-", dir=private_dir))  # passfile names are fixed per dir
+        self._source = PostgresSource(DatabaseTarget(self.dbname, url), PgDumpSettings(), self._dir,
+                                      compress_externally=False)
+
+    def conninfo(self) -> str:
+        return self._source.url.conninfo()
+
+    def env(self) -> dict[str, str]:
+        return self._source.child_env()
+
+    def psql(self, sql: str, variables: dict[str, str] | None = None) -> str:
+        """Given SQL (read from stdin, so :'var' interpolation works), run it; return the unaligned output.
+        Raise EasybackupError (kind connection/authentication/not_found) with psql's last line if it fails."""
+        argv = ["psql", "-X", "-At", "--no-password", "-v", "ON_ERROR_STOP=1"]
+        for name, value in (variables or {}).items():
+            argv += ["-v", f"{name}={value}"]
+        argv += ["--dbname", self.conninfo()]
+        try:
+            done = subprocess.run(argv, input=sql, env=self.env(), capture_output=True, text=True,
+                                  timeout=QUERY_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise EasybackupError(f"database {self.dbname} did not answer in {QUERY_TIMEOUT_S}s",
+                                  kind="connection") from exc
+        if done.returncode != 0:
+            raise _connection_error(self.dbname, done.stderr)
+        return done.stdout.strip()
+
+    def cleanup(self) -> None:
+        self._source.cleanup()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _connection_error(dbname: str, stderr: str) -> EasybackupError:
+    last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "psql failed")
+    kind = "not_found" if "does not exist" in last else "authentication" if "authentication" in last else "connection"
+    return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}", kind=kind,
+                           hint="check --target-url; add --create to create the database" if kind == "not_found"
+                           else "check --target-url (host, port, user, password)")
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """Given a postgres URL, return it pointing at `dbname` (same user, password, host and options)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@contextmanager
+def private_directory(temp_dir: str):
+    """Yield a new 0700 directory inside `temp_dir` for passfiles and downloads; remove it afterwards."""
+    base = Path(temp_dir)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(tempfile.mkdtemp(prefix="restore-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the target ----------------------------------------------------------------------------------------------------
+
+
+def database_exists(maintenance: Connection, dbname: str) -> bool:
+    """Given a connection to the maintenance database, return whether `dbname` exists."""
+    return maintenance.psql("SELECT count(*) FROM pg_database WHERE datname = :'name'", {"name": dbname}) == "1"
+
+
+def create_database(maintenance: Connection, dbname: str) -> None:
+    """Given a connection to the maintenance database, create `dbname`."""
+    maintenance.psql('CREATE DATABASE :"name"', {"name": dbname})
+
+
+def user_table_count(target: Connection) -> int:
+    """Given the target, return how many user tables it has (0: safe to restore into)."""
+    return int(target.psql(USER_TABLES_SQL) or 0)
+
+
+# -- the restore ---------------------------------------------------------------------------------------------------
+
+
+def restore_stage(manifest: Manifest, target: Connection, *, clean: bool, jobs: int | None = None,
+                  path: Path | None = None) -> StageSpec:
+    """Given a backup and the target, return the stage that applies it: pg_restore (custom) or psql (plain).
+
+    Raise UsageError for options the format cannot do (--clean or --jobs with a plain dump).
+    """
+    if is_globals(manifest):
+        # Roles that already exist fail their CREATE ROLE; the ALTER ROLE after it still applies. Keep going.
+        argv = ["psql", "-X", "-q", "--no-password", "--dbname", target.conninfo()]
+        return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
+    if manifest.format == "plain":
+        if clean or jobs:
+            raise UsageError("--clean and --jobs need a custom-format archive; this backup is plain SQL",
+                             hint="restore a plain dump into an empty database (--create with a new name)")
+        argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--dbname", target.conninfo()]
+        return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
+    argv = ["pg_restore", "--no-password", "--exit-on-error", "--dbname", target.conninfo()]
+    if clean:
+        argv += ["--clean", "--if-exists"]
+    if jobs:
+        argv += [f"--jobs={jobs}"]
+    if path is not None:
+        argv.append(str(path))
+    return StageSpec("pg_restore", argv, env=target.env(), failure_kind="dump_failed")
+
+
+def is_globals(manifest: Manifest) -> bool:
+    """Given a manifest, return whether it is a globals dump (roles and tablespaces, `_globals/`)."""
+    parsed = parse_archive_key(manifest.key)
+    return parsed is not None and parsed.is_globals
+
+
+def restore_streaming(client, bucket: str, manifest: Manifest, target: Connection, *, clean: bool,
+                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None
+                      ) -> RestoreResult:
+    """Given a backup and the target, stream it in; return what was read. Raise a verification error on a size or
+    sha256 mismatch (saying data may already be applied), or an error naming the restore stage that failed.
+
+    A globals dump goes through psql without ON_ERROR_STOP; its errors other than "already exists" fail it."""
+    errors = _GlobalsErrors(on_line) if is_globals(manifest) else None
+    on_line = errors or on_line
+    stages = [s for s in [decompress_stage(manifest.compression)] if s is not None]
+    stages.append(restore_stage(manifest, target, clean=clean))
+    body = open_object(client, bucket, manifest.key)["Body"]
+    read_end, write_end = os.pipe()
+    sink = FdSink(write_end)
+    failure = None
+    try:
+        with Pipeline(stages, on_line=on_line, stdin=read_end) as pipeline:
+            os.close(read_end)
+            read_end = -1
+            drainer = threading.Thread(target=_discard, args=(pipeline.output_fd,), name="restore-out", daemon=True)
+            drainer.start()
+            try:
+                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
+            finally:
+                sink.close()
+                drainer.join()
+            try:
+                pipeline.wait()
+            except StageFailed as failed:
+                failure = failed
+    finally:
+        sink.close()
+        if read_end >= 0:
+            os.close(read_end)
+    if (streamed.size, streamed.sha256) != (manifest.stored_bytes, manifest.sha256):
+        raise verification_error(
+            f"checksum mismatch: {manifest.key} is not what was backed up",
+            f"manifest: {manifest.stored_bytes} bytes, sha256 {manifest.sha256}; read: {streamed.size} bytes, "
+            f"sha256 {streamed.sha256}",
+            f"{stages[-1].name} may already have applied part of it to database {target.dbname}: do not trust that "
+            "database; restore an older backup with --clean (or into a new database)",
+            last_lines=failure.last_lines if failure else ())
+    if failure is not None:
+        raise _restore_failed(failure, target)
+    if errors is not None and errors.lines:
+        raise EasybackupError(f"restoring the globals reported {len(errors.lines)} error(s)", errors.lines[0],
+                              "read the psql lines above", kind="dump_failed", last_lines=errors.lines[-25:])
+    return RestoreResult(key=manifest.key, size=streamed.size, sha256=streamed.sha256)
+
+
+class _GlobalsErrors:
+    """Passes psql's lines on and keeps its ERROR lines, except for objects that already exist (the usual case
+    when restoring roles into a cluster that has some of them)."""
+
+    def __init__(self, on_line: LineCallback | None):
+        self._on_line = on_line
+        self.lines: list[str] = []
+
+    def __call__(self, stage: str, line: str) -> None:
+        if "ERROR:" in line and "already exists" not in line:
+            self.lines.append(line)
+        if self._on_line is not None:
+            self._on_line(stage, line)
+
+
+def _discard(fd: int) -> None:
+    # psql prints a command tag per statement on stdout; an undrained pipe would stall it.
+    while os.read(fd, 1 << 16):
+        pass
+
+
+def _restore_failed(failure: StageFailed, target: Connection) -> EasybackupError:
+    return EasybackupError(f"restore into database {target.dbname} failed: {failure.message}", failure.detail,
+                           "read the lines above; the database may hold a partial restore — fix the cause and "
+                           "restore again with --clean", kind="dump_failed", exit_codes=failure.exit_codes,
+                           last_lines=failure.last_lines)
+
+
+def check_free_space(directory: Path, needed: int) -> None:
+    """Given a directory and the bytes a download needs, raise EasybackupError (kind storage) if they do not fit."""
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise EasybackupError(f"not enough free space in {directory} for --jobs",
+                              f"needs at least {format_bytes(needed)}, {format_bytes(free)} free",
+                              "free space there, point temp_dir at a larger disk, or restore without --jobs "
+                              "(streamed, no temp file)", kind="storage")
+
+
+def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection, private_dir: Path, *, jobs: int,
+                     clean: bool, on_line: LineCallback | None = None,
+                     on_progress: ProgressCallback | None = None) -> RestoreResult:
+    """Given a custom-format backup, download, check and decompress it into a 0600 file in `private_dir`, then
+    `pg_restore --jobs`; remove the file afterwards. Raise a verification error before anything is applied if
+    the archive does not match its manifest."""
+    stage = restore_stage(manifest, target, clean=clean, jobs=jobs)  # refuses plain before any download
+    # The stored size is what we know for sure; a compressed dump grows when decompressed.
+    check_free_space(private_dir, manifest.dump_bytes or manifest.stored_bytes)
+    path = private_dir / "archive.dump"
+    try:
+        streamed = _download_decompressed(client, bucket, manifest, path, on_line, on_progress)
+        if (streamed.size, streamed.sha256) != (manifest.stored_bytes, manifest.sha256):
+            raise verification_error(f"checksum mismatch: {manifest.key} is not what was backed up",
+                                     f"manifest: sha256 {manifest.sha256}; read: sha256 {streamed.sha256}",
+                                     f"nothing was restored into {target.dbname}; restore an older backup")
+        stage = restore_stage(manifest, target, clean=clean, jobs=jobs, path=path)
+        with Pipeline([stage], on_line=on_line) as pipeline:
+            _discard(pipeline.output_fd)
+            try:
+                pipeline.wait()
+            except StageFailed as failed:
+                raise _restore_failed(failed, target) from failed
+    finally:
+        path.unlink(missing_ok=True)
+    return RestoreResult(key=manifest.key, size=streamed.size, sha256=streamed.sha256)
+
+
+def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_line, on_progress):
+    """Stream the archive through sha256 and the decompressor into `path` (created 0600); return Streamed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        body = open_object(client, bucket, manifest.key)["Body"]
+        stage = decompress_stage(manifest.compression)
+        if stage is None:
+            return stream_object(body, lambda chunk: write_all(fd, chunk) or True, bucket=bucket,
+                                 on_progress=on_progress)
+        return _through_decompressor(body, stage, fd, bucket, on_line, on_progress)
+    except OSError as exc:
+        raise EasybackupError(f"cannot write the download to {path}", str(exc),
+                              "free space in temp_dir or restore without --jobs", kind="storage") from exc
+    finally:
+        os.close(fd)
+
+
+def _through_decompressor(body, stage: StageSpec, fd: int, bucket: str, on_line, on_progress):
+    read_end, write_end = os.pipe()
+    sink = FdSink(write_end)
+    try:
+        with Pipeline([stage], on_line=on_line, stdin=read_end) as pipeline:
+            os.close(read_end)
+            read_end = -1
+            copier = _Copier(pipeline.output_fd, fd)
+            copier.start()
+            try:
+                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
+            finally:
+                sink.close()
+                copier.join()
+            if copier.error is not None:
+                raise copier.error
+            try:
+                pipeline.wait()
+            except StageFailed as failed:
+                raise verification_error(f"cannot decompress {stage.name} archive: {failed.message}",
+                                         failed.detail, last_lines=failed.last_lines) from failed
+            return streamed
+    finally:
+        sink.close()
+        if read_end >= 0:
+            os.close(read_end)
+
+
+class _Copier(threading.Thread):
+    """Copies the decompressor's output into the download file; keeps the first OSError (ENOSPC) for the caller."""
+
+    def __init__(self, source: int, target: int):
+        super().__init__(name="restore-download", daemon=True)
+        self.source, self.target = source, target
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        while chunk := os.read(self.source, 1 << 20):
+            if self.error is not None:
+                continue  # keep draining so the decompressor is not stalled; the error is reported
+            try:
+                write_all(self.target, chunk)
+            except OSError as exc:
+                self.error = exc

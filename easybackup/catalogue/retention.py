@@ -1,0 +1,123 @@
+"""Retention: which backups to delete (a pure plan) and deleting them (archive and manifest together).
+
+The rules, in order of strength:
+- only complete backups of ours are candidates: an object without an easybackup manifest is never touched
+  (foreign objects, and incomplete archives, which `easybackup list` shows instead);
+- the newest `keep_last` backups of each database are kept, however old;
+- of the rest, a backup is deleted when it started more than `retention` seconds before `now`.
+
+Callers run retention only after a successful run (a failed run never deletes anything).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from easybackup.catalogue.listing import database_dir, parse_utc, read_backups
+from easybackup.config.model import Strategy
+from easybackup.logs import log
+from easybackup.storage.layout import manifest_key
+from easybackup.storage.s3 import classify_s3_error
+
+DELETE_BATCH_KEYS = 1000  # S3's DeleteObjects limit
+
+
+class BackupLike(Protocol):
+    key: str
+    started_at: str
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    deleted: tuple[str, ...]  # archive keys whose backup (archive and manifest) was deleted
+    kept: int  # complete backups left
+    errors: tuple[str, ...]  # `key: reason` for each object S3 did not delete
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def plan_retention(backups: Sequence[BackupLike], now: datetime, retention_seconds: float,
+                   keep_last: int) -> tuple[list, list]:
+    """Given complete backups, the current time (aware), `retention` and `keep_last`, return (delete, keep), each
+    oldest first. Pure: reads nothing but its arguments."""
+    groups: dict[str, list] = defaultdict(list)
+    for backup in backups:
+        groups[database_dir(backup.key)].append(backup)
+    delete, keep = [], []
+    for members in groups.values():
+        newest_first = sorted(members, key=lambda b: (b.started_at, b.key), reverse=True)
+        protected, candidates = newest_first[:max(keep_last, 0)], newest_first[max(keep_last, 0):]
+        keep.extend(protected)
+        for backup in candidates:
+            age = (now - parse_utc(backup.started_at)).total_seconds()
+            (delete if age > retention_seconds else keep).append(backup)
+    order = lambda b: (b.started_at, b.key)  # noqa: E731
+    return sorted(delete, key=order), sorted(keep, key=order)
+
+
+def deletion_batches(backups: Sequence[BackupLike], batch_keys: int = DELETE_BATCH_KEYS) -> list[list[str]]:
+    """Given backups to delete, return lists of keys of at most `batch_keys`, an archive always in the same batch
+    as its manifest."""
+    per_batch = max(1, batch_keys // 2)
+    batches = []
+    for start in range(0, len(backups), per_batch):
+        batch = []
+        for backup in backups[start:start + per_batch]:
+            batch += [backup.key, manifest_key(backup.key)]
+        batches.append(batch)
+    return batches
+
+
+def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..., None] | None = None, *,
+                    dry_run: bool = False, batch_keys: int = DELETE_BATCH_KEYS) -> RetentionResult:
+    """Given a strategy and the current time (aware), delete its backups that retention no longer keeps; return
+    what was deleted and kept. With `emit`, send a `retention` event (deleted, kept counts).
+
+    Raise the classified S3 error if the backups cannot be listed (then nothing was deleted); an object S3
+    refuses to delete is reported in `errors`, and the others are still deleted.
+    """
+    backups = read_backups(client, strategy)
+    delete, keep = plan_retention(backups, now, strategy.retention, strategy.keep_last)
+    bound = log.bind(strategy=strategy.name)
+    if dry_run:
+        for backup in delete:
+            bound.info("retention (dry run) would delete {} and its manifest", backup.key)
+        return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(keep), errors=())
+    failed: dict[str, str] = {}
+    for batch in deletion_batches(delete, batch_keys):
+        failed.update(_delete_batch(client, strategy.s3.bucket, batch, bound))
+    errors = [f"{key}: {reason}" for key, reason in failed.items()]
+    deleted = tuple(b.key for b in delete if b.key not in failed and manifest_key(b.key) not in failed)
+    kept = len(backups) - len(deleted)
+    bound.info("retention: deleted {} backup(s), kept {}{}", len(deleted), kept,
+               f", {len(errors)} object(s) not deleted" if errors else "")
+    if emit is not None:
+        emit("retention", deleted=len(deleted), kept=kept)
+    return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors))
+
+
+def _delete_batch(client, bucket: str, keys: list[str], bound) -> dict[str, str]:
+    """Delete one batch with DeleteObjects; log every key; return {key: reason} for each one not deleted."""
+    try:
+        response = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys],
+                                                                 "Quiet": True})
+    except (ClientError, BotoCoreError) as exc:
+        error = classify_s3_error(exc, bucket)
+        bound.warning("retention: could not delete {} object(s): {}", len(keys), error)
+        return {key: error.message for key in keys}
+    failed = {item["Key"]: f"{item.get('Code')} {item.get('Message', '')}".strip()
+              for item in response.get("Errors", [])}
+    for key in keys:
+        if key in failed:
+            bound.warning("retention: could not delete {}: {}", key, failed[key])
+        else:
+            bound.info("retention: deleted {}", key)
+    return failed

@@ -1,0 +1,239 @@
+"""Reading an archive back from S3 and checking it: size, sha256, and a full read of the dump.
+
+One function, `verify_archive`, serves both `easybackup verify` and the worker's `verify.after_backup` step.
+The object is streamed, never stored: S3 → sha256 → [decompressor] → reader, where the reader is
+`pg_restore --file=/dev/null` for the custom format (it reads every block; `pg_restore --list` reads only the
+table of contents and passes a truncated archive) and our own tail check for plain SQL (pg_dump ends a
+complete dump with `-- PostgreSQL database dump complete`).
+
+`stream_object` is the shared S3 → sha256 → sink loop that restore uses too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+
+from easybackup.errors import EasybackupError
+from easybackup.storage.s3 import classify_s3_error, error_code
+from easybackup.worker.compressors import decompress_stage
+from easybackup.worker.pipeline import Pipeline, StageFailed, StageSpec, base_env
+
+CHUNK = 1024 * 1024
+TAIL_BYTES = 4096
+# pg_dump (database) and pg_dumpall (cluster, for the globals) end a complete dump with this comment. Newer
+# minor releases follow it with `\unrestrict <key>`; `--` and blank lines frame it.
+_COMPLETE = re.compile(r"^-- PostgreSQL database (cluster )?dump complete$")
+_TRAILER = re.compile(r"^(--|\\unrestrict \S+)?$")
+
+LineCallback = Callable[[str, str], None]
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What was read from S3: byte count and sha256, and whether the sink stopped taking data early."""
+
+    size: int
+    sha256: str
+    sink_closed_early: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    key: str
+    size: int
+    sha256: str
+    dump_bytes: int | None  # bytes of the decompressed dump when it passed through us (plain format)
+
+
+def verification_error(message: str, detail: str | None = None, hint: str | None = None,
+                       last_lines=()) -> EasybackupError:
+    """Given what is wrong with an archive, return the `verification` error that says so."""
+    return EasybackupError(message, detail, hint, kind="verification", transient=False, last_lines=list(last_lines))
+
+
+def open_object(client, bucket: str, key: str):
+    """Given a key, return the GetObject response (its Body streams); raise a verification error if the object is
+    missing, or the classified S3 error."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            raise verification_error(f"the archive {key} is missing from S3", "GetObject: NoSuchKey",
+                                     "it was deleted outside easybackup; this backup cannot be restored") from exc
+        raise classify_s3_error(exc, bucket) from exc
+    except BotoCoreError as exc:
+        raise classify_s3_error(exc, bucket) from exc
+
+
+def stream_object(body, sink: Callable[[bytes], bool], *, bucket: str, on_progress: ProgressCallback | None = None,
+                  stop_event: threading.Event | None = None) -> Streamed:
+    """Given a GetObject body and a sink (returns False once it takes no more data), stream every byte through
+    sha256 into the sink; keep reading (and hashing) after the sink closes, so the checksum is still known.
+
+    Raise the classified S3 error if the download fails, a verification error if botocore's own checksum check
+    fails, or a `cancelled` error once `stop_event` is set.
+    """
+    digest, size, open_sink = hashlib.sha256(), 0, True
+    try:
+        while chunk := body.read(CHUNK):
+            if stop_event is not None and stop_event.is_set():
+                raise EasybackupError("cancelled", "stopped while reading the archive back", kind="cancelled")
+            digest.update(chunk)
+            size += len(chunk)
+            if open_sink:
+                open_sink = sink(chunk)
+            if on_progress is not None:
+                on_progress(size)
+    except FlexibleChecksumError as exc:
+        raise verification_error("S3 reported a checksum mismatch while reading the archive", str(exc)) from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_s3_error(exc, bucket) from exc
+    finally:
+        body.close()
+    return Streamed(size=size, sha256=digest.hexdigest(), sink_closed_early=not open_sink)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Given an fd and bytes, write them all (os.write may take only part); raise OSError (ENOSPC, EPIPE)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class FdSink:
+    """A sink that writes to a pipe and closes it; a reader that went away (it failed) makes it return False."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __call__(self, chunk: bytes) -> bool:
+        try:
+            write_all(self.fd, chunk)
+        except BrokenPipeError:
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class TailKeeper:
+    """Keeps the last bytes that passed through, and counts them; `callable(chunk)` is a sink that never closes."""
+
+    def __init__(self):
+        self.tail = b""
+        self.count = 0
+
+    def __call__(self, chunk: bytes) -> bool:
+        self.count += len(chunk)
+        self.tail = (self.tail + chunk)[-TAIL_BYTES:]
+        return True
+
+    def drain(self, fd: int) -> None:
+        """Given an fd, read it to EOF through this keeper (run on a thread)."""
+        while chunk := os.read(fd, CHUNK):
+            self(chunk)
+
+
+def ends_like_a_complete_dump(tail: bytes) -> bool:
+    """Given the last bytes of a plain SQL dump, return whether it ends with pg_dump's completion comment."""
+    lines = tail.decode("utf-8", errors="replace").splitlines()
+    while lines and _TRAILER.match(lines[-1].strip()):
+        lines.pop()
+    return bool(lines) and bool(_COMPLETE.match(lines[-1].strip()))
+
+
+def reader_stages(fmt: str, compression: str) -> list[StageSpec]:
+    """Given the archive's format and codec, return the stages that read it whole: [decompressor] +
+    [pg_restore to /dev/null] for the custom format; plain SQL comes out of the last stage (none: no stage)."""
+    stages = [stage for stage in [decompress_stage(compression)] if stage is not None]
+    if fmt == "custom":
+        stages.append(StageSpec("pg_restore", ["pg_restore", "--file=/dev/null"], env=base_env(),
+                                failure_kind="verification"))
+    elif fmt != "plain":
+        raise ValueError(f"unknown pg_dump format '{fmt}'")
+    return stages
+
+
+def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt: str, compression: str,
+                   on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
+                   stop_event: threading.Event | None = None) -> VerifyResult:
+    """Given an archive and what its manifest says (size, sha256, format, codec), read it back whole and check it;
+    return what was read. Raise a `verification` error naming the first reason it is not good (missing, size,
+    sha256, unreadable dump, incomplete plain dump), or the classified S3 error if S3 fails."""
+    response = open_object(client, bucket, key)
+    stored = response.get("ContentLength")
+    if stored is not None and stored != size:
+        response["Body"].close()
+        raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, S3 has {stored}",
+                                 "the object was replaced or cut after the backup; restore an older backup")
+    stages = reader_stages(fmt, compression)
+    tail = TailKeeper()
+    if not stages:
+        streamed = stream_object(response["Body"], tail, bucket=bucket, on_progress=on_progress,
+                                 stop_event=stop_event)
+        failure = None
+    else:
+        streamed, failure = _through_pipeline(response["Body"], stages, tail, bucket, on_line, on_progress,
+                                              stop_event)
+    _judge(key, size, sha256, fmt, streamed, failure, tail)
+    return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256,
+                        dump_bytes=tail.count if fmt == "plain" else None)
+
+
+def _through_pipeline(body, stages, tail: TailKeeper, bucket: str, on_line, on_progress, stop_event):
+    """Stream the body into the reader stages; return (Streamed, StageFailed or None)."""
+    read_end, write_end = os.pipe()
+    sink = FdSink(write_end)
+    try:
+        with Pipeline(stages, on_line=on_line, stdin=read_end) as pipeline:
+            os.close(read_end)
+            read_end = -1
+            drainer = threading.Thread(target=tail.drain, args=(pipeline.output_fd,), name="verify-tail", daemon=True)
+            drainer.start()
+            try:
+                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress, stop_event=stop_event)
+            finally:
+                # EOF for the readers, also when S3 failed: they finish, and the drainer with them.
+                sink.close()
+                drainer.join()
+            try:
+                pipeline.wait()
+            except StageFailed as failed:
+                return streamed, failed
+            return streamed, None
+    finally:
+        sink.close()
+        if read_end >= 0:
+            os.close(read_end)
+
+
+def _judge(key: str, size: int, sha256: str, fmt: str, streamed: Streamed, failure: StageFailed | None,
+           tail: TailKeeper) -> None:
+    """Raise the verification error for the most precise reason found, in order: size, sha256, the reader."""
+    if streamed.size != size:
+        raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, read {streamed.size}")
+    if streamed.sha256 != sha256:
+        raise verification_error(f"sha256 mismatch for {key}",
+                                 f"the manifest says {sha256}, the stored object has {streamed.sha256}",
+                                 "the archive was altered or damaged after the backup; restore an older backup")
+    if failure is not None:
+        raise verification_error(f"the archive {key} does not read back whole: {failure.message}",
+                                 failure.detail, "the dump itself is damaged (truncated or corrupt) although its "
+                                 "checksum matches what was uploaded; restore an older backup",
+                                 last_lines=failure.last_lines)
+    if fmt == "plain" and not ends_like_a_complete_dump(tail.tail):
+        raise verification_error(f"the plain dump {key} is incomplete",
+                                 "it does not end with pg_dump's '-- PostgreSQL database dump complete'",
+                                 "pg_dump stopped before the end; restore an older backup")

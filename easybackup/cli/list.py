@@ -1,0 +1,88 @@
+"""`easybackup list`: every complete backup in S3 (manifest present), and archives without a manifest apart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from zoneinfo import ZoneInfo
+
+from easybackup import exitcodes
+from easybackup.catalogue.listing import Catalogue, parse_utc, read_catalogue
+from easybackup.cli.summary import render_table
+from easybackup.config import load_config
+from easybackup.config.model import Config, Strategy
+from easybackup.humanize import format_bytes
+from easybackup.logs import setup_logging
+from easybackup.scheduling.durations import format_duration
+from easybackup.storage.layout import manifest_key, strategy_prefix
+from easybackup.storage.s3 import make_client
+
+HEADERS = ("TIME", "UTC", "DATABASE", "SIZE", "DURATION", "VERIFIED", "SHA256", "KEY")
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    """Register `list` with the common options."""
+    parser = subparsers.add_parser("list", parents=[common], help="list the backups in S3",
+                                   description="List every complete backup (its manifest exists) of each strategy, "
+                                   "oldest first, and archives without a manifest (incomplete: not backups).")
+    parser.add_argument("-s", "--strategy", default=None, metavar="NAME", help="only this strategy")
+    parser.add_argument("-d", "--database", default=None, metavar="DB", help="only this database")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=run)
+
+
+def load(args: argparse.Namespace) -> Config:
+    """Given parsed arguments, load the config and set up logging as it says (the command line wins)."""
+    config = load_config(args.config, env_file=args.env_file)
+    setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args)
+    strategies = config.select([args.strategy] if args.strategy else None)
+    found = [(strategy, read_catalogue(make_client(strategy.s3), strategy, args.database))
+             for strategy in strategies]
+    if args.json:
+        print(json.dumps({"strategies": [catalogue_json(s, c) for s, c in found]}, indent=1))
+    else:
+        print("\n\n".join(catalogue_text(s, c) for s, c in found))
+    return exitcodes.OK
+
+
+def local_time(utc_text: str, timezone: str) -> str:
+    """Given a manifest time and a timezone name, return the local time like `2024-05-01 04:00 CEST`."""
+    return f"{parse_utc(utc_text).astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M:%S %Z}"
+
+
+def catalogue_text(strategy: Strategy, catalogue: Catalogue) -> str:
+    """Given a strategy and its catalogue, return the table an operator reads."""
+    where = f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"
+    count = len(catalogue.backups)
+    lines = [f"{strategy.name}: {count} backup{'' if count == 1 else 's'} in {where}"]
+    if catalogue.backups:
+        rows = [(local_time(m.started_at, strategy.timezone), m.started_at, m.database, format_bytes(m.stored_bytes),
+                 format_duration(m.duration_s) if m.duration_s is not None else "-", "yes" if m.verified else "no",
+                 m.sha256[:12], m.key + ("  (ARCHIVE MISSING)" if m.key in catalogue.missing_archives else ""))
+                for m in catalogue.backups]
+        lines.append(render_table(rows, (f"TIME ({strategy.timezone})", *HEADERS[1:])))
+    if catalogue.incomplete:
+        lines.append(f"incomplete — archive without a manifest, not a backup ({len(catalogue.incomplete)}):")
+        lines += [f"  {item.key}  {format_bytes(item.size)}  {item.last_modified:%Y-%m-%dT%H:%M:%SZ}"
+                  for item in catalogue.incomplete]
+    return "\n".join(lines)
+
+
+def catalogue_json(strategy: Strategy, catalogue: Catalogue) -> dict:
+    """Given a strategy and its catalogue, return it as JSON-able data."""
+    backups = []
+    for manifest in catalogue.backups:
+        entry = json.loads(manifest.to_json())
+        entry.update(local_time=local_time(manifest.started_at, strategy.timezone),
+                     manifest_key=manifest_key(manifest.key), archive_present=manifest.key not in
+                     catalogue.missing_archives)
+        backups.append(entry)
+    incomplete = [{"key": item.key, "size": item.size,
+                   "last_modified": f"{item.last_modified:%Y-%m-%dT%H:%M:%SZ}"} for item in catalogue.incomplete]
+    return {"name": strategy.name, "bucket": strategy.s3.bucket, "timezone": strategy.timezone,
+            "backups": backups, "incomplete": incomplete}

@@ -1,0 +1,50 @@
+"""`easybackup prune`: apply retention now (the same rules a successful run applies). Exit 0 done, 1 some objects
+could not be deleted, 2 bad usage or config."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timedelta, timezone
+
+from easybackup import exitcodes
+from easybackup.catalogue.listing import incomplete_archives, list_objects, scan_prefix
+from easybackup.catalogue.retention import apply_retention
+from easybackup.cli.list import load
+from easybackup.humanize import format_bytes
+from easybackup.scheduling.durations import format_duration
+from easybackup.storage.s3 import make_client
+
+# An archive without a manifest younger than this may be a backup that is still being verified.
+INCOMPLETE_REPORT_AGE = timedelta(days=1)
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    """Register `prune` with the common options."""
+    parser = subparsers.add_parser(
+        "prune", parents=[common], help="delete backups that retention no longer keeps",
+        description="Delete complete backups older than `retention`, never the newest `keep_last` of a database "
+        "and never an object without an easybackup manifest.")
+    parser.add_argument("-s", "--strategy", default=None, metavar="NAME", help="only this strategy")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="show what would be deleted; delete nothing")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args)
+    now = datetime.now(timezone.utc)
+    failed = False
+    for strategy in config.select([args.strategy] if args.strategy else None):
+        client = make_client(strategy.s3)
+        result = apply_retention(client, strategy, now, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        rule = f"retention {format_duration(strategy.retention)}, keep_last {strategy.keep_last}"
+        print(f"{strategy.name}: {verb} {len(result.deleted)} backup(s), kept {result.kept} ({rule})")
+        for key in result.deleted:
+            print(f"  {verb} {key} (and its manifest)")
+        for error in result.errors:
+            print(f"  NOT DELETED {error}")
+        failed = failed or bool(result.errors)
+        for item in incomplete_archives(list_objects(client, strategy.s3.bucket, scan_prefix(strategy)), strategy):
+            if now - item.last_modified > INCOMPLETE_REPORT_AGE:
+                print(f"  incomplete (no manifest, left alone): {item.key} {format_bytes(item.size)}")
+    return exitcodes.FAILED if failed else exitcodes.OK
