@@ -23,6 +23,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
+@pytest.fixture(autouse=True)
+def isolated_secret_registry():
+    """Each test starts with the secrets masked process-wide as they were: one test's registered password (say
+    `12345`) must not mask text in the next test's assertions."""
+    import easybackup.secrets as secrets
+
+    saved = set(secrets._known)
+    yield
+    with secrets._lock:
+        secrets._known.clear()
+        secrets._known.update(saved)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from easybackup import exitcodes
-from easybackup.cli.summary import render_table, summary_rows
+from easybackup.cli.summary import render_summary
 from easybackup.config import load_config
 from easybackup.errors import UsageError
 from easybackup.logs import log, setup_logging
@@ -79,7 +79,7 @@ def run(args) -> int:
                  f"{notifier.stats.dropped} dropped")
     if metrics is not None:
         write_metrics_file(metrics, metrics_file)
-    print(render_table(summary_rows(outcome.results)), file=sys.stdout)
+    print(render_summary(outcome.results), file=sys.stdout)
     if outcome.terminated:
         return exitcodes.TERMINATED
     return exitcodes.OK if outcome.succeeded else exitcodes.FAILED

@@ -6,6 +6,7 @@ problem at the path where the offending value was written: `global.retention` wh
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from easybackup.config.build import database_entries
@@ -15,7 +16,7 @@ from easybackup.scheduling import format_duration, interval, parse_duration, par
 
 # Keys whose feature is not built yet: rejected, never accepted and ignored (an ignored `tunnel` would connect
 # directly). Each issue that builds one removes it from here.
-NOT_SUPPORTED_YET = frozenset({"tunnel", "proxy", "all_databases", "include_globals", "verify"})
+NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
                  ("timeout", "upload"), ("timeout", "shutdown_grace"), ("slack", "progress_interval"))
@@ -40,6 +41,7 @@ def check(data: dict) -> list[str]:
         merged = effective_strategy(global_section, strategy)
         problems += _databases(strategy, index)
         problems += _relations(global_section, strategy, index, merged)
+        problems += _route(strategy, index)
     return problems
 
 
@@ -105,7 +107,10 @@ def _unique_strategy_names(strategies: list[dict | None]) -> list[str]:
 def _databases(strategy: dict, index: int) -> list[str]:
     path = ("strategies", index)
     entries = database_entries(strategy)
-    if not entries and not strategy.get("all_databases"):
+    if not entries:
+        if strategy.get("all_databases"):
+            return [f"{format_path(path)}.all_databases: needs database_url to reach the server (any database on "
+                    "it, e.g. postgres://user@host/postgres)"]
         return [f"{format_path(path)}: names no database (set database_url or database_urls, or $DATABASE_URL)"]
     found, seen = [], {}
     for sub, name, url in entries:
@@ -149,6 +154,60 @@ def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -
     if _get(merged, ("s3", "kms_key_id")) and not (isinstance(encryption, str) and encryption.startswith("aws:kms")):
         found.append(f"{where('s3', 'kms_key_id')}: needs s3.server_side_encryption aws:kms or aws:kms:dsse")
     return found
+
+
+# What ssh accepts as a host or user, and never something it would read as an option ("-oProxyCommand=...").
+_SSH_HOST = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[?[0-9A-Fa-f:.]+\]?)$")
+_SSH_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_JUMP_HOST = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\[\]]+)(?::(?P<port>\d{1,5}))?$")
+
+
+def _route(strategy: dict, index: int) -> list[str]:
+    """Check how the strategy reaches its databases: a tunnel or a proxy (not both), names ssh cannot misread,
+    and a proxy URL with a host and a port."""
+    path = ("strategies", index)
+    tunnel, proxy = strategy.get("tunnel"), strategy.get("proxy")
+    found = []
+    if isinstance(tunnel, dict) and isinstance(proxy, dict):
+        found.append(f"{format_path((*path, 'proxy'))}: cannot be combined with tunnel (choose one way to reach "
+                     "the database)")
+    if isinstance(tunnel, dict):
+        found += _tunnel_names(tunnel, (*path, "tunnel"))
+    if isinstance(proxy, dict) and isinstance(proxy.get("url"), str):
+        found += _proxy_url(proxy["url"], format_path((*path, "proxy", "url")))
+    return found
+
+
+def _tunnel_names(tunnel: dict, path: tuple) -> list[str]:
+    found = []
+    for key, pattern in (("host", _SSH_HOST), ("user", _SSH_USER)):
+        value = tunnel.get(key)
+        if isinstance(value, str) and not pattern.match(value):
+            found.append(f"{format_path((*path, key))}: '{value}' is not a valid ssh {key}")
+    for position, jump in enumerate(_list(tunnel.get("jump_hosts"))):
+        if not isinstance(jump, str):
+            continue
+        parts = _JUMP_HOST.match(jump)
+        valid = parts is not None and _SSH_HOST.match(parts["host"]) and (
+            parts["user"] is None or _SSH_USER.match(parts["user"])) and (
+            parts["port"] is None or 1 <= int(parts["port"]) <= 65535)
+        if not valid:
+            found.append(f"{format_path((*path, 'jump_hosts', position))}: '{jump}' is not [user@]host[:port]")
+    return found
+
+
+def _proxy_url(url: str, where: str) -> list[str]:
+    """The URL itself is never repeated: it may hold the proxy's password."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return [f"{where}: the port is not a number from 1 to 65535"]
+    if not parts.hostname:
+        return [f"{where}: names no proxy host"]
+    if port is None:
+        return [f"{where}: names no port (socks5 proxies usually listen on 1080, HTTP proxies on 3128 or 8080)"]
+    return []
 
 
 def _retention_covers_schedule(merged: dict, where) -> list[str]:

@@ -102,6 +102,17 @@ class StreamingUpload:
         self._parts_done = 0
         self._last_report = 0.0
 
+    @property
+    def parts_in_flight(self) -> int:
+        """The number of parts handed to S3 and not answered yet (the part still filling is not one): what a
+        watchdog reads to tell an upload stall from a slow dump."""
+        return sum(1 for future in list(self._futures) if not future.done())
+
+    @property
+    def bytes_uploaded(self) -> int:
+        """The bytes of the parts S3 has acknowledged so far."""
+        return self._bytes_uploaded
+
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def __enter__(self) -> StreamingUpload:
@@ -160,7 +171,7 @@ class StreamingUpload:
             part_number += 1
             if at_eof:
                 break
-        self._drain()
+        self._drain(stop_event)
         self._report(force=True)
         return self._bytes_read
 
@@ -264,8 +275,12 @@ class StreamingUpload:
         if self._state == "aborted":  # abort() from another thread (a timeout) stops the reader too
             raise EasybackupError("upload aborted", f"the upload of {self.key} was aborted", kind="cancelled")
 
-    def _drain(self) -> None:
-        concurrent.futures.wait(self._futures)
+    def _drain(self, stop_event: threading.Event | None = None) -> None:
+        # Watch `stop_event` while waiting: a part stuck in a stalled S3 must not hold the reader past its timeout.
+        pending = list(self._futures)
+        while pending:
+            pending = list(concurrent.futures.wait(pending, timeout=POLL_INTERVAL_S).not_done)
+            _raise_if_stopped(stop_event)
         self._raise_if_failed()
 
     def _complete_multipart(self) -> str:

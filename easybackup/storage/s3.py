@@ -26,7 +26,9 @@ DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 120
 # botocore's own retries multiply with the worker's tenacity attempts: keep them small.
-BOTO_RETRIES = {"max_attempts": 2, "mode": "standard"}
+# total_max_attempts counts the first try (max_attempts would count retries only): two tries per call, so
+# botocore's retries do not multiply with the worker's own (retry.max_attempts).
+BOTO_RETRIES = {"total_max_attempts": 2, "mode": "standard"}
 # Enough connections for the part uploads in flight plus listing/manifest calls on the same client.
 MAX_POOL_CONNECTIONS = 16
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from easybackup import __version__
+from easybackup.catalogue.verify import verify_archive
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.storage.layout import archive_key
@@ -22,6 +23,7 @@ from easybackup.storage.multipart import StreamingUpload, UploadResult
 from easybackup.storage.s3 import classify_s3_error, extra_put_args
 from easybackup.worker.compressors import compressor_stage
 from easybackup.worker.pipeline import Pipeline, StageFailed
+from easybackup.worker.routes import open_route
 from easybackup.worker.sources.postgres import PostgresSource
 from easybackup.worker.watchdog import Watchdog
 
@@ -61,8 +63,19 @@ def utc_now_text() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class DumpPlan:
+    """What one attempt dumps: the name in events and the manifest, the key, the format, and how to build the
+    source once the route to the server is open (a database's pg_dump, or the server's pg_dumpall globals)."""
+
+    database: str
+    key: str
+    fmt: str  # custom | plain
+    make_source: Callable[[DatabaseTarget], PostgresSource]
+
+
 def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
-    """Given the run context and a database, back it up once; return what was stored.
+    """Given the run context and a database, back it up once with pg_dump; return what was stored.
 
     Raise EasybackupError (classified: kind, transient, last lines) if any stage, the upload or the manifest fails.
     """
@@ -70,51 +83,72 @@ def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
     codec = strategy.s3.compression
     key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_timestamp,
                       strategy.pg_dump.format, codec)
+    return backup_source_once(ctx, target, DumpPlan(
+        database=target.name, key=key, fmt=strategy.pg_dump.format,
+        make_source=lambda routed: PostgresSource(routed, strategy.pg_dump, ctx.private_dir,
+                                                  compress_externally=codec != "none")))
+
+
+def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPlan) -> BackupOutcome:
+    """Given the run context, the target server and a dump plan: open the route, stream the dump through the
+    compressor into S3, verify it when asked, then write the manifest; return what was stored.
+
+    Raise EasybackupError (classified) if the route, any stage, the upload, verification or the manifest fails.
+    """
+    strategy = ctx.strategy
+    codec = strategy.s3.compression
     started_at, started = utc_now_text(), time.monotonic()
-    with PostgresSource(target, strategy.pg_dump, ctx.private_dir, compress_externally=codec != "none") as source:
+    with (open_route(strategy, target, ctx.private_dir, ctx.emit, cancel=ctx.cancel) as routed,
+          plan.make_source(routed) as source):
         stages = [source.dump_stage()]
         compressor = compressor_stage(codec, strategy.s3.compression_level)
         if compressor is not None:
             stages.append(compressor)
-        result = _stream(ctx, target, key, stages, source)
+        result, dump_bytes = _stream(ctx, plan.database, plan.key, stages, source)
         # Asked after the dump: the server is known to answer then, so an unreachable one fails only once.
         versions = source.versions()
+    verified = _verify_after_backup(ctx, plan, result) if strategy.verify.after_backup else False
     duration = time.monotonic() - started
     manifest = Manifest(
-        strategy=strategy.name, database=target.name, run_id=ctx.run_id, key=key, started_at=started_at,
+        strategy=strategy.name, database=plan.database, run_id=ctx.run_id, key=plan.key, started_at=started_at,
         finished_at=utc_now_text(), stored_bytes=result.size, sha256=result.sha256, compression=codec,
-        format=strategy.pg_dump.format, dump_bytes=None, pg_dump_version=versions.get("pg_dump_version"),
-        server_version=versions.get("server_version"), easybackup_version=__version__, verified=False,
+        format=plan.fmt, dump_bytes=dump_bytes, pg_dump_version=versions.get("pg_dump_version"),
+        server_version=versions.get("server_version"), easybackup_version=__version__, verified=verified,
         duration_s=round(duration, 3))
     _commit(ctx, manifest)
-    return BackupOutcome(key=key, size=result.size, sha256=result.sha256, dump_bytes=None,
+    return BackupOutcome(key=plan.key, size=result.size, sha256=result.sha256, dump_bytes=dump_bytes,
                          duration_s=duration, manifest=manifest, versions=versions)
 
 
-def _stream(ctx: AttemptContext, target: DatabaseTarget, key: str, stages, source) -> UploadResult:
-    """Run the pipeline into a multipart upload under a watchdog; return the completed upload."""
+def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tuple[UploadResult, int]:
+    """Run the pipeline into a multipart upload under a watchdog; return the completed upload and the number of
+    bytes the dump program wrote (counted by a zero-copy relay when a compressor follows it)."""
     strategy = ctx.strategy
     stop_upload = threading.Event()
+    counting = source.stage_name if len(stages) > 1 else None
 
     def on_line(stage: str, line: str) -> None:
-        ctx.emit("log", database=target.name, stream=stage, level="info", line=line)
+        ctx.emit("log", database=database, stream=stage, level="info", line=line)
 
-    with Pipeline(stages, on_line=on_line) as pipeline:
+    with Pipeline(stages, on_line=on_line, count_after=counting) as pipeline:
         def stop() -> None:
             stop_upload.set()
             pipeline.kill(KILL_GRACE_S)
 
         watchdog = Watchdog(cancel=ctx.cancel, backup_timeout=strategy.timeout.backup,
                             upload_timeout=strategy.timeout.upload, stop=stop, parent_pid=ctx.parent_pid)
-        progress = _ProgressReporter(ctx, target.name, watchdog, pipeline)
+        progress = _ProgressReporter(ctx, database, watchdog, pipeline)
         with watchdog, StreamingUpload(ctx.client, strategy.s3.bucket, key, extra_args=extra_put_args(strategy.s3),
-                                       on_started=lambda upload_id: ctx.emit("upload_started", database=target.name,
+                                       on_started=lambda upload_id: ctx.emit("upload_started", database=database,
                                                                              key=key, upload_id=upload_id),
                                        on_progress=progress, progress_interval=0.2) as upload:
+            watchdog.watch(upload)  # exact parts in flight: a slow dump filling its part is no upload stall
             try:
                 upload.upload_fd(pipeline.output_fd, stop_event=stop_upload)
                 watchdog.dump_ended()
                 pipeline.wait()
+                if watchdog.tripped:  # a limit fired while the stages exited: never complete a timed-out upload
+                    raise watchdog.error()
                 result = upload.complete()
             except StageFailed as failure:
                 raise watchdog.error() if watchdog.tripped else source.classify_failure(failure) from failure
@@ -125,7 +159,24 @@ def _stream(ctx: AttemptContext, target: DatabaseTarget, key: str, stages, sourc
             if watchdog.tripped:  # fired after the data was in but before we noticed: do not trust it
                 raise watchdog.error()
         progress.final(result.size)
-        return result
+        return result, (pipeline.bytes_counted if counting else result.size)
+
+
+def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResult) -> bool:
+    """Read the uploaded archive back and check it (catalogue.verify, as `easybackup verify` does); return True.
+    On any failure delete the archive, so no manifest and no unverified archive are left, and raise."""
+    strategy = ctx.strategy
+
+    def on_line(stage: str, line: str) -> None:
+        ctx.emit("log", database=plan.database, stream=f"verify:{stage}", level="info", line=line)
+
+    try:
+        verify_archive(ctx.client, strategy.s3.bucket, plan.key, size=result.size, sha256=result.sha256,
+                       fmt=plan.fmt, compression=strategy.s3.compression, on_line=on_line, stop_event=ctx.cancel)
+    except EasybackupError:
+        _delete_quietly(ctx, plan.key)
+        raise
+    return True
 
 
 def _commit(ctx: AttemptContext, manifest: Manifest) -> None:
@@ -143,7 +194,7 @@ def _delete_quietly(ctx: AttemptContext, key: str) -> None:
         ctx.client.delete_object(Bucket=ctx.strategy.s3.bucket, Key=key)
     except Exception as exc:  # noqa: BLE001 — reported, and the original error is what the operator needs
         ctx.emit("log", stream="worker", level="warning",
-                 line=f"could not delete {key} after a failed manifest write: {classify_s3_error(exc)}")
+                 line=f"could not delete {key} after a failed backup: {classify_s3_error(exc)}")
 
 
 class _ProgressReporter:
@@ -157,15 +208,19 @@ class _ProgressReporter:
         self._last_event = 0.0
 
     def __call__(self, bytes_read: int, bytes_uploaded: int, parts: int) -> None:
-        self._watchdog.uploaded(bytes_uploaded, parts_in_flight=bytes_read > bytes_uploaded)
         if all(code is not None for code in self._pipeline.exit_codes().values()):
             self._watchdog.dump_ended()
         now = time.monotonic()
         if now - self._last_event >= PROGRESS_INTERVAL_S:
             self._last_event = now
-            self._ctx.emit("progress", database=self._database, bytes_in=None, bytes_out=bytes_read,
-                           bytes_uploaded=bytes_uploaded, parts=parts)
+            self._ctx.emit("progress", database=self._database, bytes_in=self._bytes_in(bytes_read),
+                           bytes_out=bytes_read, bytes_uploaded=bytes_uploaded, parts=parts)
+
+    def _bytes_in(self, bytes_read: int) -> int:
+        """Bytes out of the dump program: the relay's count, or — with no compressor — what was read."""
+        counted = self._pipeline.bytes_counted
+        return bytes_read if counted is None else counted
 
     def final(self, size: int) -> None:
-        self._ctx.emit("progress", database=self._database, bytes_in=None, bytes_out=size,
+        self._ctx.emit("progress", database=self._database, bytes_in=self._bytes_in(size), bytes_out=size,
                        bytes_uploaded=size, parts=None)

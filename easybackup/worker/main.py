@@ -13,17 +13,23 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from loguru import logger
 
 from easybackup import exitcodes
+from easybackup.catalogue.retention import apply_retention
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.secrets import register_secret
 from easybackup.storage.s3 import make_client
 from easybackup.wire import EventWriter, take_over_stdout
-from easybackup.worker.attempts import run_database
+from easybackup.worker.attempts import run_database, with_retries
+from easybackup.worker.backup import backup_once
+from easybackup.worker.databases import all_database_targets, connection_url
+from easybackup.worker.sources.postgres_globals import backup_globals_once, globals_target
 
 
 class OrphanGuard:
@@ -73,28 +79,75 @@ def _register_secrets(job: JobSpec) -> None:
 
 
 def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
-    """Given a job, an event callback and a cancel flag, back up every database; return the `result` fields."""
+    """Given a job, an event callback and a cancel flag, back up every database (and the globals); return the
+    `result` fields. One database failing fails the run; the others still run and their archives stay."""
     strategy = job.strategy
     started = time.monotonic()
-    emit("started", pid=os.getpid(), databases=[target.name for target in strategy.databases])
     private_dir = _private_dir(job.temp_dir, job.run_id)
     outcomes = []
     try:
         client = make_client(strategy.s3)
-        for target in strategy.databases:
+        planned = _plan(job, private_dir, emit, cancel)
+        emit("started", pid=os.getpid(), databases=[target.name for target, _ in planned.work])
+        for target, once in planned.work:
             if cancel.is_set():
                 outcomes.append(_not_started(target.name))
                 continue
-            outcomes.append(run_database(job, target, client, private_dir, emit, cancel))
+            outcomes.append(run_database(job, target, client, private_dir, emit, cancel, once=once))
+        if outcomes and planned.error is None and all(o["status"] == "success" for o in outcomes):
+            _apply_retention(client, job, emit)
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
     failures = [o for o in outcomes if o["status"] != "success"]
+    error = planned.error.to_dict() if planned.error else (failures[0]["error"] if failures else None)
     return {
-        "status": "failed" if failures else "success",
+        "status": "failed" if failures or planned.error else "success",
         "duration_s": round(time.monotonic() - started, 3),
         "databases": outcomes,
-        "error": failures[0]["error"] if failures else None,
+        "error": error,
     }
+
+
+def _apply_retention(client, job: JobSpec, emit) -> None:
+    """After a run in which every database succeeded (never after a failed one), delete the backups retention
+    no longer keeps. A problem here is a warning: it never turns a good backup into a failed run."""
+    try:
+        result = apply_retention(client, job.strategy, datetime.now(timezone.utc), emit)
+    except EasybackupError as error:
+        emit("log", stream="worker", level="warning", line=f"retention skipped: {error}")
+        return
+    for problem in result.errors:
+        emit("log", stream="worker", level="warning", line=f"retention could not delete {problem}")
+
+
+@dataclass
+class _Plan:
+    """What a run will back up: (target, one-attempt function) pairs, or the error that kept it from knowing."""
+
+    work: list = field(default_factory=list)
+    error: EasybackupError | None = None
+
+
+def _plan(job: JobSpec, private_dir: Path, emit, cancel: threading.Event) -> _Plan:
+    """Given a job, return its work: the globals first (roles before the databases that need them), then each
+    database — the configured ones, or with all_databases every one listed on the server (with retries)."""
+    strategy = job.strategy
+    work = []
+    try:
+        if strategy.include_globals:
+            work.append((globals_target(connection_url(strategy)), backup_globals_once))
+        if strategy.all_databases:
+            listed = with_retries(lambda: all_database_targets(strategy, private_dir, emit, cancel),
+                                  retry=strategy.retry,
+                                  emit=emit, cancel=cancel, database=None)
+            if listed.error is not None:
+                return _Plan(work=[], error=listed.error)
+            targets = listed.value
+        else:
+            targets = list(strategy.databases)
+    except EasybackupError as error:
+        return _Plan(work=[], error=error)
+    return _Plan(work=work + [(target, backup_once) for target in targets])
 
 
 def _not_started(database: str) -> dict:

@@ -50,9 +50,11 @@ def test_a_backup_restores_to_identical_tables(pg, moto, bucket, tmp_path, sampl
     assert manifest["sha256"] == sha256_of(stored) and manifest["stored_bytes"] == len(stored)
     assert (manifest["format"], manifest["compression"], manifest["database"]) == (fmt, compression, "sample")
     assert manifest["server_version"] and manifest["pg_dump_version"]
+    dump = decompress(stored, compression)
+    assert manifest["dump_bytes"] == len(dump), "dump_bytes counts what pg_dump wrote, before compression"
     target = f"restored_{fmt}_{compression}"
     pg.create_database(target)
-    restore_dump(pg, decompress(stored, compression), fmt, target)
+    restore_dump(pg, dump, fmt, target)
     assert pg.table_fingerprints(target) == fingerprints
     assert key in result.stdout and "success" in result.stdout
 
@@ -99,17 +101,18 @@ def test_the_password_never_reaches_argv_environment_or_logs(pg, moto, bucket, t
     assert stat.S_IMODE((tmp_path / "tmp").stat().st_mode) == 0o700
 
 
-def pids_of(program: str) -> list[int]:
-    """Return the pids whose argv[0] ends with `program`."""
+def pids_of(program: str, argument_fragment: str) -> list[int]:
+    """Return the pids whose argv[0] ends with `program` and whose arguments contain `argument_fragment`
+    (so a test only ever touches its own processes, never those of a test running beside it)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = [part.decode(errors="replace") for part in (entry / "cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        if argv and argv[0].decode(errors="replace").endswith(program):
+        if argv and argv[0].endswith(program) and any(argument_fragment in part for part in argv[1:]):
             found.append(int(entry.name))
     return found
 
@@ -125,15 +128,15 @@ def test_pg_dump_killed_mid_stream_fails_naming_pg_dump(pg, moto, bucket, tmp_pa
     proxy.throttle(200_000)
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
                           strategies=[{"name": "main", "database_url": pg.url(database, port=proxy.port)}])
-    before = set(pids_of("pg_dump"))
+    ours = f":{proxy.port}/"  # pg_dump's --dbname names the proxy's port
     killed = []
 
     def kill_pg_dump_when_it_streams() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            fresh = set(pids_of("pg_dump")) - before
+            fresh = pids_of("pg_dump", ours)
             if fresh and proxy.bytes_down > 300_000:
-                pid = fresh.pop()
+                pid = fresh[0]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
             time.sleep(0.05)

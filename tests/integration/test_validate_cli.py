@@ -67,10 +67,11 @@ def test_next_run_is_shown_in_local_time_and_utc(easybackup_cmd, tmp_path):
      "strategies:\n  - {name: app, database_url: 'postgres://u@db/app'}\n",
      "error: global.monitoring.metrics.port: 99999 is more than the maximum 65535"),
     ("global: {s3: {bucket: b-1}}\nstrategies:\n  - {name: app, database_url: 'postgres://u@db/app', "
-     "tunnel: {host: bastion}}\n", "error: strategies[0].tunnel: not supported yet"),
+     "tunnel: {host: bastion}, proxy: {url: 'socks5://p:1080'}}\n",
+     "error: strategies[0].proxy: cannot be combined with tunnel"),
     ("global: {s3: {bucket: b-1}}\nstrategies:\n  - {name: app, database_url: '${UNSET_FOR_THIS_TEST}'}\n",
      "error: strategies[0].database_url: environment variable UNSET_FOR_THIS_TEST is not set"),
-], ids=["bad-yaml", "bad-schedule", "port-out-of-range", "not-supported-yet", "unset-variable"])
+], ids=["bad-yaml", "bad-schedule", "port-out-of-range", "tunnel-and-proxy", "unset-variable"])
 def test_a_malformed_config_exits_2_with_one_line_per_error_and_no_traceback(easybackup_cmd, tmp_path, text,
                                                                              expected):
     done = run_cli(easybackup_cmd, "-c", str(write(tmp_path, text)))

@@ -95,7 +95,9 @@ _RULES = (
           "check the database name {dbname} in the strategy's database URL, or create it"),
     _Rule(re.compile(r"permission denied", re.I), "permission", False,
           "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
+    # A reset while connecting (a proxy or load balancer dropping us, a server restarting) is as passing.
     _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
+                     r"|connection reset by peer|broken pipe|is the server running on that host"
                      r"|the database system is (starting up|shutting down)|timeout expired|no route to host"
                      r"|could not translate host name", re.I), "connection", True,
           "check that PostgreSQL at {host}:{port} is up and reachable from this machine (firewall, tunnel, proxy)"),
