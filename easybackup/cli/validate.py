@@ -13,6 +13,7 @@ from easybackup.errors import EasybackupError
 from easybackup.scheduling import format_duration, next_run
 from easybackup.secrets import mask, mask_url
 from easybackup.storage.layout import strategy_prefix
+from easybackup.worker.routes import describe_route
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
@@ -49,7 +50,12 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     upcoming = next_run(strategy.schedule, strategy.timezone, now)
     local = upcoming.astimezone(ZoneInfo(strategy.timezone))
     rows = [("database", f"{target.name}  {mask_url(target.url)}") for target in strategy.databases]
+    if strategy.all_databases:
+        rows.append(("database", "every database on that server (all_databases)"))
+    if strategy.include_globals:
+        rows.append(("globals", "roles and tablespaces (pg_dumpall --globals-only)"))
     rows += [
+        ("connects", describe_route(strategy)),
         ("schedule", f"{strategy.schedule} ({strategy.timezone})"),
         ("next run", f"{local:%Y-%m-%d %H:%M %Z} ({upcoming:%Y-%m-%dT%H:%M:%SZ})"),
         ("retention", f"{format_duration(strategy.retention)} (keep_last {strategy.keep_last})"),
@@ -61,12 +67,18 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
 
 
 def check_connectivity(config: Config) -> list[str]:
-    """Given a Config, check every distinct bucket and Slack token, print one line each; return what failed."""
-    from easybackup.notifications.slack_api import SlackApi  # imported here: offline validation needs neither
+    """Given a Config, check every distinct bucket, Slack token and database (through the strategy's tunnel or
+    proxy, as a backup connects), print one line each; return what failed."""
+    from easybackup.notifications.slack_api import SlackApi  # imported here: offline validation needs none
     from easybackup.storage.s3 import check_bucket
+    from easybackup.worker.databases import check_reachable
 
     checks = {}
     for strategy in config.strategies:
+        for target in strategy.databases:
+            checks[("db", strategy.name, target.name)] = (
+                f"{strategy.name}: database {target.name} ({describe_route(strategy)})",
+                lambda s=strategy, t=target: check_reachable(s, t))
         s3 = strategy.s3
         checks.setdefault(("s3", s3.bucket, s3.endpoint_url, s3.access_key),
                           (f"s3://{s3.bucket}", lambda s3=s3: check_bucket(s3)))

@@ -16,6 +16,7 @@ from easybackup import __version__
 from easybackup.config.model import Strategy
 from easybackup.logs import log
 from easybackup.scheduling import interval
+from easybackup.worker.routes import describe_route
 from easybackup.secrets import mask
 
 STALL_AFTER_S = 30.0  # the loop beats about once a second; this much silence means it is stuck
@@ -72,6 +73,7 @@ class StrategyHealth:
     """What health shows for one strategy."""
 
     interval: timedelta | None
+    route: str = "direct"  # how it reaches its databases, without secrets (routes.describe_route)
     status: str = "pending"  # pending, running, success, failed
     run_id: str | None = None
     run_started: datetime | None = None
@@ -105,7 +107,8 @@ class MonitorState:
         self._heartbeat = self.started_at  # the loop has until stall_after past start to beat for the first time
         self._s3 = "unknown"
         self._slack = "unknown"
-        self._strategies: dict[str, StrategyHealth] = {s.name: StrategyHealth(_interval_of(s)) for s in strategies}
+        self._strategies: dict[str, StrategyHealth] = {
+            s.name: StrategyHealth(_interval_of(s), describe_route(s)) for s in strategies}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), timezone.utc)
@@ -198,6 +201,7 @@ class MonitorState:
             for strategy in strategies:
                 entry = self._strategies.get(strategy.name) or StrategyHealth(None)
                 entry.interval = _interval_of(strategy)  # the schedule may have changed
+                entry.route = describe_route(strategy)
                 kept[strategy.name] = entry
             self._strategies = kept
 
@@ -235,6 +239,7 @@ class MonitorState:
             duration_seconds=entry.duration_seconds,
             error_kind=entry.error_kind if entry.status == "failed" else None,
             overdue=self._overdue(entry, now),
+            connects=entry.route,
         )
         return view
 

@@ -8,11 +8,13 @@ psql only through a 0600 passfile, and a wrong password or a server that is down
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings, Strategy
 from easybackup.errors import EasybackupError
+from easybackup.logs import log
 from easybackup.secrets import mask
 from easybackup.worker.pipeline import StageFailed, describe_returncode
 from easybackup.worker.sources.postgres import PostgresSource
@@ -99,3 +101,15 @@ def all_database_targets(strategy: Strategy, private_dir: Path, emit, cancel=Non
     with open_route(strategy, server, private_dir, emit, cancel=cancel) as routed:
         names = list_databases(routed.url, private_dir, timeout=strategy.timeout.backup)
     return [DatabaseTarget(name=name, url=with_database(url, name)) for name in names]
+
+
+def check_reachable(strategy: Strategy, target: DatabaseTarget) -> None:
+    """Given a strategy and one of its databases, connect through the strategy's route (tunnel, proxy or direct)
+    as a backup would, authenticate and run one query; raise the classified EasybackupError if that fails."""
+    def log_route_line(type: str, database: str | None = None, **fields) -> None:
+        log.debug(f"{fields.get('stream', '')}: {fields.get('line', '')}")
+
+    with tempfile.TemporaryDirectory(prefix="easybackup-check-") as scratch:  # 0700, removed with its passfile
+        private_dir = Path(scratch)
+        with open_route(strategy, target, private_dir, log_route_line) as routed:
+            list_databases(routed.url, private_dir, timeout=30)

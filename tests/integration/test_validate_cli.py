@@ -88,34 +88,44 @@ def test_a_missing_config_file_exits_2_naming_it(easybackup_cmd, tmp_path):
     assert f"error: {tmp_path / 'absent.yaml'}: config file not found" in done.stderr
 
 
-def connectivity_config(tmp_path: Path, bucket: str, api_url: str, token: str = DEFAULT_TOKEN) -> Path:
-    return write(tmp_path, f"global:\n  s3: {{bucket: {bucket}}}\n"
+def connectivity_config(tmp_path: Path, bucket: str, api_url: str, token: str = DEFAULT_TOKEN,
+                        app_url: str = "postgres://u@db/app", other_url: str = "postgres://u@db/other") -> Path:
+    path = write(tmp_path, f"global:\n  s3: {{bucket: {bucket}}}\n"
                            f"  slack: {{bot_token: {token}, channel_id: C0123456789, api_url: '{api_url}'}}\n"
-                           "strategies:\n  - {name: app, database_url: 'postgres://u@db/app'}\n"
-                           "  - {name: other, database_url: 'postgres://u@db/other'}\n")
+                           f"strategies:\n  - {{name: app, database_url: '{app_url}'}}\n"
+                           f"  - {{name: other, database_url: '{other_url}'}}\n")
+    path.chmod(0o600)
+    return path
 
 
-def test_check_connectivity_reaches_each_bucket_and_slack_token_once(easybackup_cmd, tmp_path, aws_env, bucket,
-                                                                      slack):
-    path = connectivity_config(tmp_path, bucket, slack.api_url)
+def test_check_connectivity_reaches_each_bucket_slack_token_and_database_once(easybackup_cmd, tmp_path, aws_env,
+                                                                               bucket, slack, pg):
+    path = connectivity_config(tmp_path, bucket, slack.api_url, app_url=pg.url("postgres"),
+                               other_url=pg.url("template1"))
     done = run_cli(easybackup_cmd, "-c", str(path), "--check-connectivity", env=dict(os.environ))
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"s3://{bucket}: ok" in done.stdout and f"slack {slack.api_url}: ok" in done.stdout
+    assert "app: database postgres (direct): ok" in done.stdout
+    assert pg.password not in done.stdout + done.stderr
     calls = slack.calls_to("auth.test")
     assert len(calls) == 1
     assert calls[0].headers["authorization"] == f"Bearer {DEFAULT_TOKEN}"
     assert calls[0].headers["content-type"] == "application/json; charset=utf-8"
 
 
-def test_check_connectivity_exits_1_naming_what_failed(easybackup_cmd, tmp_path, aws_env, slack):
-    path = connectivity_config(tmp_path, "no-such-bucket-here", slack.api_url, token="xoxb-wrong-token")
+def test_check_connectivity_exits_1_naming_what_failed(easybackup_cmd, tmp_path, aws_env, slack, pg):
+    path = connectivity_config(tmp_path, "no-such-bucket-here", slack.api_url, token="xoxb-wrong-token",
+                               app_url=pg.url("postgres", password="wrong-Pw-331"))
     done = run_cli(easybackup_cmd, "-c", str(path), "--check-connectivity", env=dict(os.environ))
 
     assert done.returncode == 1
     assert "s3://no-such-bucket-here: FAILED" in done.stdout
+    assert "app: database postgres (direct): FAILED" in done.stdout and "authentication" in done.stdout
+    assert "wrong-Pw-331" not in done.stdout + done.stderr
     assert f"slack {slack.api_url}: FAILED: Slack auth.test failed: invalid_auth" in done.stdout
-    assert f"connectivity check failed: s3://no-such-bucket-here, slack {slack.api_url}" in done.stdout
+    assert "connectivity check failed: " in done.stdout and f"s3://no-such-bucket-here, slack {slack.api_url}" in \
+        done.stdout
     assert "xoxb-wrong-token" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
 

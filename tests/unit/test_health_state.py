@@ -261,3 +261,18 @@ def test_a_malformed_result_never_raises(state, clock):
                        clock.at())
     state.run_finished("production-db", "not a dict", clock.at())
     assert entry(state, "production-db")["consecutive_failures"] == 2
+
+
+def test_health_says_how_each_strategy_connects_without_secrets(clock):
+    from dataclasses import replace
+
+    from easybackup.config.model import ProxySettings, TunnelSettings
+
+    tunnelled = replace(strategy("behind-bastion"), tunnel=TunnelSettings(host="bastion", user="backup"))
+    proxied = replace(strategy("behind-proxy"), proxy=ProxySettings(url="socks5://u:Proxy-Pw-77@proxy:1080"))
+    monitor = MonitorState((strategy("plain"), tunnelled, proxied), clock=clock)
+    views = monitor.snapshot()[1]["strategies"]["last_backup_status"]
+    assert views["plain"]["connects"] == "direct"
+    assert views["behind-bastion"]["connects"] == "via ssh tunnel backup@bastion:22"
+    assert views["behind-proxy"]["connects"].startswith("via socks5 proxy proxy:1080")
+    assert "Proxy-Pw-77" not in json.dumps(views)

@@ -200,6 +200,18 @@ def test_once_backs_up_through_an_ssh_tunnel(island, sshd, client_key, workdir, 
     assert island.pg.password not in result.stdout + result.stderr
 
 
+def test_validate_checks_connectivity_through_the_tunnel_and_says_how_it_connects(island, sshd, client_key,
+                                                                                  workdir, moto, bucket, tmp_path):
+    server = sshd(keys=[client_key.public])
+    known_hosts = write_known_hosts(workdir, server.known_hosts_line())
+    config = once_config(tmp_path, moto, bucket, island, "island", tunnel_to(server, client_key, known_hosts))
+    result = run_cli("validate", "-c", str(config), "--check-connectivity", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"connects     via ssh tunnel root@{server.host}:{server.port}" in result.stdout
+    assert "island: database island (via ssh tunnel" in result.stdout and ": ok" in result.stdout
+    assert island.pg.password not in result.stdout + result.stderr
+
+
 def test_once_fails_cleanly_when_the_bastion_dies_mid_dump(island, sshd, client_key, workdir, moto, bucket, tmp_path):
     server = sshd(keys=[client_key.public])
     known_hosts = write_known_hosts(workdir, server.known_hosts_line())
