@@ -7,6 +7,7 @@ that is not empty without --clean (nothing was changed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -23,7 +24,7 @@ from easybackup.catalogue.restore import (
     with_dbname,
 )
 from easybackup.cli.list import load
-from easybackup.config.model import Config, Strategy
+from easybackup.config.model import Config, DatabaseTarget, Strategy
 from easybackup.errors import UsageError
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import log
@@ -32,6 +33,7 @@ from easybackup.secrets import mask_url, register_secret
 from easybackup.storage.layout import GLOBALS
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.s3 import make_client
+from easybackup.worker.routes import describe_route, open_route
 from easybackup.worker.sources.postgres import parse_postgres_url
 
 MAINTENANCE_DB = "postgres"
@@ -58,6 +60,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
                         help="parallel pg_restore jobs; downloads the archive to temp_dir first (custom format)")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--direct", action="store_true",
+                        help="connect to --target-url directly even when the strategy reaches its databases "
+                             "through a tunnel or proxy")
     parser.add_argument("--globals", action="store_true",
                         help="restore the newest roles/tablespaces dump (`_globals/`) with psql instead")
     parser.set_defaults(handler=run)
@@ -90,15 +95,32 @@ def run(args: argparse.Namespace) -> int:
     manifest = choose_backup(client, strategy, args.database, args.backup, args.globals)
     print(f"backup: {manifest.key} ({format_bytes(manifest.stored_bytes)}, {manifest.format} format, "
           f"{manifest.compression}, taken {manifest.started_at})", file=sys.stderr)
-    with private_directory(config.temp_dir) as private:
-        target = Connection(args.target_url, private)
-        maintenance = Connection(with_dbname(args.target_url, MAINTENANCE_DB), private) if args.create else None
+    with private_directory(config.temp_dir) as private, _route(args, strategy, private) as target_url:
+        target = Connection(target_url, private)
+        maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private) if args.create else None
         try:
             return _restore(args, client, strategy, manifest, target, maintenance, private)
         finally:
             target.cleanup()
             if maintenance is not None:
                 maintenance.cleanup()
+
+
+@contextlib.contextmanager
+def _route(args, strategy: Strategy, private):
+    """Yield the URL pg_restore connects to: through the strategy's tunnel or proxy when it has one — the target
+    usually sits behind the same bastion as the backed-up server — unless --direct; else --target-url itself."""
+    if args.direct or (strategy.tunnel is None and strategy.proxy is None):
+        yield args.target_url
+        return
+
+    def log_route_line(type: str, database: str | None = None, **fields) -> None:
+        log.info("{}: {}", fields.get("stream", "route"), fields.get("line", ""))
+
+    print(f"connecting {describe_route(strategy)} (use --direct to bypass)", file=sys.stderr)
+    target = DatabaseTarget(name="restore-target", url=args.target_url)
+    with open_route(strategy, target, private, log_route_line) as routed:
+        yield routed.url
 
 
 def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Connection, maintenance, private) -> int:

@@ -189,7 +189,7 @@ def once_config(tmp_path, moto, bucket, island, database: str, tunnel: TunnelSet
                         strategies=[{"name": "island", "database_url": island.url(database), "tunnel": route}])
 
 
-def test_once_backs_up_through_an_ssh_tunnel(island, sshd, client_key, workdir, pg, moto, bucket, tmp_path):
+def test_once_backs_up_and_restore_restores_through_an_ssh_tunnel(island, sshd, client_key, workdir, pg, moto, bucket, tmp_path):
     server = sshd(keys=[client_key.public])
     known_hosts = write_known_hosts(workdir, server.known_hosts_line())
     config = once_config(tmp_path, moto, bucket, island, "island", tunnel_to(server, client_key, known_hosts))
@@ -198,6 +198,16 @@ def test_once_backs_up_through_an_ssh_tunnel(island, sshd, client_key, workdir, 
     [key] = archive_keys(moto, bucket)
     assert restores_identically(pg, island, decompress(download(moto, bucket, key), "gzip"), "restored_once_ssh")
     assert island.pg.password not in result.stdout + result.stderr
+
+    # restore takes the same path back: into a new database behind the bastion, which only the tunnel reaches
+    target = island.url("island_restored_via_tunnel")
+    direct = run_cli("restore", "-c", str(config), "--target-url", target, "--create", "--yes", "--direct",
+                     timeout=120)
+    assert direct.returncode != 0 and "accepting TCP/IP connections" in direct.stderr
+    restored = run_cli("restore", "-c", str(config), "--target-url", target, "--create", "--yes", timeout=120)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "connecting via ssh tunnel root@" in restored.stderr
+    assert island.pg.table_fingerprints("island_restored_via_tunnel") == island.fingerprints
 
 
 def test_validate_checks_connectivity_through_the_tunnel_and_says_how_it_connects(island, sshd, client_key,
