@@ -119,3 +119,12 @@ def duration(text):
 def test_the_documented_defaults_are_the_models_defaults(key, model_default, convert):
     documented = dict(iter_properties())[key]["default"]
     assert convert(documented) == model_default
+
+
+def test_the_readme_marks_exactly_the_keys_that_are_not_supported_yet():
+    from easybackup.config.checks import NOT_SUPPORTED_YET
+
+    text = (REPO / "README.md").read_text()
+    reference = text.split("<!-- config-reference:start -->")[1].split("<!-- config-reference:end -->")[0]
+    marked = {line.split("`")[1] for line in reference.splitlines() if "Not supported yet" in line}
+    assert marked == set(NOT_SUPPORTED_YET)
