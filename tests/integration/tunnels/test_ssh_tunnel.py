@@ -189,7 +189,8 @@ def once_config(tmp_path, moto, bucket, island, database: str, tunnel: TunnelSet
                         strategies=[{"name": "island", "database_url": island.url(database), "tunnel": route}])
 
 
-def test_once_backs_up_and_restore_restores_through_an_ssh_tunnel(island, sshd, client_key, workdir, pg, moto, bucket, tmp_path):
+def test_once_backs_up_and_restore_restores_through_an_ssh_tunnel(island, sshd, client_key, workdir, pg, moto,
+                                                                 bucket, tmp_path):
     server = sshd(keys=[client_key.public])
     known_hosts = write_known_hosts(workdir, server.known_hosts_line())
     config = once_config(tmp_path, moto, bucket, island, "island", tunnel_to(server, client_key, known_hosts))
