@@ -12,7 +12,7 @@ from collections.abc import Callable
 from easybackup.config.model import S3Settings, Strategy
 from easybackup.logs import log
 from easybackup.monitoring.state import MonitorState
-from easybackup.storage.s3 import check_bucket, classify_s3_error, make_client
+from easybackup.storage.s3 import CHECK_TIMEOUT_S, check_bucket, classify_s3_error, make_client
 
 DEFAULT_INTERVAL_S = 60.0
 
@@ -84,7 +84,7 @@ class ConnectivityChecker:
             with self._lock:
                 client = self._clients.get(key)
             if client is None:
-                client = make_client(s3)
+                client = make_client(s3, read_timeout=CHECK_TIMEOUT_S, connect_timeout=CHECK_TIMEOUT_S)
                 with self._lock:
                     self._clients[key] = client
             check_bucket(s3, client)

@@ -25,6 +25,7 @@ from easybackup.errors import EasybackupError
 DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 120
+CHECK_TIMEOUT_S = 5
 # botocore's own retries multiply with the worker's tenacity attempts: keep them small.
 # total_max_attempts counts the first try (max_attempts would count retries only): two tries per call, so
 # botocore's retries do not multiply with the worker's own (retry.max_attempts).
@@ -40,13 +41,14 @@ _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestThro
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 
 
-def make_client(s3: S3Settings):
+def make_client(s3: S3Settings, *, read_timeout: float = READ_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S):
     """Given S3 settings, return a new boto3 S3 client.
 
     Without `endpoint_url`, boto3 itself honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; without explicit
     keys, boto3's credential chain applies (environment, profile, instance role).
     """
-    kwargs: dict = {"region_name": s3.region or DEFAULT_REGION, "config": _boto_config(s3)}
+    kwargs: dict = {"region_name": s3.region or DEFAULT_REGION,
+                    "config": _boto_config(s3, read_timeout=read_timeout, connect_timeout=connect_timeout)}
     if s3.endpoint_url:
         kwargs["endpoint_url"] = s3.endpoint_url
     if s3.access_key and s3.secret_key:
@@ -58,12 +60,12 @@ def make_client(s3: S3Settings):
     return boto3.session.Session().client("s3", **kwargs)
 
 
-def _boto_config(s3: S3Settings) -> BotoConfig:
+def _boto_config(s3: S3Settings, *, read_timeout: float, connect_timeout: float) -> BotoConfig:
     checksum = s3.checksum_mode if s3.checksum_mode in ("when_supported", "when_required") else "when_supported"
     return BotoConfig(
         retries=dict(BOTO_RETRIES),
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         max_pool_connections=MAX_POOL_CONNECTIONS,
         tcp_keepalive=True,
         # `when_required` sends no x-amz-checksum-* headers on PutObject/UploadPart, for stores that reject them.
@@ -91,7 +93,8 @@ def extra_put_args(s3: S3Settings, *, storage_class: bool = True) -> dict:
 
 def check_bucket(s3: S3Settings, client=None) -> None:
     """Given S3 settings, check the bucket answers (HeadBucket); raise the classified error if it does not."""
-    client = client or make_client(s3)
+    # Short timeouts: a hanging S3 must show as an error in health and validate within seconds, not minutes.
+    client = client or make_client(s3, read_timeout=CHECK_TIMEOUT_S, connect_timeout=CHECK_TIMEOUT_S)
     try:
         client.head_bucket(Bucket=s3.bucket)
     except (ClientError, BotoCoreError) as exc:
