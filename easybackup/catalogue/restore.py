@@ -14,17 +14,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from easybackup.catalogue.verify import (
-    FdSink,
     ProgressCallback,
     open_object,
     stream_object,
+    stream_through,
     verification_error,
     write_all,
 )
@@ -180,28 +179,8 @@ def restore_streaming(client, bucket: str, manifest: Manifest, target: Connectio
     stages = [s for s in [decompress_stage(manifest.compression)] if s is not None]
     stages.append(restore_stage(manifest, target, clean=clean))
     body = open_object(client, bucket, manifest.key)["Body"]
-    read_end, write_end = os.pipe()
-    sink = FdSink(write_end)
-    failure = None
-    try:
-        with Pipeline(stages, on_line=on_line, stdin=read_end) as pipeline:
-            os.close(read_end)
-            read_end = -1
-            drainer = threading.Thread(target=_discard, args=(pipeline.output_fd,), name="restore-out", daemon=True)
-            drainer.start()
-            try:
-                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
-            finally:
-                sink.close()
-                drainer.join()
-            try:
-                pipeline.wait()
-            except StageFailed as failed:
-                failure = failed
-    finally:
-        sink.close()
-        if read_end >= 0:
-            os.close(read_end)
+    streamed, failure = stream_through(body, stages, consume_output=_discard, bucket=bucket, on_line=on_line,
+                                       on_progress=on_progress, name="restore-out")
     if (streamed.size, streamed.sha256) != (manifest.stored_bytes, manifest.sha256):
         raise verification_error(
             f"checksum mismatch: {manifest.key} is not what was backed up",
@@ -302,46 +281,24 @@ def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_li
 
 
 def _through_decompressor(body, stage: StageSpec, fd: int, bucket: str, on_line, on_progress):
-    read_end, write_end = os.pipe()
-    sink = FdSink(write_end)
-    try:
-        with Pipeline([stage], on_line=on_line, stdin=read_end) as pipeline:
-            os.close(read_end)
-            read_end = -1
-            copier = _Copier(pipeline.output_fd, fd)
-            copier.start()
-            try:
-                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
-            finally:
-                sink.close()
-                copier.join()
-            if copier.error is not None:
-                raise copier.error
-            try:
-                pipeline.wait()
-            except StageFailed as failed:
-                raise verification_error(f"cannot decompress {stage.name} archive: {failed.message}",
-                                         failed.detail, last_lines=failed.last_lines) from failed
-            return streamed
-    finally:
-        sink.close()
-        if read_end >= 0:
-            os.close(read_end)
+    streamed, failed = stream_through(body, [stage], consume_output=lambda source: _copy(source, fd), bucket=bucket,
+                                      on_line=on_line, on_progress=on_progress, name="restore-download")
+    if failed is not None:
+        raise verification_error(f"cannot decompress {stage.name} archive: {failed.message}",
+                                 failed.detail, last_lines=failed.last_lines) from failed
+    return streamed
 
 
-class _Copier(threading.Thread):
-    """Copies the decompressor's output into the download file; keeps the first OSError (ENOSPC) for the caller."""
-
-    def __init__(self, source: int, target: int):
-        super().__init__(name="restore-download", daemon=True)
-        self.source, self.target = source, target
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        while chunk := os.read(self.source, 1 << 20):
-            if self.error is not None:
-                continue  # keep draining so the decompressor is not stalled; the error is reported
-            try:
-                write_all(self.target, chunk)
-            except OSError as exc:
-                self.error = exc
+def _copy(source: int, target: int) -> None:
+    """Given the decompressor's output and the download file, copy the one into the other; raise the first OSError
+    (ENOSPC) once the output is drained."""
+    error: OSError | None = None
+    while chunk := os.read(source, 1 << 20):
+        if error is not None:
+            continue  # keep draining so the decompressor is not stalled; the error is reported
+        try:
+            write_all(target, chunk)
+        except OSError as exc:
+            error = exc
+    if error is not None:
+        raise error

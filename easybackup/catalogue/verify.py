@@ -6,7 +6,8 @@ The object is streamed, never stored: S3 → sha256 → [decompressor] → reade
 table of contents and passes a truncated archive) and our own tail check for plain SQL (pg_dump ends a
 complete dump with `-- PostgreSQL database dump complete`).
 
-`stream_object` is the shared S3 → sha256 → sink loop that restore uses too.
+`stream_object` is the shared S3 → sha256 → sink loop, and `stream_through` the shared S3 → pipe → Pipeline
+mechanism around it; restore uses both too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
@@ -128,6 +129,60 @@ class FdSink:
             os.close(fd)
 
 
+class _Consumer(threading.Thread):
+    """Runs `consume(fd)` on the pipeline's output; keeps what it raised for the thread that streams."""
+
+    def __init__(self, consume: Callable[[int], None], fd: int, name: str):
+        super().__init__(name=name, daemon=True)
+        self._consume, self._fd = consume, fd
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self._consume(self._fd)
+        except Exception as exc:  # handed to the streaming thread, which raises it
+            self.error = exc
+
+
+def stream_through(body, stages: Sequence[StageSpec], *, consume_output: Callable[[int], None], bucket: str,
+                   on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
+                   stop_event: threading.Event | None = None, name: str = "stream-output"
+                   ) -> tuple[Streamed, StageFailed | None]:
+    """Given a GetObject body and stages, stream the body (sha256, size) into the first stage through a pipe while
+    a thread named `name` gives the last stage's output fd to `consume_output` (which reads it to EOF); return what
+    was streamed and the StageFailed the stages ended with (None when every stage exited 0).
+
+    Raise what `stream_object` raises, StageStartError if a stage cannot start, or what `consume_output` raised
+    (once the streaming is over, before the stages are waited for).
+    """
+    read_end, write_end = os.pipe()
+    sink = FdSink(write_end)
+    try:
+        with Pipeline(stages, on_line=on_line, stdin=read_end) as pipeline:
+            # The first stage holds its own copy; ours would keep it from ever seeing EOF.
+            os.close(read_end)
+            read_end = -1
+            consumer = _Consumer(consume_output, pipeline.output_fd, name)
+            consumer.start()
+            try:
+                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress, stop_event=stop_event)
+            finally:
+                # EOF for the stages, also when S3 failed: they finish, and the consumer with them.
+                sink.close()
+                consumer.join()
+            if consumer.error is not None:
+                raise consumer.error
+            try:
+                pipeline.wait()
+            except StageFailed as failed:
+                return streamed, failed
+            return streamed, None
+    finally:
+        sink.close()
+        if read_end >= 0:
+            os.close(read_end)
+
+
 class TailKeeper:
     """Keeps the last bytes that passed through, and counts them; `callable(chunk)` is a sink that never closes."""
 
@@ -185,38 +240,12 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt
                                  stop_event=stop_event)
         failure = None
     else:
-        streamed, failure = _through_pipeline(response["Body"], stages, tail, bucket, on_line, on_progress,
-                                              stop_event)
+        streamed, failure = stream_through(response["Body"], stages, consume_output=tail.drain, bucket=bucket,
+                                           on_line=on_line, on_progress=on_progress, stop_event=stop_event,
+                                           name="verify-tail")
     _judge(key, size, sha256, fmt, streamed, failure, tail)
     return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256,
                         dump_bytes=tail.count if fmt == "plain" else None)
-
-
-def _through_pipeline(body, stages, tail: TailKeeper, bucket: str, on_line, on_progress, stop_event):
-    """Stream the body into the reader stages; return (Streamed, StageFailed or None)."""
-    read_end, write_end = os.pipe()
-    sink = FdSink(write_end)
-    try:
-        with Pipeline(stages, on_line=on_line, stdin=read_end) as pipeline:
-            os.close(read_end)
-            read_end = -1
-            drainer = threading.Thread(target=tail.drain, args=(pipeline.output_fd,), name="verify-tail", daemon=True)
-            drainer.start()
-            try:
-                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress, stop_event=stop_event)
-            finally:
-                # EOF for the readers, also when S3 failed: they finish, and the drainer with them.
-                sink.close()
-                drainer.join()
-            try:
-                pipeline.wait()
-            except StageFailed as failed:
-                return streamed, failed
-            return streamed, None
-    finally:
-        sink.close()
-        if read_end >= 0:
-            os.close(read_end)
 
 
 def _judge(key: str, size: int, sha256: str, fmt: str, streamed: Streamed, failure: StageFailed | None,
