@@ -238,7 +238,47 @@ def decode(line: bytes) -> dict:
             raise _invalid(f"event {key} is not a string", line)
     if event["database"] is not None and not isinstance(event["database"], str):
         raise _invalid("event database is neither a string nor null", line)
+    if event["type"] in ("db_finished", "result"):
+        problem = _outcome_problem(event) if event["type"] == "db_finished" else _result_problem(event)
+        if problem:
+            raise _invalid(f"{event['type']} event {problem}", line)
     return event
+
+
+_NONE = type(None)
+# Fields of an outcome (db_finished, result.databases[], result) that the supervisor reads, and their JSON types;
+# a field may be absent. A mistyped one would crash whoever reads it (the summary, Slack, metrics) much later.
+_OUTCOME_TYPES = {"status": (str,), "key": (str, _NONE), "size": (int, _NONE), "dump_bytes": (int, _NONE),
+                  "sha256": (str, _NONE), "duration_s": (int, float, _NONE), "attempts": (int, _NONE),
+                  "verified": (bool, _NONE), "error": (dict, _NONE), "database": (str, _NONE)}
+_ERROR_TYPES = {"kind": (str,), "message": (str,), "transient": (bool,), "detail": (str, _NONE),
+                "hint": (str, _NONE), "exit_codes": (dict,), "last_lines": (list,)}
+
+
+def _mistyped(fields: dict, types: dict) -> str | None:
+    return next((key for key, allowed in types.items() if key in fields and not isinstance(fields[key], allowed)),
+                None)
+
+
+def _outcome_problem(fields: dict) -> str | None:
+    """Given an outcome's fields, return what is wrong with their types, or None."""
+    key = _mistyped(fields, _OUTCOME_TYPES)
+    if key:
+        return f"has a {key} of the wrong type"
+    error = fields.get("error")
+    if error is not None and (_mistyped(error, _ERROR_TYPES) or not all(isinstance(x, str) for x in
+                                                                        error.get("last_lines", []))):
+        return "has an error of the wrong shape"
+    return None
+
+
+def _result_problem(event: dict) -> str | None:
+    databases = event.get("databases", [])
+    if not isinstance(databases, list) or not all(isinstance(db, dict) for db in databases):
+        return "has databases that are not a list of mappings"
+    return _outcome_problem(event) or next(
+        (f"databases[{index}] {problem}" for index, db in enumerate(databases) if (problem := _outcome_problem(db))),
+        None)
 
 
 def _invalid(message: str, line: bytes) -> WireError:

@@ -24,7 +24,10 @@ from easybackup.scheduling import parse_duration
 
 def database_name(url: str) -> str | None:
     """Given a postgres:// URL, return the database it names (percent-decoded), or None if it names none."""
-    name = unquote(urlsplit(url).path.lstrip("/"))
+    try:
+        name = unquote(urlsplit(url).path.lstrip("/"))
+    except ValueError:  # `postgres://[::1/x`: the checks report the URL itself
+        return None
     return name or None
 
 
@@ -40,7 +43,8 @@ def database_entries(strategy: dict) -> list[tuple[tuple, str | None, str]]:
         if isinstance(item, str):
             entries.append((("database_urls", index), database_name(item), item))
         elif isinstance(item, dict) and isinstance(item.get("url"), str):
-            entries.append((("database_urls", index), item.get("name") or database_name(item["url"]), item["url"]))
+            name = item.get("name") if isinstance(item.get("name"), str) else None  # the schema reports others
+            entries.append((("database_urls", index), name or database_name(item["url"]), item["url"]))
     return entries
 
 

@@ -115,8 +115,9 @@ def _databases(strategy: dict, index: int) -> list[str]:
     found, seen = [], {}
     for sub, name, url in entries:
         where = format_path((*path, *sub))
-        found += _url_problems(where, url)
-        if name is None:
+        broken = _url_problems(where, url)
+        found += broken
+        if name is None and not broken:
             found.append(f"{where}: the URL names no database; add /dbname to it")
         elif name in seen:
             found.append(f"{where}: database name '{name}' is already used by {seen[name]} in this strategy "
@@ -225,8 +226,8 @@ def _retention_covers_schedule(merged: dict, where) -> list[str]:
 def _compression(merged: dict, where) -> list[str]:
     level = _get(merged, ("s3", "compression_level"))
     codec = _get(merged, ("s3", "compression")) or "gzip"
-    if not isinstance(level, int) or isinstance(level, bool):
-        return []
+    if not isinstance(level, int) or isinstance(level, bool) or not isinstance(codec, str):
+        return []  # the schema reports a level or codec of the wrong type
     if codec == "none":
         return [f"{where('s3', 'compression_level')}: a level needs a compression (s3.compression is none)"]
     if codec in MAX_LEVEL and level > MAX_LEVEL[codec]:

@@ -42,7 +42,7 @@ def load_config(path: str | os.PathLike, env_file: str | None = None,
     if "global" in data and data["global"] is None:
         data["global"] = {}  # `global:` with every key commented out means no defaults
     sources = apply_overrides(data, environ)
-    problems = _problems(data, expansion, sources)
+    problems = [_one_line(problem) for problem in _problems(data, expansion, sources)]
     if problems:
         raise ConfigError(problems, hint=HINT)
     config = build_config(data, str(path))
@@ -89,13 +89,45 @@ def parse_yaml(text: str, name: str):
     """Given YAML text and the file's name, return the parsed document; raise ConfigError as
     `name:line:column: problem` if it is not valid YAML."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError as exc:
+        raise ConfigError([f"{name}: nested too deeply to read"], hint="the file is not valid YAML") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
         raise ConfigError([f"{where}: {exc.problem or exc.context}"], hint="the file is not valid YAML") from exc
+    except yaml.reader.ReaderError as exc:  # a control character: its message spans lines and names no line
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError([f"{name}:{line}:{column}: character #x{exc.character:04x} is not allowed in YAML"],
+                          hint="the file is not valid YAML") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{name}: not valid YAML ({exc})"]) from exc
+        raise ConfigError([f"{name}: not valid YAML ({' '.join(str(exc).split())})"]) from exc
+    _check_size(document, name)
+    return document
+
+
+MAX_VALUES = 100_000  # far beyond any real config
+MAX_DEPTH = 64
+
+
+def _check_size(document, name: str) -> None:
+    """Given a parsed document, raise ConfigError if it is nested too deeply or, with its aliases expanded, holds
+    too many values: an alias used inside itself is endless, and nested aliases ("billion laughs") would make
+    every later walk over the document take forever."""
+    stack, seen = [(document, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES or depth > MAX_DEPTH:
+            what = f"nested deeper than {MAX_DEPTH} levels" if depth > MAX_DEPTH else \
+                f"more than {MAX_VALUES} values once its aliases are expanded"
+            raise ConfigError([f"{name}: the document is {what} (an alias used inside itself?)"],
+                              hint="the file is not a plausible config")
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
 
 
 def _problems(data: dict, expansion: Expansion, sources: dict[tuple, str]) -> list[str]:
@@ -118,6 +150,11 @@ def _schema_lines(data: dict, typed_text: dict[tuple, str], sources: dict[tuple,
         found = schema_problems(data)
     return [f"{format_path(path)}: {message}" + (f" (from ${sources[path]})" if path in sources else "")
             for path, message, _error in found]
+
+
+def _one_line(problem: str) -> str:
+    """Given a problem, return it on one line: a value it quotes may hold a newline or a control character."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in problem)
 
 
 def _wants_string(error) -> bool:

@@ -41,8 +41,11 @@ def format_path(path) -> str:
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
+            continue
+        part = str(part)
+        if not part.isprintable() or not part.strip():  # an unknown key like "a\nb" or "" stays visible on one line
+            part = repr(part)
+        text += f".{part}" if text else part
     return text
 
 

@@ -27,6 +27,7 @@ from easybackup.secrets import mask
 STDERR_TAIL = 25  # last stderr lines kept per worker, attached to a crash
 _READ_SIZE = 64 * 1024
 _KILL_WAIT = 5.0  # seconds to wait for SIGKILLed workers before blocking on them
+MALFORMED_LOGGED = 10  # malformed lines logged per worker; a flood of them is counted, not logged line by line
 
 
 @dataclass(eq=False)
@@ -46,6 +47,8 @@ class RunHandle:
     events_seen: int = 0
     finished_databases: list = field(default_factory=list)  # db_finished events, for a synthetic result
     stop_reason: str | None = None  # "shutdown" or "heartbeat" once the pool has signalled the worker
+    malformed_lines: int = 0  # lines on stdout that were not a valid event of this run
+    first_malformed: str | None = None  # what was wrong with the first of them, for a crash's error
     streams: dict = field(default_factory=dict, repr=False)  # "stdout"/"stderr" -> _Stream while open
 
     @property
@@ -296,9 +299,14 @@ class WorkerPool:
         self.on_event(handle, event)
 
     def _malformed(self, handle: RunHandle, problem: str, line: bytes) -> None:
+        handle.malformed_lines += 1
+        handle.first_malformed = handle.first_malformed or problem
+        if handle.malformed_lines > MALFORMED_LOGGED:
+            return
         shown = mask(line[:120].decode("utf-8", "backslashreplace"))
+        suffix = " (further malformed lines are only counted)" if handle.malformed_lines == MALFORMED_LOGGED else ""
         log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(
-            f"malformed output from worker pid {handle.pid}: {problem}" + (f": {shown!r}" if shown else ""))
+            f"malformed output from worker pid {handle.pid}: {problem}" + (f": {shown!r}" if shown else "") + suffix)
 
     # -- heartbeat and reaping ---------------------------------------------------------------------------
 
@@ -341,14 +349,20 @@ class WorkerPool:
             return EasybackupError(f"worker stopped at shutdown: {handle.exit_description}", kind="cancelled",
                                    exit_codes=codes, last_lines=tail,
                                    hint="raise timeout.shutdown_grace to let running backups finish")
+        malformed = (f"{handle.malformed_lines} malformed line(s) on its event stream, the first: "
+                     f"{handle.first_malformed}") if handle.malformed_lines else None
         if handle.stop_reason == "heartbeat":
             return EasybackupError(f"worker sent no event for {self.heartbeat_timeout:g} s and was killed",
-                                   detail=handle.exit_description, kind="crashed", exit_codes=codes,
-                                   last_lines=tail, hint="the worker hung; its last lines may say where")
+                                   detail="; ".join(filter(None, [handle.exit_description, malformed])),
+                                   kind="crashed", exit_codes=codes, last_lines=tail,
+                                   hint="the worker hung; its last lines may say where")
         hint = "the kernel may have killed it for memory; check dmesg" if handle.exit_code == -signal.SIGKILL \
             else "the worker ended without its result; its last lines may say why"
-        return EasybackupError(f"worker {handle.exit_description}", kind="crashed", exit_codes=codes,
-                               last_lines=tail, hint=hint)
+        if malformed:
+            hint = "the worker and the supervisor may be different easybackup versions, or something else wrote to " \
+                   "the worker's stdout"
+        return EasybackupError(f"worker {handle.exit_description}", detail=malformed, kind="crashed",
+                               exit_codes=codes, last_lines=tail, hint=hint)
 
     def _synthetic_result(self, handle: RunHandle, error: EasybackupError) -> dict:
         """Given a handle without a result and the error that ended it, return a `result` event in its name."""
