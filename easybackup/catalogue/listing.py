@@ -66,11 +66,17 @@ def belongs_to(key: str, strategy: Strategy) -> bool:
             and parsed.base_path == normalize_base_path(strategy.s3.base_path))
 
 
+# Selects the roles-and-tablespaces dumps (`_globals/`) wherever a database name is expected. Not the text
+# "_globals": a database may be called that (its archives live under `%5Fglobals/`), but no database name can
+# hold a NUL byte.
+GLOBALS_DUMP = "\x00globals"
+
+
 def scan_prefix(strategy: Strategy, database: str | None = None) -> str:
-    """Given a strategy and optionally a database (GLOBALS for the globals dumps), return the prefix to scan."""
+    """Given a strategy and optionally a database (GLOBALS_DUMP for the globals dumps), return the prefix to scan."""
     if database is None:
         return strategy_prefix(strategy.s3.base_path, strategy.name)
-    if database == GLOBALS:
+    if database == GLOBALS_DUMP:
         return globals_prefix(strategy.s3.base_path, strategy.name)
     return database_prefix(strategy.s3.base_path, strategy.name, database)
 
@@ -138,13 +144,13 @@ def _as_timestamp(text: str) -> str | None:
 
 
 def database_of_key(text: str) -> str | None:
-    """Given --backup text, return the database its archive or manifest key names (GLOBALS for the globals
+    """Given --backup text, return the database its archive or manifest key names (GLOBALS_DUMP for the globals
     dumps), or None when it is not a key."""
     if "/" not in text:
         return None
     segment = text.split("/")[-2]
     if segment == GLOBALS:
-        return GLOBALS
+        return GLOBALS_DUMP
     try:
         return unquote_segment(segment) or None
     except UnicodeDecodeError:

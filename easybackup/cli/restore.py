@@ -12,7 +12,7 @@ import sys
 import time
 
 from easybackup import exitcodes
-from easybackup.catalogue.listing import database_of_key, pick_database, read_backups, select_backup
+from easybackup.catalogue.listing import GLOBALS_DUMP, database_of_key, pick_database, read_backups, select_backup
 from easybackup.catalogue.restore import (
     Connection,
     create_database,
@@ -30,7 +30,6 @@ from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import log
 from easybackup.scheduling.durations import format_duration
 from easybackup.secrets import mask_url, register_secret
-from easybackup.storage.layout import GLOBALS
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.s3 import make_client
 from easybackup.worker.routes import describe_route, open_route
@@ -81,7 +80,7 @@ def pick_strategy(config: Config, name: str | None) -> Strategy:
 def choose_backup(client, strategy: Strategy, database: str | None, choice: str, want_globals: bool) -> Manifest:
     """Given the command line's choice, return the manifest of the backup to use."""
     if want_globals:
-        database = GLOBALS
+        database = GLOBALS_DUMP
     database = database or database_of_key(choice) or pick_database(strategy, None)
     return select_backup(read_backups(client, strategy, database), choice)
 
