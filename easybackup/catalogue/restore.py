@@ -29,6 +29,7 @@ from easybackup.catalogue.verify import (
 )
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.errors import EasybackupError, UsageError
+from easybackup.private_dirs import make_private_dir
 from easybackup.humanize import format_bytes
 from easybackup.storage.layout import parse_archive_key
 from easybackup.storage.manifest import Manifest
@@ -105,9 +106,7 @@ def with_dbname(url: str, dbname: str) -> str:
 @contextmanager
 def private_directory(temp_dir: str):
     """Yield a new 0700 directory inside `temp_dir` for passfiles and downloads; remove it afterwards."""
-    base = Path(temp_dir)
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = Path(tempfile.mkdtemp(prefix="restore-", dir=base))
+    path = make_private_dir(temp_dir, "restore-")
     try:
         yield path
     finally:

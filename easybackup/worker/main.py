@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from easybackup import exitcodes
 from easybackup.catalogue.retention import apply_retention
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
+from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
 from easybackup.storage.s3 import make_client
 from easybackup.wire import EventWriter, take_over_stdout
@@ -65,13 +65,6 @@ def _route_logs_to_events(emit) -> None:
     logger.add(sink, level="DEBUG", format="{message}")
 
 
-def _private_dir(temp_dir: str, run_id: str) -> Path:
-    """Given the configured temp dir, return a new 0700 directory inside it for this run's passfiles."""
-    base = Path(temp_dir)
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=base))
-
-
 def _register_secrets(job: JobSpec) -> None:
     s3 = job.strategy.s3
     for value in (s3.secret_key, s3.access_key, s3.session_token, job.strategy.slack.bot_token):
@@ -83,7 +76,7 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     `result` fields. One database failing fails the run; the others still run and their archives stay."""
     strategy = job.strategy
     started = time.monotonic()
-    private_dir = _private_dir(job.temp_dir, job.run_id)
+    private_dir = make_private_dir(job.temp_dir, f"run-{job.run_id}-")
     outcomes = []
     try:
         client = make_client(strategy.s3)
@@ -173,6 +166,9 @@ def main() -> int:
     _route_logs_to_events(emit)
     try:
         result = run_job(job, emit, cancel)
+    except EasybackupError as error:  # before any database: an unsafe temp_dir, say
+        emit("result", status="failed", duration_s=None, databases=[], error=error.to_dict())
+        return exitcodes.WORKER_FAILED
     except Exception as exc:  # noqa: BLE001 — the one place that turns a bug into a reported result
         error = EasybackupError("internal error in the worker", f"{type(exc).__name__}: {exc}",
                                 "this is a bug in easybackup; please report it with the log", kind="internal")
