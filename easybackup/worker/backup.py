@@ -151,7 +151,7 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
                     raise watchdog.error()
                 result = upload.complete()
             except StageFailed as failure:
-                raise watchdog.error() if watchdog.tripped else source.classify_failure(failure) from failure
+                raise watchdog.error() if watchdog.check() else source.classify_failure(failure) from failure
             except EasybackupError as error:
                 if watchdog.tripped:
                     raise watchdog.error() from error

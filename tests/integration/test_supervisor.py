@@ -8,17 +8,13 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from datetime import datetime
-from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from easybackup.scheduling import next_run
-from tests.harness.configs import EASYBACKUP, REPO, cli_env, write_config
+from tests.harness.configs import REPO, cli_env, write_config
+from tests.harness.daemon import Daemon, alive, daemon_factory, group_of, monitoring, parse_utc, wait_until, workers_of
 from tests.harness.net import free_port
 from tests.harness.restore import archive_keys, download, manifest_keys
 
@@ -29,155 +25,10 @@ THROTTLE = 50_000  # bytes/s between pg_dump and PostgreSQL: the bulky database 
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-class Daemon:
-    """One `easybackup run -c CONFIG` process, its log in a file, its health and metrics on `port`."""
-
-    def __init__(self, config: Path, port: int, log: Path, env: dict | None = None):
-        self.config, self.port, self.log = config, port, log
-        self._log_file = open(log, "ab")  # noqa: SIM115 — closed in stop()
-        self.process = subprocess.Popen([*EASYBACKUP, "run", "-c", str(config)], env=env or cli_env(),
-                                        stdout=subprocess.DEVNULL, stderr=self._log_file)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def health(self) -> dict | None:
-        """Return the health document, or None while nothing listens yet."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return json.loads(error.read())
-        except (urllib.error.URLError, ConnectionError):
-            return None
-
-    def strategy(self, name: str) -> dict:
-        return (self.health() or {}).get("strategies", {}).get("last_backup_status", {}).get(name, {})
-
-    def wait_health(self, predicate, timeout: float = 30, what: str = "health condition") -> dict:
-        """Poll health until predicate(document) is true; return that document; fail with the last one."""
-        deadline = time.monotonic() + timeout
-        document = None
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"supervisor exited with {self.process.returncode}:\n{self.log_text()}"
-            document = self.health()
-            if document is not None and predicate(document):
-                return document
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; last health: {json.dumps(document, indent=1)}\n"
-                             f"log:\n{self.log_text()[-4000:]}")
-
-    def wait_status(self, name: str, status: str, timeout: float = 30) -> dict:
-        return self.wait_health(lambda doc: doc["strategies"]["last_backup_status"].get(name, {}).get("status")
-                                == status, timeout, f"{name} {status}")
-
-    def metrics(self) -> dict[tuple, float]:
-        """Return every sample as {(name, sorted label items): value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-                for family in text_string_to_metric_families(text) for sample in family.samples}
-
-    def wait_log(self, text: str, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log_text():
-            assert time.monotonic() < deadline, f"{text!r} never logged:\n{self.log_text()[-4000:]}"
-            time.sleep(0.1)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def send(self, sig: int) -> None:
-        self.process.send_signal(sig)
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM it and return its exit code."""
-        if self.process.poll() is None:
-            self.send(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            self._log_file.close()
-
-    def kill(self) -> None:
-        """Leave nothing behind: SIGKILL the supervisor and every worker group it still has."""
-        for worker in workers_of(self.pid):
-            try:
-                os.killpg(worker, signal.SIGKILL)
-            except ProcessLookupError:  # already gone
-                pass
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log_file.close()
-
-
 @pytest.fixture
 def start_daemon(tmp_path):
     """A factory: start_daemon(config, port, env=None) -> Daemon; every daemon is killed after the test."""
-    daemons: list[Daemon] = []
-
-    def start(config: Path, port: int, env: dict | None = None) -> Daemon:
-        daemon = Daemon(config, port, tmp_path / f"supervisor-{len(daemons)}.log", env)
-        daemons.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in daemons:
-        daemon.kill()
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Return the fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def all_pids() -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-
-
-def workers_of(parent: int) -> list[int]:
-    """Return the pids of `python -m easybackup worker` children of `parent`."""
-    found = []
-    for pid in all_pids():
-        fields = stat_fields(pid)
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if fields and int(fields[1]) == parent and b"easybackup" in argv and b"worker" in argv:
-            found.append(pid)
-    return found
-
-
-def group_of(pgid: int) -> list[int]:
-    """Return the pids in process group `pgid` (a worker, its pg_dump and its compressor)."""
-    return [pid for pid in all_pids() if (fields := stat_fields(pid)) and int(fields[2]) == pgid]
-
-
-def alive(pids) -> list[int]:
-    """Return those of `pids` that still run. A zombie has died: orphans (the pg_dump of a SIGKILLed worker) are
-    reaped by PID 1 (tini in a container) in its own time."""
-    return [pid for pid in pids if (fields := stat_fields(pid)) and fields[0] != "Z"]
-
-
-def monitoring(port: int) -> dict:
-    return {"health_check": {"port": port, "bind": "127.0.0.1"}, "metrics": {"port": port, "bind": "127.0.0.1"}}
-
-
-def parse_utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    yield from daemon_factory(tmp_path)
 
 
 @pytest.fixture(scope="module")

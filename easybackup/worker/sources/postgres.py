@@ -47,7 +47,11 @@ class PostgresUrl:
 
     def passfile_line(self) -> str:
         """Return the passfile line `host:port:dbname:user:password`; fields libpq defaults itself are `*`."""
-        fields = [self.host, str(self.port), self.dbname or "*", self.user or "*", self.password or ""]
+        # A passfile line cannot hold a line break: a database or user named with one matches as a wildcard
+        # (the file serves this one connection only).
+        dbname, user = (None if value and ("\n" in value or "\r" in value) else value
+                        for value in (self.dbname, self.user))
+        fields = [self.host, str(self.port), dbname or "*", user or "*", self.password or ""]
         escaped = [_escape_passfile_field(value) for value in fields]
         for index in (2, 3):
             if fields[index] == "*":
@@ -98,6 +102,7 @@ _RULES = (
     # A reset while connecting (a proxy or load balancer dropping us, a server restarting) is as passing.
     _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
                      r"|connection reset by peer|broken pipe|is the server running on that host"
+                     r"|terminating connection due to administrator command"
                      r"|the database system is (starting up|shutting down)|timeout expired|no route to host"
                      r"|could not translate host name", re.I), "connection", True,
           "check that PostgreSQL at {host}:{port} is up and reachable from this machine (firewall, tunnel, proxy)"),
