@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def add_parser(subparsers, common) -> None:
@@ -14,4 +16,8 @@ def add_parser(subparsers, common) -> None:
 def run(args) -> int:
     from easybackup.worker.main import main
 
-    return main()
+    code = main()
+    # Everything that matters is done: the result event is written (unbuffered), every child reaped, every
+    # thread joined. Skipping the interpreter's teardown of boto3 & co. saves ~0.1 s per run.
+    sys.stderr.flush()
+    os._exit(code)
