@@ -83,13 +83,23 @@ def _error_text(error: dict | None) -> str:
     return _one_line(text)
 
 
+def printable(cell) -> str:
+    """Given a table cell, return its text with control characters escaped: a database name holding a newline
+    or a terminal escape sequence must not break a row or drive the operator's terminal."""
+    text = str(cell)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def render_table(rows: list[tuple[str, ...]], headers: tuple[str, ...] = HEADERS) -> str:
     """Given rows of text cells, return an aligned plain-text table (the last column is not padded)."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
     lines = []
     for row in (headers, *rows):
-        cells = [str(cell).ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
-        lines.append("  ".join([*cells, str(row[-1])]))
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]))
     return "\n".join(lines)
 
 

@@ -122,3 +122,4 @@ def test_timeouts_and_cancellations_have_their_own_status():
     assert status_of(error("timeout", True)) == "timed_out"
     assert status_of(error("cancelled", False)) == "cancelled"
     assert status_of(error("permission", False)) == "failed"
+
