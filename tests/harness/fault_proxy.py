@@ -238,6 +238,19 @@ class FaultProxy:
             self._clear_faults()
             self._cond.notify_all()
 
+    def heal_later(self, *, after_bytes_up: int, delay: float) -> threading.Thread:
+        """Heal `delay` seconds after `after_bytes_up` bytes went up through the proxy (an outage that ends: the
+        abort of the cut upload, or the next attempt, then gets through); return the started daemon thread."""
+        def heal_after_the_cut() -> None:
+            while self.bytes_up < after_bytes_up:
+                time.sleep(0.05)
+            time.sleep(delay)
+            self.heal()
+
+        thread = threading.Thread(target=heal_after_the_cut, name="fault-proxy-heal", daemon=True)
+        thread.start()
+        return thread
+
     def _clear_faults(self) -> None:
         self._refusing = self._stalled = self._refuse_after_cut = False
         self._throttle: int | None = None

@@ -174,15 +174,7 @@ def test_s3_cut_mid_upload_fails_naming_the_upload_and_leaves_nothing(pg, moto, 
     proxy = fault_proxy("127.0.0.1", moto.port, "http")
     # A lasting cut (botocore's own retry must not get through), healed a little later so the abort can land.
     proxy.cut_after(200_000, direction="up", refuse=True)
-
-    def heal_after_the_cut() -> None:
-        while proxy.bytes_up < 200_000:
-            time.sleep(0.05)
-        time.sleep(2)
-        proxy.heal()
-
-    healer = threading.Thread(target=heal_after_the_cut, daemon=True)
-    healer.start()
+    healer = proxy.heal_later(after_bytes_up=200_000, delay=2)
     config = write_config(tmp_path, bucket=bucket, endpoint=proxy.url, strategies=one_strategy(pg, database),
                           s3={"compression": "none"})
     result = run_cli("once", "-c", str(config))

@@ -7,8 +7,6 @@ S3 cut mid-upload with no retry left is in tests/integration/test_once_backup.py
 
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
 
@@ -70,15 +68,7 @@ def test_s3_cut_mid_upload_aborts_that_attempt_and_the_retry_stores_one_whole_ba
     # tests/integration/test_once_backup.py::test_s3_cut_mid_upload_fails_naming_the_upload_and_leaves_nothing.
     proxy = fault_proxy("127.0.0.1", moto.port, "http")
     proxy.cut_after(200_000, direction="up", refuse=True)  # inside the first part; botocore's own retry fails too
-
-    def heal_after_the_cut() -> None:  # S3 comes back 2 s later: the abort (retried) and the next attempt land
-        while proxy.bytes_up < 200_000:
-            time.sleep(0.05)
-        time.sleep(2)
-        proxy.heal()
-
-    healer = threading.Thread(target=heal_after_the_cut, daemon=True)
-    healer.start()
+    healer = proxy.heal_later(after_bytes_up=200_000, delay=2)  # S3 back: the abort and the next attempt land
     config = s3_config(tmp_path, pg, bucket, proxy.url, slack, s3={"compression": "none"},
                        retry={"max_attempts": 3, "initial_delay": "1s", "max_delay": "2s"})
     run = start_once(config)
