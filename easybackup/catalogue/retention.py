@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from easybackup.catalogue.listing import database_dir, parse_utc, read_backups
 from easybackup.config.model import Strategy
 from easybackup.logs import log
-from easybackup.storage.layout import manifest_key
+from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key
 from easybackup.storage.s3 import classify_s3_error
 
 DELETE_BATCH_KEYS = 1000  # S3's DeleteObjects limit
@@ -93,7 +93,7 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
         return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(keep), errors=())
     failed: dict[str, str] = {}
     for batch in deletion_batches(delete, batch_keys):
-        failed.update(_delete_batch(client, strategy.s3.bucket, batch, bound))
+        failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound))
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
     deleted = tuple(b.key for b in delete if b.key not in failed and manifest_key(b.key) not in failed)
     kept = len(backups) - len(deleted)
@@ -102,6 +102,18 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     if emit is not None:
         emit("retention", deleted=len(deleted), kept=kept)
     return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors))
+
+
+def _delete_manifests_then_archives(client, bucket: str, batch: list[str], bound) -> dict[str, str]:
+    """Given a batch of archive and manifest keys, delete the manifests first, then the archives whose manifest is
+    gone; return {key: reason} for each key not deleted. A half-done deletion thus leaves at worst an archive
+    without a manifest (flagged as incomplete), never a manifest that points at nothing."""
+    manifests = [key for key in batch if key.endswith(MANIFEST_SUFFIX)]
+    failed = _delete_batch(client, bucket, manifests, bound)
+    archives = [key for key in batch if not key.endswith(MANIFEST_SUFFIX) and manifest_key(key) not in failed]
+    if archives:
+        failed.update(_delete_batch(client, bucket, archives, bound))
+    return failed
 
 
 def _delete_batch(client, bucket: str, keys: list[str], bound) -> dict[str, str]:

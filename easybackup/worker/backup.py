@@ -17,7 +17,7 @@ from easybackup import __version__
 from easybackup.catalogue.verify import verify_archive
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
-from easybackup.storage.layout import archive_key
+from easybackup.storage.layout import archive_key, manifest_key
 from easybackup.storage.manifest import Manifest, write_manifest
 from easybackup.storage.multipart import StreamingUpload, UploadResult
 from easybackup.storage.s3 import classify_s3_error, extra_put_args
@@ -156,7 +156,8 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
                 if watchdog.tripped:
                     raise watchdog.error() from error
                 raise
-            if watchdog.tripped:  # fired after the data was in but before we noticed: do not trust it
+            if watchdog.tripped:  # fired between the last check and complete(): report it, and leave nothing
+                _delete_quietly(ctx, key)
                 raise watchdog.error()
         progress.final(result.size)
         return result, (pipeline.bytes_counted if counting else result.size)
@@ -180,11 +181,13 @@ def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResu
 
 
 def _commit(ctx: AttemptContext, manifest: Manifest) -> None:
-    """Write the manifest (the commit marker); if that fails, remove the archive so nothing half-made is left."""
+    """Write the manifest (the commit marker); if that fails, remove the archive so nothing half-made is left —
+    and the manifest first, in case the PUT landed although its answer was lost."""
     s3 = ctx.strategy.s3
     try:
         write_manifest(ctx.client, s3.bucket, manifest, extra_args=extra_put_args(s3, storage_class=False))
     except EasybackupError:
+        _delete_quietly(ctx, manifest_key(manifest.key))
         _delete_quietly(ctx, manifest.key)
         raise
 

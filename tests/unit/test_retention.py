@@ -87,3 +87,26 @@ def test_deletion_batches_hold_at_most_1000_keys_and_never_split_an_archive_from
     for batch in batches:
         archives = [key for key in batch if not key.endswith(".manifest.json")]
         assert sorted(batch) == sorted(archives + [manifest_key(key) for key in archives])
+
+
+def test_manifests_go_first_and_an_archive_whose_manifest_stays_is_kept():
+    from easybackup.catalogue.retention import _delete_manifests_then_archives
+    from easybackup.logs import log
+    from easybackup.storage.layout import manifest_key
+
+    stuck, gone = "b/s/db/2020-01-01T000000Z.dump", "b/s/db/2020-01-02T000000Z.dump"
+
+    class RefusesOneManifest:
+        def __init__(self):
+            self.requests = []
+
+        def delete_objects(self, Bucket, Delete):
+            keys = [item["Key"] for item in Delete["Objects"]]
+            self.requests.append(keys)
+            return {"Errors": [{"Key": key, "Code": "AccessDenied"} for key in keys if key == manifest_key(stuck)]}
+
+    client = RefusesOneManifest()
+    failed = _delete_manifests_then_archives(client, "bucket", [stuck, manifest_key(stuck), gone, manifest_key(gone)],
+                                             log)
+    assert client.requests == [[manifest_key(stuck), manifest_key(gone)], [gone]]
+    assert set(failed) == {manifest_key(stuck)}, "the archive behind a surviving manifest must stay a whole backup"
