@@ -32,7 +32,7 @@ from easybackup.scheduling.durations import format_duration
 from easybackup.secrets import mask_url, register_secret
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.s3 import make_client
-from easybackup.worker.routes import describe_route, open_route
+from easybackup.worker.routes import describe_route, logging_emit, open_route
 from easybackup.worker.sources.postgres import parse_postgres_url
 
 MAINTENANCE_DB = "postgres"
@@ -113,12 +113,9 @@ def _route(args, strategy: Strategy, private):
         yield args.target_url
         return
 
-    def log_route_line(type: str, database: str | None = None, **fields) -> None:
-        log.info("{}: {}", fields.get("stream", "route"), fields.get("line", ""))
-
     print(f"connecting {describe_route(strategy)} (use --direct to bypass)", file=sys.stderr)
     target = DatabaseTarget(name="restore-target", url=args.target_url)
-    with open_route(strategy, target, private, log_route_line) as routed:
+    with open_route(strategy, target, private, logging_emit("info")) as routed:
         yield routed.url
 
 

@@ -14,11 +14,10 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings, Strategy
 from easybackup.errors import EasybackupError
-from easybackup.logs import log
 from easybackup.secrets import mask
 from easybackup.worker.pipeline import StageFailed, describe_returncode
 from easybackup.worker.sources.postgres import PostgresSource
-from easybackup.worker.routes import open_route
+from easybackup.worker.routes import logging_emit, open_route
 
 LIST_QUERY = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1"
 LAST_LINES = 25
@@ -106,10 +105,7 @@ def all_database_targets(strategy: Strategy, private_dir: Path, emit, cancel=Non
 def check_reachable(strategy: Strategy, target: DatabaseTarget) -> None:
     """Given a strategy and one of its databases, connect through the strategy's route (tunnel, proxy or direct)
     as a backup would, authenticate and run one query; raise the classified EasybackupError if that fails."""
-    def log_route_line(type: str, database: str | None = None, **fields) -> None:
-        log.debug(f"{fields.get('stream', '')}: {fields.get('line', '')}")
-
     with tempfile.TemporaryDirectory(prefix="easybackup-check-") as scratch:  # 0700, removed with its passfile
         private_dir = Path(scratch)
-        with open_route(strategy, target, private_dir, log_route_line) as routed:
+        with open_route(strategy, target, private_dir, logging_emit("debug")) as routed:
             list_databases(routed.url, private_dir, timeout=30)

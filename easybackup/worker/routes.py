@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
+from easybackup.logs import log
 from easybackup.worker.proxy_forwarder import ProxyForwarder, describe_proxy
 from easybackup.worker.sources.postgres import parse_postgres_url
 from easybackup.worker.ssh_tunnel import READY_TIMEOUT_S, SshTunnel, describe_tunnel
@@ -29,6 +30,15 @@ from easybackup.worker.ssh_tunnel import READY_TIMEOUT_S, SshTunnel, describe_tu
 LOCAL_HOST = "127.0.0.1"
 # Errors of the database connection that a broken route explains better.
 _ROUTE_EXPLAINS = frozenset({"connection", "dump_failed", "timeout"})
+
+
+def logging_emit(level: str) -> Callable[..., None]:
+    """Given a log level, return an event callback for open_route outside a worker (validate, restore): it logs
+    each line ssh or the forwarder prints, as `stream: line`, where a worker would send a `log` event."""
+    def emit(type: str, database: str | None = None, **fields) -> None:
+        log.log(level.upper(), "{}: {}", fields.get("stream", "route"), fields.get("line", ""))
+
+    return emit
 
 
 def describe_route(strategy: Strategy) -> str:
