@@ -163,13 +163,6 @@ class NamespacedPostgres(PostgresCluster):
         return subprocess.run(self.ns.argv([*as_user, *argv]), check=True, capture_output=True, text=True,
                               cwd=self.root)
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        out = subprocess.run(self.ns.argv(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", database, "-c", sql]),
-                             check=True, capture_output=True, text=True, env=self.env())
-        return out.stdout.strip()
-
-    def psql_file(self, path: str, database: str, variables: dict | None = None) -> None:
-        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", path]
-        for key, value in (variables or {}).items():
-            argv += ["-v", f"{key}={value}"]
-        subprocess.run(self.ns.argv(argv), check=True, capture_output=True, text=True, env=self.env())
+    def client_argv(self, argv: list[str]) -> list[str]:
+        """psql runs inside the namespace: only there does the cluster listen."""
+        return self.ns.argv(argv)

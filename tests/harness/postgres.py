@@ -90,9 +90,14 @@ class PostgresCluster:
         env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGPASSWORD=self.password)
         return env
 
+    def client_argv(self, argv: list[str]) -> list[str]:
+        """Given a client command (psql), return the argv that runs it where this cluster is reachable."""
+        return argv
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run `sql` with psql and return its unaligned, tuples-only output; raise on any error."""
-        out = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", database, "-c", sql],
+        out = subprocess.run(self.client_argv(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", database,
+                                               "-c", sql]),
                              check=True, capture_output=True, text=True, env=self.env())
         return out.stdout.strip()
 
@@ -101,7 +106,7 @@ class PostgresCluster:
         argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", path]
         for key, value in (variables or {}).items():
             argv += ["-v", f"{key}={value}"]
-        subprocess.run(argv, check=True, capture_output=True, text=True, env=self.env())
+        subprocess.run(self.client_argv(argv), check=True, capture_output=True, text=True, env=self.env())
 
     def create_database(self, name: str) -> str:
         """Create database `name` (dropping any old one) and return its URL."""
