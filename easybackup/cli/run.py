@@ -11,7 +11,10 @@ from easybackup.config import load_config
 from easybackup.config.model import Config
 from easybackup.errors import EasybackupError
 from easybackup.logs import log, setup_logging
-from easybackup.monitoring import ConnectivityChecker, Metrics, MonitoringServer, MonitorState
+from easybackup.monitoring.connectivity import ConnectivityChecker
+from easybackup.monitoring.metrics import Metrics
+from easybackup.monitoring.server import MonitoringServer
+from easybackup.monitoring.state import MonitorState
 from easybackup.notifications.observer import build_slack
 from easybackup.supervision.supervisor import Supervisor
 

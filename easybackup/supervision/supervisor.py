@@ -20,7 +20,9 @@ from easybackup.config.model import Config, Strategy
 from easybackup.errors import ConfigError, EasybackupError
 from easybackup.jobspec import new_job
 from easybackup.logs import log
-from easybackup.monitoring import Metrics, MonitoringObserver, MonitorState
+from easybackup.monitoring.metrics import Metrics
+from easybackup.monitoring.observer import MonitoringObserver
+from easybackup.monitoring.state import MonitorState
 from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import LogObserver, Observers, RunObserver
 from easybackup.supervision.pool import WorkerPool

@@ -16,7 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from easybackup.config.model import DatabaseTarget, Endpoint, S3Settings, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import setup_logging
-from easybackup.monitoring import ConnectivityChecker, Metrics, MonitoringServer, MonitorState
+from easybackup.monitoring.connectivity import ConnectivityChecker
+from easybackup.monitoring.metrics import Metrics
+from easybackup.monitoring.server import MonitoringServer
+from easybackup.monitoring.state import MonitorState
 from tests.harness.moto_server import ACCESS_KEY, REGION, SECRET_KEY
 from tests.harness.net import free_port
 

@@ -15,7 +15,7 @@ from loguru import logger
 
 from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.jobspec import new_job
-from easybackup.supervision import WorkerPool
+from easybackup.supervision.pool import WorkerPool
 
 FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
 

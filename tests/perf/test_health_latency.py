@@ -10,7 +10,9 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from easybackup.config.model import DatabaseTarget, Endpoint, S3Settings, Strategy
-from easybackup.monitoring import Metrics, MonitoringServer, MonitorState
+from easybackup.monitoring.metrics import Metrics
+from easybackup.monitoring.server import MonitoringServer
+from easybackup.monitoring.state import MonitorState
 
 REQUESTS = 1000
 P99_LIMIT_MS = 50.0

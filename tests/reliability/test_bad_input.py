@@ -31,7 +31,7 @@ from easybackup.errors import ConfigError
 from easybackup.jobspec import new_job
 from easybackup.scheduling import next_run, parse_duration, parse_schedule
 from easybackup.storage.layout import database_prefix, strategy_prefix
-from easybackup.supervision import WorkerPool
+from easybackup.supervision.pool import WorkerPool
 from tests.harness.configs import cli_env, run_cli, write_config
 from tests.harness.restore import archive_keys, manifest_keys
 

@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from easybackup import __version__, wire
 from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.jobspec import new_job
-from easybackup.monitoring import Metrics, MonitoringObserver, MonitorState
+from easybackup.monitoring.metrics import Metrics
+from easybackup.monitoring.observer import MonitoringObserver
+from easybackup.monitoring.state import MonitorState
 from easybackup.monitoring.metrics import DURATION_BUCKETS
 from easybackup.supervision.pool import RunHandle
 
