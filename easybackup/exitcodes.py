@@ -6,7 +6,7 @@ FAILED = 1  # a backup, restore or verification failed
 CONFIG_ERROR = 2  # bad config, bad usage or unknown strategy
 TERMINATED = 143  # stopped by SIGTERM after aborting cleanly (128 + 15)
 
-# Worker processes (`python -m easybackup worker`). A worker always tries to send its `result` first.
+# Worker processes (`python -m easybackup.worker`). A worker always tries to send its `result` first.
 WORKER_OK = 0  # result sent, every database succeeded
 WORKER_FAILED = 1  # result sent, at least one database failed
 WORKER_BAD_SPEC = 3  # the job spec on stdin could not be read

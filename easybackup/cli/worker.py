@@ -1,10 +1,9 @@
-"""`easybackup worker`: internal — one worker process, started by the supervisor or `once`."""
+"""`easybackup worker`: internal — one worker process (the pool starts the same code as `python -m
+easybackup.worker`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 
 def add_parser(subparsers, common) -> None:
@@ -14,10 +13,6 @@ def add_parser(subparsers, common) -> None:
 
 
 def run(args) -> int:
-    from easybackup.worker.main import main
+    from easybackup.worker.main import run_and_exit
 
-    code = main()
-    # Everything that matters is done: the result event is written (unbuffered), every child reaped, every
-    # thread joined. Skipping the interpreter's teardown of boto3 & co. saves ~0.1 s per run.
-    sys.stderr.flush()
-    os._exit(code)
+    run_and_exit()

@@ -95,7 +95,7 @@ class WorkerPool:
         self.on_stderr = on_stderr  # (handle, line: str)
         self.on_finished = on_finished  # (handle), once, with handle.result set
         self.abort_upload = abort_upload  # (handle, key, upload_id); the caller runs S3 calls on a thread
-        self.worker_argv = list(worker_argv) if worker_argv else [sys.executable, "-m", "easybackup", "worker"]
+        self.worker_argv = list(worker_argv) if worker_argv else [sys.executable, "-m", "easybackup.worker"]
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self._queue: deque[JobSpec] = deque()

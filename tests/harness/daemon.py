@@ -152,14 +152,14 @@ def children_of(parent: int) -> list[int]:
     return [pid for pid in all_pids() if (fields := stat_fields(pid)) and int(fields[1]) == parent]
 
 
+def is_worker_argv(argv: list[str]) -> bool:
+    """Given a process's argv, return whether it is an easybackup worker (`python -m easybackup.worker`)."""
+    return any(argv[i:i + 2] == ["-m", "easybackup.worker"] for i in range(len(argv) - 1))
+
+
 def workers_of(parent: int) -> list[int]:
-    """Return the pids of `python -m easybackup worker` children of `parent`."""
-    found = []
-    for pid in children_of(parent):
-        argv = argv_of(pid)
-        if "easybackup" in argv and "worker" in argv:
-            found.append(pid)
-    return found
+    """Return the pids of the worker children of `parent`."""
+    return [pid for pid in children_of(parent) if is_worker_argv(argv_of(pid))]
 
 
 def group_of(pgid: int) -> list[int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_config
+from tests.harness.daemon import workers_of
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys, restore_dump, sha256_of
 
 SHARED_DATASET = REPO.parent / "shared" / "bench" / "dataset.sql"
@@ -184,21 +185,6 @@ def test_s3_cut_mid_upload_fails_naming_the_upload_and_leaves_nothing(pg, moto, 
     assert_nothing_left(moto, bucket)
 
 
-def count_workers(parent_pid: int) -> int:
-    count = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent_pid and b"worker" in argv and b"easybackup" in argv:
-            count += 1
-    return count
-
-
 def test_five_strategies_with_two_parallel_never_run_more_than_two_workers(pg, moto, bucket, tmp_path, sample_db):
     database, _ = sample_db
     strategies = [{"name": f"s{n}", "database_url": pg.url(database)} for n in range(5)]
@@ -208,7 +194,7 @@ def test_five_strategies_with_two_parallel_never_run_more_than_two_workers(pg, m
                                stderr=subprocess.PIPE, text=True)
     seen = []
     while process.poll() is None:
-        seen.append(count_workers(process.pid))
+        seen.append(len(workers_of(process.pid)))
         time.sleep(0.01)
     stdout, stderr = process.communicate()
     assert process.returncode == 0, stderr

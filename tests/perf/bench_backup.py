@@ -40,6 +40,7 @@ from pathlib import Path
 from easybackup.storage.multipart import StreamingUpload
 from easybackup.worker.compressors import compressor_stage
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, write_config
+from tests.harness.daemon import workers_of
 from tests.harness.moto_server import REGION, MotoServer
 from tests.harness.net import free_port
 from tests.harness.postgres import PostgresCluster
@@ -183,7 +184,7 @@ def upload_stdin(endpoint: str, bucket: str, key: str) -> None:
 
 
 class WorkerWatcher(threading.Thread):
-    """Finds the `easybackup worker` child of a process and keeps the peak of its VmHWM."""
+    """Finds the worker child of a process and keeps the peak of its VmHWM."""
 
     def __init__(self, parent_pid: int):
         super().__init__(daemon=True, name="worker-watcher")
@@ -195,25 +196,10 @@ class WorkerWatcher(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             if self.worker_pid is None:
-                self.worker_pid = find_worker(self.parent_pid)
+                self.worker_pid = next(iter(workers_of(self.parent_pid)), None)
             if self.worker_pid is not None:
                 self.peak_rss = max(self.peak_rss, read_vmhwm(self.worker_pid))
             self.stop.wait(POLL_S)
-
-
-def find_worker(parent_pid: int) -> int | None:
-    """Given the `once` pid, return the pid of its `python -m easybackup worker` child, or None."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent_pid and b"worker" in argv and b"easybackup" in argv:
-            return int(entry.name)
-    return None
 
 
 def read_vmhwm(pid: int) -> int:

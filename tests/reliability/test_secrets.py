@@ -190,7 +190,7 @@ def record_leaks(records: Path) -> list[str]:
 
 def assert_the_watch_saw_everything(watcher: ProcessWatcher, records: Path) -> None:
     """The checks could fail: the watcher saw the workers, and pg_dump and a compressor ran through the wrappers."""
-    assert any(b"easybackup" in argv and b"worker" in argv for argv in watcher.commands()), "no worker seen"
+    assert any(b"-m\0easybackup.worker\0" in cmdline for cmdline in watcher.commands()), "no worker seen"
     names = {path.name.split(".")[0] for path in records.iterdir()}
     assert "pg_dump" in names and names & {"pigz", "gzip"}, names
 
