@@ -50,6 +50,7 @@ class RunHandle:
     malformed_lines: int = 0  # lines on stdout that were not a valid event of this run
     first_malformed: str | None = None  # what was wrong with the first of them, for a crash's error
     streams: dict = field(default_factory=dict, repr=False)  # "stdout"/"stderr" -> _Stream while open
+    exit_fd: int | None = None  # a pidfd, readable once the worker has exited (None where there is none)
 
     @property
     def strategy(self) -> str:
@@ -133,7 +134,8 @@ class WorkerPool:
         lines, kill silent workers, reap exited ones. Exceptions from the callbacks propagate to the caller."""
         self._start_queued()
         for key, _mask in self._selector.select(self._select_timeout(timeout)):
-            self._read(key.data)
+            if isinstance(key.data, _Stream):
+                self._read(key.data)  # else a worker's pidfd woke us: it has exited and is reaped below
         self._enforce_heartbeat()
         for handle in list(self._running):
             if _has_exited(handle.pid):
@@ -194,6 +196,9 @@ class WorkerPool:
         self._running.append(handle)
         log.bind(strategy=handle.strategy, run_id=handle.run_id).debug(f"worker started, pid {process.pid}")
         self._send_job(handle)
+        handle.exit_fd = _exit_fd(process.pid)
+        if handle.exit_fd is not None:
+            self._selector.register(handle.exit_fd, selectors.EVENT_READ, handle)
         for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
             os.set_blocking(pipe.fileno(), False)
             limit = wire.MAX_LINE if name == "stdout" else wire.MAX_LOG_LINE
@@ -329,6 +334,10 @@ class WorkerPool:
         self._drain(handle)
         for stream in list(handle.streams.values()):  # a leftover child held the pipe; we are done with it
             self._close_stream(stream)
+        if handle.exit_fd is not None:
+            self._selector.unregister(handle.exit_fd)
+            os.close(handle.exit_fd)
+            handle.exit_fd = None
         handle.exit_code = handle.process.wait()
         handle.exit_description = describe_exit(handle.exit_code)
         self._running.remove(handle)
@@ -370,6 +379,15 @@ class WorkerPool:
                 "database": None, "seq": handle.events_seen + 1, "ts": wire.iso_timestamp(time.time()),
                 "status": "failed", "duration_s": round(self.clock() - handle.started_at, 3),
                 "databases": list(handle.finished_databases), "error": error.to_dict(), "synthetic": True}
+
+
+def _exit_fd(pid: int) -> int | None:
+    """Given a child's PID, return a pidfd that turns readable when it exits, so the loop reaps it at once rather
+    than at its next timeout (up to POLL_S later); None where the kernel has none (Linux < 5.3)."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
 
 
 def _has_exited(pid: int) -> bool:

@@ -11,6 +11,7 @@ PLAN_DIR/<strategy>.json — a list of steps, each a one-key-ish object:
   {"spawn_sleep": 60}                                   a `sleep` child in this worker's process group; its pid
                                                         is announced in a log event (field child_pid)
   {"ignore_sigterm": true}
+  {"close_output": true}                                close the event stream and stderr (the worker lives on)
   {"exit": 70}
 
 Without a plan file it sends `started` and a successful `result`, then exits 0.
@@ -50,6 +51,10 @@ def run_step(step: dict, writer: EventWriter, events) -> None:
         writer.emit("log", stream="fake", level="info", line=f"child {child.pid}", child_pid=child.pid)
     elif "ignore_sigterm" in step:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif "close_output" in step:
+        events.close()
+        os.close(1)  # take_over_stdout pointed it at stderr
+        os.close(2)
     elif "exit" in step:
         os._exit(step["exit"])
     else:

@@ -160,6 +160,21 @@ def test_two_parallel_slots_never_run_more_than_two_workers_and_all_five_finish(
     assert [h.strategy for h in by_start] == [f"s{n}" for n in range(5)]  # first in, first started
 
 
+def test_a_worker_that_exits_is_reaped_at_once_not_when_a_long_poll_times_out(rec):
+    # Its pipes close before it exits, as a real worker's do while the kernel tears it down: the pool has no
+    # output left to wake it, only the exit itself.
+    rec.plan("quick", [{"emit": "started", "pid": 0, "databases": []}, {"emit": "result", "status": "success"},
+                       {"close_output": True}, {"sleep": 0.5}, {"exit": 0}])
+    pool = rec.pool()
+    pool.submit(_job("quick"))
+    started = time.monotonic()
+    while not pool.idle:
+        pool.poll(20.0)
+        assert time.monotonic() - started < 10.0, "the exit went unnoticed until a poll timed out"
+    (handle,) = rec.finished
+    assert handle.exit_code == 0 and handle.result["status"] == "success"
+
+
 def test_a_strategy_submitted_twice_while_queued_or_running_is_rejected(rec):
     rec.plan("nightly", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 0.5},
                          {"emit": "result", "status": "success"}])
