@@ -6,8 +6,9 @@ because a boto3 client (its connection pool and threads) must not cross a fork.
 
 from __future__ import annotations
 
-import boto3
-from botocore.config import Config as BotoConfig
+import threading
+from typing import TYPE_CHECKING
+
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -21,6 +22,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from easybackup.config.model import S3Settings
 from easybackup.errors import EasybackupError
+
+if TYPE_CHECKING:
+    from botocore.config import Config as BotoConfig
 
 DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_S = 10
@@ -47,6 +51,8 @@ def make_client(s3: S3Settings, *, read_timeout: float = READ_TIMEOUT_S, connect
     Without `endpoint_url`, boto3 itself honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; without explicit
     keys, boto3's credential chain applies (environment, profile, instance role).
     """
+    import boto3  # here, not at import: loading it takes ~0.2 s that a worker spends starting pg_dump instead
+
     kwargs: dict = {"region_name": s3.region or DEFAULT_REGION,
                     "config": _boto_config(s3, read_timeout=read_timeout, connect_timeout=connect_timeout)}
     if s3.endpoint_url:
@@ -61,6 +67,8 @@ def make_client(s3: S3Settings, *, read_timeout: float = READ_TIMEOUT_S, connect
 
 
 def _boto_config(s3: S3Settings, *, read_timeout: float, connect_timeout: float) -> BotoConfig:
+    from botocore.config import Config as BotoConfig
+
     checksum = s3.checksum_mode if s3.checksum_mode in ("when_supported", "when_required") else "when_supported"
     return BotoConfig(
         retries=dict(BOTO_RETRIES),
@@ -73,6 +81,32 @@ def _boto_config(s3: S3Settings, *, read_timeout: float, connect_timeout: float)
         response_checksum_validation=checksum,
         s3={"addressing_style": "path" if s3.force_path_style else "auto"},
     )
+
+
+class BackgroundClient:
+    """Given S3 settings, build the S3 client on a thread and hand it out on first use: a worker starts pg_dump
+    meanwhile instead of after boto3's ~0.3 s of loading. Any attribute waits for the client, and raises on
+    the caller's thread what building it raised."""
+
+    def __init__(self, s3: S3Settings):
+        self._built = threading.Event()
+        self._client = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._build, args=(s3,), name="s3-client", daemon=True).start()
+
+    def _build(self, s3: S3Settings) -> None:
+        try:
+            self._client = make_client(s3)
+        except BaseException as exc:  # noqa: BLE001 — raised again, where the client is first used
+            self._error = exc
+        finally:
+            self._built.set()
+
+    def __getattr__(self, name: str):
+        self._built.wait()
+        if self._error is not None:
+            raise self._error
+        return getattr(self._client, name)
 
 
 def extra_put_args(s3: S3Settings, *, storage_class: bool = True) -> dict:

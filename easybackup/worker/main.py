@@ -26,7 +26,7 @@ from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
-from easybackup.storage.s3 import make_client
+from easybackup.storage.s3 import BackgroundClient
 from easybackup.wire import EventWriter, take_over_stdout
 from easybackup.worker.attempts import run_database, with_retries
 from easybackup.worker.backup import backup_once
@@ -81,7 +81,7 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     private_dir = make_private_dir(job.temp_dir, f"run-{job.run_id}-")
     outcomes = []
     try:
-        client = make_client(strategy.s3)
+        client = BackgroundClient(strategy.s3)  # ready by the time pg_dump's first bytes are
         planned = _plan(job, private_dir, emit, cancel)
         emit("started", pid=os.getpid(), databases=[target.name for target, _ in planned.work])
         for target, once in planned.work:
