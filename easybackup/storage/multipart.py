@@ -72,11 +72,14 @@ class StreamingUpload:
             upload.upload_fd(pipeline.output)
             pipeline.wait()          # complete only when every stage exited 0
             result = upload.complete()
+
+    With `start_in_background`, the upload is created on a thread while the first part is read: the reading
+    waits neither for S3 nor for a client still being built (s3.BackgroundClient); the first part does.
     """
 
     def __init__(self, client, bucket: str, key: str, *, extra_args: dict | None = None, concurrency: int = 3,
                  on_started: Callable[[str], None] | None = None, on_progress: ProgressCallback | None = None,
-                 progress_interval: float = 0.5):
+                 progress_interval: float = 0.5, start_in_background: bool = False):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.client = client
@@ -89,6 +92,9 @@ class StreamingUpload:
         self._on_progress = on_progress
         self._progress_interval = progress_interval
         self._state = "new"  # new -> started -> read -> completed | aborted
+        self._start_in_background = start_in_background
+        self._starter: threading.Thread | None = None
+        self._start_error: BaseException | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -109,6 +115,11 @@ class StreamingUpload:
         return sum(1 for future in list(self._futures) if not future.done())
 
     @property
+    def bytes_read(self) -> int:
+        """The bytes read from the stream so far."""
+        return self._bytes_read
+
+    @property
     def bytes_uploaded(self) -> int:
         """The bytes of the parts S3 has acknowledged so far."""
         return self._bytes_uploaded
@@ -116,11 +127,15 @@ class StreamingUpload:
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def __enter__(self) -> StreamingUpload:
-        if self._state == "new":
+        if self._state == "new" and self._start_in_background:
+            self._starter = threading.Thread(target=self._start_on_thread, name="upload-start", daemon=True)
+            self._starter.start()
+        elif self._state == "new":
             self.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        self._wait_for_starter()  # an upload it is creating must be aborted too; its error, if any, is not ours
         if self._state in ("started", "read"):
             if exc is None:
                 log.warning("upload of {} left without complete(); aborting it", self.key)
@@ -147,12 +162,30 @@ class StreamingUpload:
                 raise
         return self.upload_id
 
+    def _start_on_thread(self) -> None:
+        try:
+            self.start()
+        except BaseException as exc:  # noqa: BLE001 — raised again by the reader, before its first part
+            self._start_error = exc
+
+    def _wait_for_starter(self, stop_event: threading.Event | None = None) -> None:
+        while self._starter is not None and self._starter.is_alive():
+            self._starter.join(POLL_INTERVAL_S)
+            _raise_if_stopped(stop_event)
+
+    def _join_starter(self, stop_event: threading.Event | None = None) -> None:
+        """Wait for a start begun on a thread (watching `stop_event`); raise what it raised."""
+        self._wait_for_starter(stop_event)
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            raise error
+
     def upload_fd(self, fd: int, stop_event: threading.Event | None = None) -> int:
         """Given a readable fd (a pipe), upload everything up to EOF and wait for the parts; return the byte
         count. Raise the classified S3 error if a part fails, or a `cancelled` error once `stop_event` is set."""
-        if self._state != "started":
+        expected = "new" if self._starter is not None else "started"
+        if self._state not in ("started", expected):
             raise EasybackupError(f"cannot read into an upload that is {self._state}", kind="internal")
-        self._state = "read"
         _widen_pipe(fd)
         poller = _poller(fd) if stop_event is not None else None
         part_number = 1
@@ -167,12 +200,16 @@ class StreamingUpload:
             at_eof = filled < len(buffer)
             if at_eof:
                 del buffer[filled:]  # shrinks in place; the last part may be short
+            self._join_starter(stop_event)
             self._submit(part_number, buffer, stop_event)
             part_number += 1
             if at_eof:
                 break
+        self._join_starter(stop_event)
         self._drain(stop_event)
         self._report(force=True)
+        if self._state == "started":
+            self._state = "read"
         return self._bytes_read
 
     def complete(self) -> UploadResult:

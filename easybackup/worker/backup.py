@@ -104,9 +104,9 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
         compressor = compressor_stage(codec, strategy.s3.compression_level)
         if compressor is not None:
             stages.append(compressor)
+        versions = _asked_meanwhile(source.versions)
         result, dump_bytes = _stream(ctx, plan.database, plan.key, stages, source)
-        # Asked after the dump: the server is known to answer then, so an unreachable one fails only once.
-        versions = source.versions()
+        versions = versions()  # only after a good dump: a failed one does not wait for the answer
     verified = _verify_after_backup(ctx, plan, result) if strategy.verify.after_backup else False
     duration = time.monotonic() - started
     manifest = Manifest(
@@ -118,6 +118,20 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
     _commit(ctx, manifest)
     return BackupOutcome(key=plan.key, size=result.size, sha256=result.sha256, dump_bytes=dump_bytes,
                          duration_s=duration, manifest=manifest, versions=versions)
+
+
+def _asked_meanwhile(question: Callable[[], dict]) -> Callable[[], dict]:
+    """Given a question that does not raise (the versions: two short programs, ~0.2 s), start asking it on a
+    thread; return a function that waits for the answer. Asked after the dump, it delayed every backup."""
+    answer: dict = {}
+    thread = threading.Thread(target=lambda: answer.update(question()), name="versions", daemon=True)
+    thread.start()
+
+    def wait() -> dict:
+        thread.join()
+        return dict(answer)
+
+    return wait
 
 
 def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tuple[UploadResult, int]:
@@ -141,7 +155,8 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
         with watchdog, StreamingUpload(ctx.client, strategy.s3.bucket, key, extra_args=extra_put_args(strategy.s3),
                                        on_started=lambda upload_id: ctx.emit("upload_started", database=database,
                                                                              key=key, upload_id=upload_id),
-                                       on_progress=progress, progress_interval=0.2) as upload:
+                                       on_progress=progress, progress_interval=0.2,
+                                       start_in_background=True) as upload:
             watchdog.watch(upload)  # exact parts in flight: a slow dump filling its part is no upload stall
             try:
                 upload.upload_fd(pipeline.output_fd, stop_event=stop_upload)

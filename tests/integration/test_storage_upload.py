@@ -116,6 +116,63 @@ def test_an_empty_stream_becomes_an_empty_object(moto, bucket):
     assert moto.open_uploads(bucket) == []
 
 
+class SlowToCreate:
+    """A client whose CreateMultipartUpload takes a second, as one still being built (or a slow S3) would."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def create_multipart_upload(self, **kwargs):
+        time.sleep(1.0)
+        return self._client.create_multipart_upload(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_an_upload_started_in_the_background_reads_the_stream_while_s3_creates_it(moto, bucket):
+    client = make_client(settings(moto, bucket))
+    data = os.urandom(40 * MiB)
+    read_when_started = []
+    with PipeWriter(data) as writer, StreamingUpload(SlowToCreate(client), bucket, KEY, start_in_background=True,
+                                                     on_started=lambda _: read_when_started.append(
+                                                         upload.bytes_read)) as upload:
+        upload.upload_fd(writer.read_fd)
+        result = upload.complete()
+    assert len(read_when_started) == 1 and read_when_started[0] > 0
+    assert download(client, bucket) == data and result.parts == 3
+    assert moto.open_uploads(bucket) == []
+
+
+def test_an_empty_stream_with_a_background_start_becomes_an_empty_object(moto, bucket):
+    client = make_client(settings(moto, bucket))
+    result = upload_stream(client, bucket, b"", start_in_background=True)
+    assert download(client, bucket) == b"" and result.size == 0
+    assert moto.open_uploads(bucket) == []
+
+
+def test_a_background_start_that_fails_is_raised_by_the_reader_classified(moto, bucket):
+    client = make_client(settings(moto, bucket))
+    with pytest.raises(EasybackupError) as failure:
+        with PipeWriter(os.urandom(20 * MiB)) as writer, \
+                StreamingUpload(client, "no-such-bucket-here", KEY, start_in_background=True) as upload:
+            upload.upload_fd(writer.read_fd)
+    assert (failure.value.kind, failure.value.transient) == ("storage", False)
+    assert "no-such-bucket-here" in failure.value.hint
+
+
+def test_a_stream_stopped_while_its_upload_is_created_in_the_background_leaves_nothing(moto, bucket):
+    client = make_client(settings(moto, bucket))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(EasybackupError) as failure:
+        with PipeWriter(os.urandom(4 * MiB), stall_after=1 * MiB) as writer, \
+                StreamingUpload(SlowToCreate(client), bucket, KEY, start_in_background=True) as upload:
+            upload.upload_fd(writer.read_fd, stop_event=stop)
+    assert failure.value.kind == "cancelled"
+    assert_nothing_left(moto, bucket)  # created after the stop, aborted on the way out
+
+
 def test_a_stream_of_exactly_one_part_size_is_one_part(moto, bucket):
     client = make_client(settings(moto, bucket))
     data = os.urandom(part_size(1))
