@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from easybackup import __version__
-from easybackup.catalogue.verify import verify_archive
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.storage.layout import archive_key, manifest_key
@@ -181,6 +180,8 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
 def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResult) -> bool:
     """Read the uploaded archive back and check it (catalogue.verify, as `easybackup verify` does); return True.
     On any failure delete the archive, so no manifest and no unverified archive are left, and raise."""
+    from easybackup.catalogue.verify import verify_archive  # only with verify.after_backup
+
     strategy = ctx.strategy
 
     def on_line(stage: str, line: str) -> None:
