@@ -73,8 +73,9 @@ class StreamingUpload:
             pipeline.wait()          # complete only when every stage exited 0
             result = upload.complete()
 
-    With `start_in_background`, the upload is created on a thread while the first part is read: the reading
-    waits neither for S3 nor for a client still being built (s3.BackgroundClient); the first part does.
+    With `start_in_background`, the upload is created on a thread while the stream is read: reading goes on
+    (within the same memory bound) while S3 creates the upload, or while a client is still being built
+    (s3.BackgroundClient); the part uploads wait for it.
     """
 
     def __init__(self, client, bucket: str, key: str, *, extra_args: dict | None = None, concurrency: int = 3,
@@ -128,6 +129,7 @@ class StreamingUpload:
 
     def __enter__(self) -> StreamingUpload:
         if self._state == "new" and self._start_in_background:
+            self._executor = _part_executor(self.concurrency)
             self._starter = threading.Thread(target=self._start_on_thread, name="upload-start", daemon=True)
             self._starter.start()
         elif self._state == "new":
@@ -136,6 +138,8 @@ class StreamingUpload:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._wait_for_starter()  # an upload it is creating must be aborted too; its error, if any, is not ours
+        if self._state == "new":  # never started (its start failed): only the part threads to let go
+            self._shutdown_executor(wait=False)
         if self._state in ("started", "read"):
             if exc is None:
                 log.warning("upload of {} left without complete(); aborting it", self.key)
@@ -152,7 +156,7 @@ class StreamingUpload:
             raise classify_s3_error(exc, self.bucket) from exc
         self.upload_id = response["UploadId"]
         self._state = "started"
-        self._executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload-part")
+        self._executor = self._executor or _part_executor(self.concurrency)
         log.debug("multipart upload of {} started: {}", self.key, self.upload_id)
         if self._on_started:
             try:
@@ -165,7 +169,7 @@ class StreamingUpload:
     def _start_on_thread(self) -> None:
         try:
             self.start()
-        except BaseException as exc:  # noqa: BLE001 — raised again by the reader, before its first part
+        except BaseException as exc:  # noqa: BLE001 — raised again by the reader
             self._start_error = exc
 
     def _wait_for_starter(self, stop_event: threading.Event | None = None) -> None:
@@ -200,7 +204,6 @@ class StreamingUpload:
             at_eof = filled < len(buffer)
             if at_eof:
                 del buffer[filled:]  # shrinks in place; the last part may be short
-            self._join_starter(stop_event)
             self._submit(part_number, buffer, stop_event)
             part_number += 1
             if at_eof:
@@ -231,7 +234,11 @@ class StreamingUpload:
 
     def abort(self) -> None:
         """Abort the upload. Idempotent; never raises — problems are logged (the supervisor cleans up later)."""
-        if self._state in ("new", "completed", "aborted"):
+        if self._state in ("completed", "aborted"):
+            return
+        if self._state == "new":  # nothing in S3 yet (a start on a thread is aborted on the way out of the block)
+            self._state = "aborted"
+            self._shutdown_executor(wait=False)
             return
         self._state = "aborted"
         in_flight = [f for f in self._futures if not f.done()]
@@ -285,7 +292,9 @@ class StreamingUpload:
 
     def _upload_part(self, part_number: int, buffer: bytearray) -> None:
         try:
-            if self._state == "aborted" or self._error is not None:
+            if self._starter is not None:
+                self._starter.join()  # the reader raises its error, if any
+            if self._state in ("new", "aborted") or self._error is not None:
                 return
             response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                                PartNumber=part_number, Body=buffer)
@@ -311,6 +320,9 @@ class StreamingUpload:
             raise self._error
         if self._state == "aborted":  # abort() from another thread (a timeout) stops the reader too
             raise EasybackupError("upload aborted", f"the upload of {self.key} was aborted", kind="cancelled")
+        if self._start_error is not None:  # a start on a thread failed: the parts waiting for it were dropped
+            error, self._start_error = self._start_error, None
+            raise error
 
     def _drain(self, stop_event: threading.Event | None = None) -> None:
         # Watch `stop_event` while waiting: a part stuck in a stalled S3 must not hold the reader past its timeout.
@@ -357,6 +369,10 @@ class StreamingUpload:
         if force or now - self._last_report >= self._progress_interval:
             self._last_report = now
             self._on_progress(self._bytes_read, self._bytes_uploaded, self._parts_done)
+
+
+def _part_executor(concurrency: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="upload-part")
 
 
 def _widen_pipe(fd: int) -> None:

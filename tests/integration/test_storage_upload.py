@@ -130,7 +130,7 @@ class SlowToCreate:
         return getattr(self._client, name)
 
 
-def test_an_upload_started_in_the_background_reads_the_stream_while_s3_creates_it(moto, bucket):
+def test_an_upload_started_in_the_background_reads_past_its_first_part_while_s3_creates_it(moto, bucket):
     client = make_client(settings(moto, bucket))
     data = os.urandom(40 * MiB)
     read_when_started = []
@@ -139,9 +139,23 @@ def test_an_upload_started_in_the_background_reads_the_stream_while_s3_creates_i
                                                          upload.bytes_read)) as upload:
         upload.upload_fd(writer.read_fd)
         result = upload.complete()
-    assert len(read_when_started) == 1 and read_when_started[0] > 0
+    assert len(read_when_started) == 1 and read_when_started[0] > part_size(1)
     assert download(client, bucket) == data and result.parts == 3
     assert moto.open_uploads(bucket) == []
+
+
+def test_reading_ahead_of_a_slow_background_start_stays_within_the_memory_bound(moto, bucket):
+    client = make_client(settings(moto, bucket))
+    data = os.urandom(100 * MiB)
+    read_when_started = []
+    with PipeWriter(data) as writer, StreamingUpload(SlowToCreate(client), bucket, KEY, start_in_background=True,
+                                                     concurrency=2, on_started=lambda _: read_when_started.append(
+                                                         upload.bytes_read)) as upload:
+        upload.upload_fd(writer.read_fd)
+        result = upload.complete()
+    # Two parts wait for the upload, the third fills and waits for a slot: no more is read.
+    assert read_when_started == [3 * part_size(1)]
+    assert download(client, bucket) == data and result.parts == 7
 
 
 def test_an_empty_stream_with_a_background_start_becomes_an_empty_object(moto, bucket):
