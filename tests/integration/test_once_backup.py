@@ -67,8 +67,10 @@ def write_recording_wrapper(directory: Path, program: str, record: Path) -> None
     wrapper = directory / program
     wrapper.write_text(
         "#!/usr/bin/env python3\nimport json, os, sys\n"
-        f"with open({str(record)!r}, 'a') as f:\n"
-        "    f.write(json.dumps({'argv': sys.argv, 'env': dict(os.environ)}) + '\\n')\n"
+        # One write() on an O_APPEND fd: pg_dump and psql run at once, and their records must not interleave.
+        f"fd = os.open({str(record)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+        "os.write(fd, (json.dumps({'argv': sys.argv, 'env': dict(os.environ)}) + '\\n').encode())\n"
+        "os.close(fd)\n"
         f"os.execv({real!r}, [{real!r}] + sys.argv[1:])\n")
     wrapper.chmod(0o755)
 
@@ -76,13 +78,14 @@ def write_recording_wrapper(directory: Path, program: str, record: Path) -> None
 def test_the_password_never_reaches_argv_environment_or_logs(pg, moto, bucket, tmp_path, sample_db):
     database, _ = sample_db
     password = "Pw-distinctive-7731"
-    pg.psql(f"DROP ROLE IF EXISTS secretive; CREATE ROLE secretive LOGIN PASSWORD '{password}' SUPERUSER")
+    # Its own role: tests/reliability/test_secrets.py has a `secretive` that owns a database.
+    pg.psql(f"DROP ROLE IF EXISTS password_probe; CREATE ROLE password_probe LOGIN PASSWORD '{password}' SUPERUSER")
     wrappers = tmp_path / "bin"
     wrappers.mkdir()
     record = tmp_path / "calls.jsonl"
     for program in ("pg_dump", "psql"):
         write_recording_wrapper(wrappers, program, record)
-    url = pg.url(database, user="secretive", password=password)
+    url = pg.url(database, user="password_probe", password=password)
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
                           strategies=[{"name": "main", "database_url": url}])
     env = cli_env(PATH=f"{wrappers}:{os.environ['PATH']}")
