@@ -101,7 +101,7 @@ class StreamingUpload:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._futures: list[concurrent.futures.Future] = []
         self._spare: collections.deque[bytearray] = collections.deque()
-        self._etags: dict[int, str] = {}
+        self._parts: dict[int, dict] = {}  # part number -> its ETag and checksum, as CompleteMultipartUpload lists it
         self._error: EasybackupError | None = None
         self._sha256 = hashlib.sha256()
         self._bytes_read = 0
@@ -221,16 +221,16 @@ class StreamingUpload:
         if self._state not in ("started", "read"):
             raise EasybackupError(f"cannot complete an upload that is {self._state}", kind="internal")
         self._drain()
-        if not self._etags:
+        if not self._parts:
             etag = self._store_empty_object()
         else:
             etag = self._complete_multipart()
         self._state = "completed"
         self._shutdown_executor()
         self._report(force=True)
-        log.debug("upload of {} completed: {} bytes in {} parts", self.key, self._bytes_read, len(self._etags))
+        log.debug("upload of {} completed: {} bytes in {} parts", self.key, self._bytes_read, len(self._parts))
         return UploadResult(key=self.key, size=self._bytes_read, sha256=self._sha256.hexdigest(),
-                            parts=len(self._etags), etag=etag)
+                            parts=len(self._parts), etag=etag)
 
     def abort(self) -> None:
         """Abort the upload. Idempotent; never raises — problems are logged (the supervisor cleans up later)."""
@@ -299,7 +299,7 @@ class StreamingUpload:
             response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                                PartNumber=part_number, Body=buffer)
             with self._lock:
-                self._etags[part_number] = response["ETag"]
+                self._parts[part_number] = completed_part(response)
                 self._bytes_uploaded += len(buffer)
                 self._parts_done += 1
             self._spare.append(buffer)
@@ -333,7 +333,7 @@ class StreamingUpload:
         self._raise_if_failed()
 
     def _complete_multipart(self) -> str:
-        parts = [{"PartNumber": number, "ETag": etag} for number, etag in sorted(self._etags.items())]
+        parts = [{"PartNumber": number, **fields} for number, fields in sorted(self._parts.items())]
         try:
             response = self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key,
                                                              UploadId=self.upload_id,
@@ -369,6 +369,16 @@ class StreamingUpload:
         if force or now - self._last_report >= self._progress_interval:
             self._last_report = now
             self._on_progress(self._bytes_read, self._bytes_uploaded, self._parts_done)
+
+
+PART_CHECKSUMS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256")
+
+
+def completed_part(response: dict) -> dict:
+    """Given an UploadPart response, return the part's entry for CompleteMultipartUpload: its ETag and the checksum
+    the store computed, if any. With the checksums listed, the store checks each part against them instead of
+    reading the whole object again to compute its own (as the AWS SDKs' transfer managers do)."""
+    return {"ETag": response["ETag"], **{name: response[name] for name in PART_CHECKSUMS if response.get(name)}}
 
 
 def _part_executor(concurrency: int) -> concurrent.futures.ThreadPoolExecutor:

@@ -113,9 +113,11 @@ def extra_put_args(s3: S3Settings, *, storage_class: bool = True) -> dict:
     """Given S3 settings, return the extra arguments for PutObject/CreateMultipartUpload.
 
     Pass `storage_class=False` for small objects that must stay readable at once (manifests): a manifest in
-    GLACIER could not be listed back.
+    GLACIER could not be listed back. Unless checksum_mode is `when_required`, objects get a CRC32 checksum,
+    of each part for a multipart upload (as the AWS SDKs' transfer managers do): the store checks every part,
+    and no store has to read a whole archive again to compute a checksum of its own choosing.
     """
-    args = {}
+    args = {} if s3.checksum_mode == "when_required" else {"ChecksumAlgorithm": "CRC32"}
     if storage_class and s3.storage_class:
         args["StorageClass"] = s3.storage_class
     if s3.server_side_encryption:

@@ -1,10 +1,12 @@
 """Streaming multipart uploads through moto's S3 over HTTP: whole objects arrive, failures leave nothing behind."""
 
+import base64
 import hashlib
 import os
 import re
 import threading
 import time
+import zlib
 
 import pytest
 from botocore.exceptions import (
@@ -268,8 +270,10 @@ def test_a_stop_event_cancels_a_stalled_stream(moto, bucket):
 
 def test_extra_put_args_reach_the_stored_object(moto, bucket):
     s3 = settings(moto, bucket, storage_class="STANDARD_IA", server_side_encryption="AES256")
-    assert extra_put_args(s3) == {"StorageClass": "STANDARD_IA", "ServerSideEncryption": "AES256"}
-    assert extra_put_args(s3, storage_class=False) == {"ServerSideEncryption": "AES256"}
+    assert extra_put_args(s3) == {"StorageClass": "STANDARD_IA", "ServerSideEncryption": "AES256",
+                                  "ChecksumAlgorithm": "CRC32"}
+    assert extra_put_args(s3, storage_class=False) == {"ServerSideEncryption": "AES256", "ChecksumAlgorithm": "CRC32"}
+    assert extra_put_args(settings(moto, bucket, checksum_mode="when_required")) == {}
     client = make_client(s3)
     upload_stream(client, bucket, b"x" * 1000, extra_args=extra_put_args(s3))
     head = client.head_object(Bucket=bucket, Key=KEY)
@@ -329,6 +333,39 @@ def test_when_supported_sends_checksum_headers(moto, bucket):
     sent = send_put_and_parts(moto, bucket, "when_supported")
     assert {operation for operation, _ in sent} == {"PutObject", "UploadPart"}
     assert all(any(name.startswith("x-amz-checksum-") for name in headers) for _, headers in sent)
+
+
+def completion_request(moto, bucket, mode) -> bytes:
+    """Upload two parts with checksum_mode `mode`; return the body of the CompleteMultipartUpload request."""
+    client = make_client(settings(moto, bucket, checksum_mode=mode))
+    bodies = []
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload",
+                                lambda request, **_: bodies.append(bytes(request.body)))
+    upload_stream(client, bucket, os.urandom(17 * MiB))
+    return bodies[0]
+
+
+def test_completing_an_upload_lists_each_parts_checksum_for_the_store_to_check(moto, bucket):
+    # Without them moto (and stores like it) re-reads the whole object to compute its own: ~1 s per GiB.
+    body = completion_request(moto, bucket, "when_supported")
+    assert body.count(b"<ChecksumCRC32>") == 2 and body.count(b"<ETag>") == 2
+
+
+def test_an_archive_is_stored_with_a_crc32_checksum_of_its_parts(moto, bucket):
+    s3 = settings(moto, bucket)
+    client = make_client(s3)
+    data = os.urandom(17 * MiB)
+    upload_stream(client, bucket, data, extra_args=extra_put_args(s3))
+    head = client.head_object(Bucket=bucket, Key=KEY, ChecksumMode="ENABLED")
+    # Composite: the CRC32 of the parts' CRC32s (real S3 appends "-2", the part count; moto does not).
+    parts = [data[:part_size(1)], data[part_size(1):]]
+    expected = zlib.crc32(b"".join(zlib.crc32(part).to_bytes(4, "big") for part in parts))
+    assert head["ChecksumCRC32"].split("-")[0] == base64.b64encode(expected.to_bytes(4, "big")).decode()
+
+
+def test_with_when_required_the_completion_lists_no_checksums(moto, bucket):
+    body = completion_request(moto, bucket, "when_required")
+    assert b"Checksum" not in body and body.count(b"<ETag>") == 2
 
 
 def test_force_path_style_puts_the_bucket_in_the_path(moto, bucket):
