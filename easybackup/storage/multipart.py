@@ -147,32 +147,45 @@ class StreamingUpload:
         return False
 
     def start(self) -> str:
-        """Create the multipart upload, announce its id through `on_started`, and return the id."""
+        """Create the multipart upload, announce its id through `on_started`, and return the id. Raise the
+        classified S3 error if it cannot be created, and `cancelled` if abort() came first or meanwhile."""
         if self._state != "new":
-            raise EasybackupError("upload already started", kind="internal")
+            raise self._cancelled() if self._state == "aborted" else EasybackupError("upload already started",
+                                                                                     kind="internal")
         try:
             response = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra_args)
         except (ClientError, BotoCoreError) as exc:
             raise classify_s3_error(exc, self.bucket) from exc
-        self.upload_id = response["UploadId"]
-        self._state = "started"
+        with self._lock:
+            self.upload_id = response["UploadId"]
+            aborted_meanwhile = self._state == "aborted"  # by another thread, while S3 was creating it
+            if not aborted_meanwhile:
+                self._state = "started"
+        if aborted_meanwhile:
+            self._abort_quietly()
+            raise self._cancelled()
         self._executor = self._executor or _part_executor(self.concurrency)
         log.debug("multipart upload of {} started: {}", self.key, self.upload_id)
         if self._on_started:
             try:
                 self._on_started(self.upload_id)
             except BaseException:
-                self.abort()
+                # Nothing is in flight yet (parts of a start on a thread wait for it): no need to wait for parts.
+                self._state = "aborted"
+                self._shutdown_executor(wait=False)
+                self._abort_quietly()
                 raise
         return self.upload_id
 
     def _start_on_thread(self) -> None:
+        """Run start() on the starter thread; keep its error for the reader (_raise_if_failed, _join_starter)."""
         try:
             self.start()
         except BaseException as exc:  # noqa: BLE001 — raised again by the reader
             self._start_error = exc
 
     def _wait_for_starter(self, stop_event: threading.Event | None = None) -> None:
+        """Wait for a start begun on a thread, if any; raise `cancelled` once `stop_event` is set."""
         while self._starter is not None and self._starter.is_alive():
             self._starter.join(POLL_INTERVAL_S)
             _raise_if_stopped(stop_event)
@@ -236,11 +249,12 @@ class StreamingUpload:
         """Abort the upload. Idempotent; never raises — problems are logged (the supervisor cleans up later)."""
         if self._state in ("completed", "aborted"):
             return
-        if self._state == "new":  # nothing in S3 yet (a start on a thread is aborted on the way out of the block)
+        with self._lock:
+            if self._state == "new":  # nothing in S3 yet; a start under way sees this and aborts what it made
+                self._state = "aborted"
+                self._shutdown_executor(wait=False)
+                return
             self._state = "aborted"
-            self._shutdown_executor(wait=False)
-            return
-        self._state = "aborted"
         in_flight = [f for f in self._futures if not f.done()]
         self._shutdown_executor(wait=False)
         self._abort_quietly()
@@ -316,13 +330,16 @@ class StreamingUpload:
                 self._error = error
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._state == "aborted":  # abort() from another thread (a timeout) stops the reader too
-            raise EasybackupError("upload aborted", f"the upload of {self.key} was aborted", kind="cancelled")
         if self._start_error is not None:  # a start on a thread failed: the parts waiting for it were dropped
             error, self._start_error = self._start_error, None
             raise error
+        if self._error is not None:
+            raise self._error
+        if self._state == "aborted":  # abort() from another thread (a timeout) stops the reader too
+            raise self._cancelled()
+
+    def _cancelled(self) -> EasybackupError:
+        return EasybackupError("upload aborted", f"the upload of {self.key} was aborted", kind="cancelled")
 
     def _drain(self, stop_event: threading.Event | None = None) -> None:
         # Watch `stop_event` while waiting: a part stuck in a stalled S3 must not hold the reader past its timeout.
@@ -382,6 +399,7 @@ def completed_part(response: dict) -> dict:
 
 
 def _part_executor(concurrency: int) -> concurrent.futures.ThreadPoolExecutor:
+    """Given the upload concurrency, return the pool of threads that upload the parts."""
     return concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="upload-part")
 
 

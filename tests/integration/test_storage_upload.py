@@ -177,6 +177,20 @@ def test_a_background_start_that_fails_is_raised_by_the_reader_classified(moto, 
     assert "no-such-bucket-here" in failure.value.hint
 
 
+def test_an_abort_while_the_upload_is_created_in_the_background_aborts_what_s3_creates(moto, bucket):
+    client = make_client(settings(moto, bucket))
+    started = []
+    with pytest.raises(EasybackupError) as failure:
+        with PipeWriter(os.urandom(40 * MiB)) as writer, \
+                StreamingUpload(SlowToCreate(client), bucket, KEY, start_in_background=True,
+                                on_started=started.append) as upload:
+            threading.Timer(0.3, upload.abort).start()  # a timeout, from another thread
+            upload.upload_fd(writer.read_fd)
+            upload.complete()
+    assert failure.value.kind == "cancelled" and started == []
+    assert_nothing_left(moto, bucket)
+
+
 def test_a_stream_stopped_while_its_upload_is_created_in_the_background_leaves_nothing(moto, bucket):
     client = make_client(settings(moto, bucket))
     stop = threading.Event()
