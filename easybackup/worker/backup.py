@@ -23,7 +23,7 @@ from easybackup.storage.s3 import classify_s3_error, extra_put_args
 from easybackup.worker.compressors import compressor_stage
 from easybackup.worker.pipeline import Pipeline, StageFailed
 from easybackup.worker.routes import open_route
-from easybackup.worker.sources.postgres import PostgresSource
+from easybackup.worker.sources.postgres import PostgresSource, pg_dump_version
 from easybackup.worker.watchdog import Watchdog
 
 PROGRESS_INTERVAL_S = 1.0
@@ -103,9 +103,11 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
         compressor = compressor_stage(codec, strategy.s3.compression_level)
         if compressor is not None:
             stages.append(compressor)
-        versions = _asked_meanwhile(source.versions)
+        dump_version = _asked_meanwhile(pg_dump_version)
         result, dump_bytes = _stream(ctx, plan.database, plan.key, stages, source)
-        versions = versions()  # only after a good dump: a failed one does not wait for the answer
+        # The server only after the dump: a second connection beside pg_dump's could take the last one a role or
+        # a pooler allows (CONNECTION LIMIT 1) and fail the dump.
+        versions = {"pg_dump_version": dump_version(), "server_version": source.server_version()}
     verified = _verify_after_backup(ctx, plan, result) if strategy.verify.after_backup else False
     duration = time.monotonic() - started
     manifest = Manifest(
@@ -119,16 +121,17 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
                          duration_s=duration, manifest=manifest, versions=versions)
 
 
-def _asked_meanwhile(question: Callable[[], dict]) -> Callable[[], dict]:
-    """Given a question that does not raise (the versions: two short programs, ~0.2 s), start asking it on a
-    thread; return a function that waits for the answer. Asked after the dump, it delayed every backup."""
-    answer: dict = {}
-    thread = threading.Thread(target=lambda: answer.update(question()), name="versions", daemon=True)
+def _asked_meanwhile(question: Callable[[], str | None]) -> Callable[[], str | None]:
+    """Given a question that does not raise (pg_dump --version: Debian's perl wrapper, then pg_dump, ~0.1 s), start
+    asking it on a thread; return a function that waits for the answer. Asked after the dump, it delayed every
+    backup; a failed dump does not wait for it."""
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(question()), name="pg_dump-version", daemon=True)
     thread.start()
 
-    def wait() -> dict:
+    def wait() -> str | None:
         thread.join()
-        return dict(answer)
+        return answer[0] if answer else None
 
     return wait
 

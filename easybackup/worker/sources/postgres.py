@@ -216,9 +216,10 @@ class PostgresSource:
 
     def versions(self) -> dict:
         """Return {"pg_dump_version", "server_version"}; a value is None when it cannot be had cheaply."""
-        return {"pg_dump_version": pg_dump_version(), "server_version": self._server_version()}
+        return {"pg_dump_version": pg_dump_version(), "server_version": self.server_version()}
 
-    def _server_version(self) -> str | None:
+    def server_version(self) -> str | None:
+        """Return the server's version ("15.6") through a psql connection, or None when it cannot be had."""
         argv = ["psql", "-X", "-At", "--no-password", "-c", "show server_version", "--dbname", self.url.conninfo()]
         try:
             done = subprocess.run(argv, env=self.child_env(), capture_output=True, text=True,
