@@ -4,6 +4,7 @@ easybackup.worker`)."""
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 
 def add_parser(subparsers, common) -> None:
@@ -12,7 +13,7 @@ def add_parser(subparsers, common) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args) -> NoReturn:
     from easybackup.worker.main import run_and_exit
 
     run_and_exit()

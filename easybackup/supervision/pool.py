@@ -165,7 +165,11 @@ class WorkerPool:
         return dropped
 
     def close(self) -> None:
-        """Release the selector; call after `stop()`."""
+        """Release the selector and the pidfds of workers never reaped (a callback raised); call after `stop()`."""
+        for handle in self._running:
+            if handle.exit_fd is not None:
+                os.close(handle.exit_fd)
+                handle.exit_fd = None
         self._selector.close()
 
     def kill_group(self, handle: RunHandle, sig: int) -> None:
@@ -383,9 +387,12 @@ class WorkerPool:
 
 def _exit_fd(pid: int) -> int | None:
     """Given a child's PID, return a pidfd that turns readable when it exits, so the loop reaps it at once rather
-    than at its next timeout (up to POLL_S later); None where the kernel has none (Linux < 5.3)."""
+    than at its next timeout; None where there is none (Linux < 5.3, or not Linux)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
     try:
-        return os.pidfd_open(pid)
+        return pidfd_open(pid)
     except OSError:
         return None
 

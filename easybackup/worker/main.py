@@ -116,10 +116,10 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
 def _apply_retention(client, job: JobSpec, emit) -> None:
     """After a run in which every database succeeded (never after a failed one), delete the backups retention
     no longer keeps. A problem here is a warning: it never turns a good backup into a failed run."""
-    apply_retention = importlib.import_module(RETENTION_MODULE).apply_retention
     try:
+        apply_retention = importlib.import_module(RETENTION_MODULE).apply_retention
         result = apply_retention(client, job.strategy, datetime.now(timezone.utc), emit)
-    except EasybackupError as error:
+    except (EasybackupError, ImportError) as error:
         emit("log", stream="worker", level="warning", line=f"retention skipped: {error}")
         return
     for problem in result.errors:
@@ -199,6 +199,6 @@ def run_and_exit() -> NoReturn:
     """Run the worker and end the process with its exit code."""
     code = main()
     # Everything that matters is done: the result event is written (unbuffered), every child reaped, every
-    # thread joined. Skipping the interpreter's teardown of boto3 & co. saves ~0.1 s per run.
+    # non-daemon thread joined. Skipping the interpreter's teardown of boto3 & co. saves ~0.1 s per run.
     sys.stderr.flush()
     os._exit(code)
