@@ -15,7 +15,12 @@ from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.worker.compressors import compressor_stage, decompress_argv
 from easybackup.worker.pipeline import Pipeline, StageFailed
 from easybackup.worker.sources import DumpSource
-from easybackup.worker.sources.postgres import PostgresSource, parse_postgres_url, parse_version_output
+from easybackup.worker.sources.postgres import (
+    PostgresSource,
+    parse_postgres_url,
+    parse_version_output,
+    pg_dump_version,
+)
 from tests.harness.net import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -215,18 +220,17 @@ def test_pg_dump_killed_mid_stream_fails_the_pipeline_naming_pg_dump(databases, 
 def test_versions_name_pg_dump_and_the_server(databases, private_dir):
     pg = databases
     with source_for(pg.url(SMALL), private_dir) as source:
-        versions = source.versions()
+        server_version = source.server_version()
         passfile = source.passfile
-    server = pg.psql("show server_version")
-    assert versions == {"pg_dump_version": versions["pg_dump_version"], "server_version": server}
-    assert re.fullmatch(r"\d+\.\d+", versions["pg_dump_version"])
+    assert server_version == pg.psql("show server_version")
+    assert re.fullmatch(r"\d+\.\d+", pg_dump_version())
     assert not passfile.exists()
 
 
 def test_the_server_version_is_none_when_the_server_cannot_be_reached(private_dir):
     source = source_for(f"postgres://u:secret-Pw-55@127.0.0.1:{free_port()}/db", private_dir)
     with source:
-        assert source.versions()["server_version"] is None
+        assert source.server_version() is None
 
 
 # -- pure parts, no server needed -----------------------------------------------------------------------------

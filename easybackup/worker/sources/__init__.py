@@ -30,6 +30,6 @@ class DumpSource(Protocol):
         """Given the pipeline's failure, return an error with the right kind, transient flag and hint."""
         ...
 
-    def versions(self) -> dict:
-        """Return the dump tool's and (when cheap) the server's version for the manifest."""
+    def server_version(self) -> str | None:
+        """Return the server's version for the manifest, or None when it cannot be had."""
         ...

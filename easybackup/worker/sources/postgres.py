@@ -214,10 +214,6 @@ class PostgresSource:
 
     # -- versions ------------------------------------------------------------------------------------------
 
-    def versions(self) -> dict:
-        """Return {"pg_dump_version", "server_version"}; a value is None when it cannot be had cheaply."""
-        return {"pg_dump_version": pg_dump_version(), "server_version": self.server_version()}
-
     def server_version(self) -> str | None:
         """Return the server's version ("15.6") through a psql connection, or None when it cannot be had."""
         argv = ["psql", "-X", "-At", "--no-password", "-c", "show server_version", "--dbname", self.url.conninfo()]
