@@ -193,15 +193,13 @@ class StreamingUpload:
     def _join_starter(self, stop_event: threading.Event | None = None) -> None:
         """Wait for a start begun on a thread (watching `stop_event`); raise what it raised."""
         self._wait_for_starter(stop_event)
-        if self._start_error is not None:
-            error, self._start_error = self._start_error, None
-            raise error
+        self._raise_if_failed()
 
     def upload_fd(self, fd: int, stop_event: threading.Event | None = None) -> int:
         """Given a readable fd (a pipe), upload everything up to EOF and wait for the parts; return the byte
         count. Raise the classified S3 error if a part fails, or a `cancelled` error once `stop_event` is set."""
-        expected = "new" if self._starter is not None else "started"
-        if self._state not in ("started", expected):
+        starting = self._state == "new" and self._starter is not None
+        if self._state != "started" and not starting:
             raise EasybackupError(f"cannot read into an upload that is {self._state}", kind="internal")
         _widen_pipe(fd)
         poller = _poller(fd) if stop_event is not None else None
