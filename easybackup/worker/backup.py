@@ -23,7 +23,7 @@ from easybackup.storage.s3 import classify_s3_error, extra_put_args
 from easybackup.worker.compressors import compressor_stage
 from easybackup.worker.pipeline import Pipeline, StageFailed
 from easybackup.worker.routes import open_route
-from easybackup.worker.sources.postgres import PostgresSource, pg_dump_version
+from easybackup.worker.sources.postgres import PostgresSource
 from easybackup.worker.watchdog import Watchdog
 
 PROGRESS_INTERVAL_S = 1.0
@@ -103,11 +103,8 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
         compressor = compressor_stage(codec, strategy.s3.compression_level)
         if compressor is not None:
             stages.append(compressor)
-        dump_version = _asked_meanwhile(pg_dump_version)
-        result, dump_bytes = _stream(ctx, plan.database, plan.key, stages, source)
-        # The server only after the dump: a second connection beside pg_dump's could take the last one a role or
-        # a pooler allows (CONNECTION LIMIT 1) and fail the dump.
-        versions = {"pg_dump_version": dump_version(), "server_version": source.server_version()}
+        result, dump_bytes, head = _stream(ctx, plan.database, plan.key, stages, source)
+        versions = source.versions_after_dump(head)
     verified = _verify_after_backup(ctx, plan, result) if strategy.verify.after_backup else False
     duration = time.monotonic() - started
     manifest = Manifest(
@@ -121,27 +118,12 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
                          duration_s=duration, manifest=manifest, versions=versions)
 
 
-def _asked_meanwhile(question: Callable[[], str | None]) -> Callable[[], str | None]:
-    """Given a question that does not raise (pg_dump --version: Debian's perl wrapper, then pg_dump, ~0.1 s), start
-    asking it on a thread; return a function that waits for the answer. Asked after the dump, it delayed every
-    backup; a failed dump does not wait for it."""
-    answer: list = []
-    thread = threading.Thread(target=lambda: answer.append(question()), name="pg_dump-version", daemon=True)
-    thread.start()
-
-    def wait() -> str | None:
-        thread.join()
-        return answer[0] if answer else None
-
-    return wait
-
-
-def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tuple[UploadResult, int]:
-    """Run the pipeline into a multipart upload under a watchdog; return the completed upload and the number of
-    bytes the dump program wrote (counted by a zero-copy relay when a compressor follows it)."""
+def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tuple[UploadResult, int, bytes]:
+    """Run the pipeline into a multipart upload under a watchdog; return the completed upload, the number of bytes
+    the dump program wrote and the first of them (a zero-copy relay behind the dump program counts and keeps them)."""
     strategy = ctx.strategy
     stop_upload = threading.Event()
-    counting = source.stage_name if len(stages) > 1 else None
+    counting = source.stage_name
 
     def on_line(stage: str, line: str) -> None:
         ctx.emit("log", database=database, stream=stage, level="info", line=line)
@@ -177,7 +159,7 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
                 _delete_quietly(ctx, key)
                 raise watchdog.error()
         progress.final(result.size)
-        return result, (pipeline.bytes_counted if counting else result.size)
+        return result, pipeline.bytes_counted, pipeline.head
 
 
 def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResult) -> bool:
@@ -235,14 +217,13 @@ class _ProgressReporter:
         now = time.monotonic()
         if now - self._last_event >= PROGRESS_INTERVAL_S:
             self._last_event = now
-            self._ctx.emit("progress", database=self._database, bytes_in=self._bytes_in(bytes_read),
+            self._ctx.emit("progress", database=self._database, bytes_in=self._bytes_in(),
                            bytes_out=bytes_read, bytes_uploaded=bytes_uploaded, parts=parts)
 
-    def _bytes_in(self, bytes_read: int) -> int:
-        """Bytes out of the dump program: the relay's count, or — with no compressor — what was read."""
-        counted = self._pipeline.bytes_counted
-        return bytes_read if counted is None else counted
+    def _bytes_in(self) -> int:
+        """Bytes out of the dump program, as the relay behind it counted them."""
+        return self._pipeline.bytes_counted
 
     def final(self, size: int) -> None:
-        self._ctx.emit("progress", database=self._database, bytes_in=self._bytes_in(size), bytes_out=size,
+        self._ctx.emit("progress", database=self._database, bytes_in=self._bytes_in(), bytes_out=size,
                        bytes_uploaded=size, parts=None)

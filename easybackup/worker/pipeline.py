@@ -11,7 +11,9 @@ is drained on its own thread: an undrained stderr stalls pg_dump once the pipe b
 
 `count_after="pg_dump"` puts a counting relay behind that stage: a thread moves its output on to the next
 link with splice(2) (pipe to pipe inside the kernel, no copy through Python) and `bytes_counted` says how
-many bytes went through — the dump's size before compression, for the manifest and progress events.
+many bytes went through — the dump's size before compression, for the manifest and progress events — and `head`
+holds the first HEAD_BYTES of them (the dump's header names pg_dump's and the server's versions). It may be the
+last link: the caller then reads the relay's output.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _POLL_S = 0.2  # how often a stderr reader looks at its stop flag when nothing a
 _DRAIN_AFTER_STOP_S = 1.0
 _RELAY_CHUNK = 1 << 20  # bytes asked for per splice/read; a pipe hands over at most what it holds
 _RELAY_PIPE_SIZE = 1 << 20  # the unprivileged maximum: fewer wake-ups of the relay and of the stages
+HEAD_BYTES = 4096  # kept by the relay from the start of the stream
 
 LineCallback = Callable[[str, str], None]
 
@@ -215,6 +218,7 @@ class _Relay(threading.Thread):
         self.src = src
         self.dst = dst
         self.bytes_moved = 0  # written by this thread only; an int store is atomic for readers
+        self.head = b""  # the first HEAD_BYTES moved (fewer if the stream was shorter); complete after join()
         self.error: OSError | None = None
         self.spliced = False  # True once splice(2) moved data (else read/write did)
 
@@ -230,6 +234,7 @@ class _Relay(threading.Thread):
             os.close(self.src)
 
     def _move(self) -> None:
+        self._move_head()
         splice = getattr(os, "splice", None)
         if splice is not None:
             try:
@@ -245,14 +250,25 @@ class _Relay(threading.Thread):
                 return
         self._copy()
 
+    def _move_head(self) -> None:
+        """Move the first HEAD_BYTES through user space, keeping them: each read is passed on at once."""
+        head = bytearray()
+        while len(head) < HEAD_BYTES and (data := os.read(self.src, HEAD_BYTES - len(head))):
+            self._write_all(data)
+            head += data
+        self.head = bytes(head)
+
     def _copy(self) -> None:
         """The fallback where splice(2) is missing: read and write through user space."""
         while data := os.read(self.src, _RELAY_CHUNK):
-            with memoryview(data) as view:
-                written = 0
-                while written < len(data):
-                    written += os.write(self.dst, view[written:])
-            self.bytes_moved += len(data)
+            self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
+        with memoryview(data) as view:
+            written = 0
+            while written < len(data):
+                written += os.write(self.dst, view[written:])
+        self.bytes_moved += len(data)
 
 
 def _widen_pipe(fd: int) -> None:
@@ -374,6 +390,11 @@ class Pipeline:
             if reader.stage == stage:
                 return list(reader.last_lines)
         raise KeyError(stage)
+
+    @property
+    def head(self) -> bytes:
+        """Return the first HEAD_BYTES the `count_after` stage wrote (complete after wait()), b"" without it."""
+        return b"" if self._relay is None else self._relay.head
 
     @property
     def bytes_counted(self) -> int | None:

@@ -108,6 +108,9 @@ def test_all_databases_with_globals_reproduce_the_cluster_in_a_fresh_one(source_
     assert sorted(manifests) == sorted(["_globals", "crm", "postgres", "shop", "weird name ü"])
     globals_manifest = manifests.pop("_globals")
     assert globals_manifest["format"] == "plain"
+    server_version = source_cluster.psql("show server_version")
+    assert globals_manifest["server_version"] == server_version, "pg_dumpall names none: asked of the server"
+    assert all(manifest["server_version"] == server_version for manifest in manifests.values())
     assert globals_manifest["key"].startswith("backups/main/_globals/") and globals_manifest["key"].endswith(".sql.gz")
     assert manifests["weird name ü"]["key"].startswith("backups/main/weird%20name%20%C3%BC/")
     assert "_globals" in result.stdout and ROLE_PASSWORD not in result.stdout + result.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from easybackup.worker.sources.postgres import pg_dump_version
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_config
 from tests.harness.daemon import workers_of
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys, restore_dump, sha256_of
@@ -50,7 +51,8 @@ def test_a_backup_restores_to_identical_tables(pg, moto, bucket, tmp_path, sampl
     manifest = json.loads(download(moto, bucket, manifest_key))
     assert manifest["sha256"] == sha256_of(stored) and manifest["stored_bytes"] == len(stored)
     assert (manifest["format"], manifest["compression"], manifest["database"]) == (fmt, compression, "sample")
-    assert manifest["server_version"] and manifest["pg_dump_version"]
+    assert manifest["server_version"] == pg.psql("show server_version"), "read off the dump's own header"
+    assert manifest["pg_dump_version"] == pg_dump_version()
     dump = decompress(stored, compression)
     assert manifest["dump_bytes"] == len(dump), "dump_bytes counts what pg_dump wrote, before compression"
     target = f"restored_{fmt}_{compression}"

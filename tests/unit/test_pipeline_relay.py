@@ -74,16 +74,43 @@ def test_counting_after_the_last_stage_counts_what_the_caller_reads(no_leaks):
     assert pipeline.bytes_counted == len(compressed) > 0
 
 
+def test_the_relay_keeps_the_first_bytes_of_the_stream_for_the_dump_header(no_leaks):
+    pipeline = Pipeline([py("dump", WRITE_BYTES), gzip_stage()], count_after="dump")
+    run_to_end(pipeline)
+    assert pipeline.head == expected_bytes()[:pipeline_module.HEAD_BYTES]
+
+
+def test_the_first_bytes_are_kept_without_splice_too(no_leaks, monkeypatch):
+    monkeypatch.delattr(os, "splice")
+    pipeline = Pipeline([py("dump", WRITE_BYTES), gzip_stage()], count_after="dump")
+    run_to_end(pipeline)
+    assert pipeline.head == expected_bytes()[:pipeline_module.HEAD_BYTES]
+
+
+def test_a_stream_written_in_dribs_is_kept_whole_up_to_the_head_size(no_leaks):
+    dribs = "import os, time\nfor n in range(5):\n    os.write(1, b'%d' % n * 100)\n    time.sleep(0.01)"
+    pipeline = Pipeline([py("dump", dribs), gzip_stage()], count_after="dump")
+    compressed = run_to_end(pipeline)
+    expected = b"".join(b"%d" % n * 100 for n in range(5))
+    assert pipeline.head == expected == gzip.decompress(compressed) and pipeline.bytes_counted == 500
+
+
+def test_the_relay_may_be_the_last_link_and_the_caller_reads_through_it(no_leaks):
+    pipeline = Pipeline([py("dump", WRITE_BYTES)], count_after="dump")
+    assert run_to_end(pipeline) == expected_bytes()
+    assert pipeline.bytes_counted == SIZE and pipeline.head == expected_bytes()[:pipeline_module.HEAD_BYTES]
+
+
 def test_an_empty_stream_counts_zero(no_leaks):
     pipeline = Pipeline([py("dump", "pass"), gzip_stage()], count_after="dump")
     compressed = run_to_end(pipeline)
-    assert gzip.decompress(compressed) == b"" and pipeline.bytes_counted == 0
+    assert gzip.decompress(compressed) == b"" and pipeline.bytes_counted == 0 and pipeline.head == b""
 
 
 def test_without_count_after_nothing_is_counted(no_leaks):
     pipeline = Pipeline([py("dump", WRITE_BYTES), gzip_stage()])
     run_to_end(pipeline)
-    assert pipeline.bytes_counted is None
+    assert pipeline.bytes_counted is None and pipeline.head == b""
 
 
 def test_count_after_must_name_a_stage():

@@ -30,6 +30,7 @@ class DumpSource(Protocol):
         """Given the pipeline's failure, return an error with the right kind, transient flag and hint."""
         ...
 
-    def server_version(self) -> str | None:
-        """Return the server's version for the manifest, or None when it cannot be had."""
+    def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
+        """Given the first bytes the dump program wrote, return {"pg_dump_version", "server_version"} for the
+        manifest (None where one cannot be had)."""
         ...

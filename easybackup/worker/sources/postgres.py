@@ -18,6 +18,7 @@ from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.errors import EasybackupError
 from easybackup.secrets import mask, register_secret
 from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
+from easybackup.worker.sources.dump_header import versions_from_dump_head
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
@@ -213,6 +214,16 @@ class PostgresSource:
         return None, None
 
     # -- versions ------------------------------------------------------------------------------------------
+
+    def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
+        """Given the first bytes the dump program wrote, return {"pg_dump_version", "server_version"} for the
+        manifest: read off the dump's header, or — where it names none (pg_dumpall) — asked of pg_dump and the
+        server, now that the dump's connection is closed (a second one beside it could take the last one a role
+        or a pooler allows, CONNECTION LIMIT 1, and fail the dump). Values that cannot be had are None."""
+        found = versions_from_dump_head(head)
+        if found is not None:
+            return {"pg_dump_version": found.pg_dump_version, "server_version": found.server_version}
+        return {"pg_dump_version": pg_dump_version(), "server_version": self.server_version()}
 
     def server_version(self) -> str | None:
         """Return the server's version ("15.6") through a psql connection, or None when it cannot be had."""
