@@ -65,8 +65,28 @@ def main(argv: list[str] | None = None) -> int:
     """Given the command line (default sys.argv[1:]), run the command and return its exit code."""
     # Not list(): importing the `list` command binds easybackup.cli.list over the builtin in this namespace.
     argv = _with_default_command([*(sys.argv[1:] if argv is None else argv)])
+    spare = _spare_worker(argv)
+    try:
+        return _run_command(argv, spare)
+    finally:
+        if spare is not None:
+            spare.dismiss()
+
+
+def _spare_worker(argv: list[str]):
+    """Given the command line, start a worker for `once` now, before its command's imports and the config: its
+    own imports overlap them (supervision/spawn.py). Return None for every other command."""
+    if argv[0] != "once" or any(arg in ("-h", "--help", "--version") for arg in argv):
+        return None
+    from easybackup.supervision.spawn import SpareWorker
+
+    return SpareWorker()
+
+
+def _run_command(argv: list[str], spare) -> int:
     parser = build_parser(only=argv[0] if argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
+    args.spare_worker = spare
     if getattr(args, "config", None) is None:
         args.config = default_config_path()
     setup_logging(args.log_level or "info", args.log_format or "text")

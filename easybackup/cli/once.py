@@ -89,7 +89,8 @@ def run(args) -> int:
     metrics_file = getattr(args, "metrics_file", None)
     monitoring, metrics = start_metrics(metrics_file, strategies) if metrics_file else (None, None)
     slack, notifier = start_slack(config, metrics)
-    outcome = Batch(config, strategies, build_observers([o for o in (monitoring, slack) if o is not None])).run()
+    outcome = Batch(config, strategies, build_observers([o for o in (monitoring, slack) if o is not None]),
+                    spare=getattr(args, "spare_worker", None)).run()
     if notifier is not None:  # DESIGN.md, "once": drain Slack's queue for up to 30 s before exit
         notifier.drain(SLACK_DRAIN_S)
         log.info(f"Slack: {notifier.stats.sent} sent, {notifier.stats.failed} failed, "

@@ -17,6 +17,7 @@ from easybackup.logs import log
 from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import RunObserver
 from easybackup.supervision.pool import WorkerPool
+from easybackup.supervision.spawn import SpareWorker
 
 POLL_S = 0.5
 
@@ -35,7 +36,7 @@ class Batch:
     """Given a config, the strategies to run and an observer, run them once; see `run()`."""
 
     def __init__(self, config: Config, strategies: tuple[Strategy, ...], observer: RunObserver,
-                 worker_argv: list[str] | None = None):
+                 worker_argv: list[str] | None = None, spare: SpareWorker | None = None):
         self.config = config
         self.strategies = strategies
         self.observer = observer
@@ -44,7 +45,7 @@ class Batch:
         self._aborter = UploadAborter()
         self.pool = WorkerPool(config.max_parallel_strategies, on_event=self._on_event,
                                on_stderr=observer.stderr, on_finished=self._on_finished,
-                               worker_argv=worker_argv, abort_upload=self._aborter)
+                               worker_argv=worker_argv, abort_upload=self._aborter, spare=spare)
 
     def _on_event(self, handle, event: dict) -> None:
         if event["type"] == "started":

@@ -12,7 +12,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.logs import log
 from easybackup.secrets import mask
+from easybackup.supervision.spawn import SpareWorker, default_worker_argv, spawn_worker
 
 STDERR_TAIL = 25  # last stderr lines kept per worker, attached to a crash
 _READ_SIZE = 64 * 1024
@@ -90,13 +90,15 @@ class WorkerPool:
 
     def __init__(self, max_parallel: int, *, on_event: Callable, on_stderr: Callable, on_finished: Callable,
                  worker_argv: list[str] | None = None, abort_upload: Callable | None = None,
-                 heartbeat_timeout: float | None = None, clock: Callable[[], float] = time.monotonic):
+                 heartbeat_timeout: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 spare: SpareWorker | None = None):
         self.max_parallel = max_parallel
         self.on_event = on_event  # (handle, event)
         self.on_stderr = on_stderr  # (handle, line: str)
         self.on_finished = on_finished  # (handle), once, with handle.result set
         self.abort_upload = abort_upload  # (handle, key, upload_id); the caller runs S3 calls on a thread
-        self.worker_argv = list(worker_argv) if worker_argv else [sys.executable, "-m", "easybackup.worker"]
+        self.worker_argv = list(worker_argv) if worker_argv else default_worker_argv()
+        self.spare = spare  # started before the pool (`once`): taken for the first job, dismissed by close()
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self._queue: deque[JobSpec] = deque()
@@ -165,7 +167,10 @@ class WorkerPool:
         return dropped
 
     def close(self) -> None:
-        """Release the selector and the pidfds of workers never reaped (a callback raised); call after `stop()`."""
+        """Release the selector, the pidfds of workers never reaped (a callback raised) and a spare worker never
+        taken; call after `stop()`."""
+        if self.spare is not None:
+            self.spare.dismiss()
         for handle in self._running:
             if handle.exit_fd is not None:
                 os.close(handle.exit_fd)
@@ -190,9 +195,8 @@ class WorkerPool:
     def _start(self, job: JobSpec) -> None:
         now = self.clock()
         try:
-            # fork+exec in a new session: the supervisor has threads, and the worker's group is killable as one.
-            process = subprocess.Popen(self.worker_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+            process = self.spare.take(self.worker_argv) if self.spare is not None else None
+            process = process or spawn_worker(self.worker_argv)
         except OSError as exc:
             self._could_not_start(job, now, exc)
             return

@@ -16,6 +16,7 @@ from loguru import logger
 from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.jobspec import new_job
 from easybackup.supervision.pool import WorkerPool
+from easybackup.supervision.spawn import SpareWorker
 
 FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
 
@@ -173,6 +174,45 @@ def test_a_worker_that_exits_is_reaped_at_once_not_when_a_long_poll_times_out(re
         assert time.monotonic() - started < 10.0, "the exit went unnoticed until a poll timed out"
     (handle,) = rec.finished
     assert handle.exit_code == 0 and handle.result["status"] == "success"
+
+
+def test_a_spare_worker_started_before_the_pool_runs_the_first_job(rec):
+    spare = SpareWorker([sys.executable, FAKE_WORKER, str(rec.plan_dir)])
+    spare_pid = spare.pid
+    pool = rec.pool(spare=spare)
+    pool.submit(_job("first"))
+    pool.submit(_job("second"))
+    run_until_idle(pool)
+    by_strategy = {handle.strategy: handle for handle in rec.finished}
+    assert by_strategy["first"].pid == spare_pid and by_strategy["second"].pid != spare_pid
+    assert all(handle.result["status"] == "success" for handle in rec.finished)
+    assert spare.pid is None, "taken: the pool owns it now"
+
+
+def test_a_spare_running_another_program_is_not_taken_and_close_kills_it(rec, tmp_path):
+    spare = SpareWorker([sys.executable, FAKE_WORKER, str(tmp_path / "elsewhere")])
+    spare_pid = spare.pid
+    pool = rec.pool(spare=spare)
+    pool.submit(_job("main"))
+    run_until_idle(pool)
+    (handle,) = rec.finished
+    assert handle.pid != spare_pid and _is_alive(spare_pid)
+    pool.close()
+    assert _proc_stat(spare_pid) is None, "killed and reaped"
+
+
+def test_a_spare_that_died_before_its_job_is_reaped_and_a_new_worker_runs_the_job(rec):
+    spare = SpareWorker([sys.executable, FAKE_WORKER, str(rec.plan_dir)])
+    spare_pid = spare.pid
+    os.kill(spare_pid, signal.SIGKILL)
+    while _proc_stat(spare_pid)[0] != "Z":
+        time.sleep(0.01)
+    pool = rec.pool(spare=spare)
+    pool.submit(_job("main"))
+    run_until_idle(pool)
+    (handle,) = rec.finished
+    assert handle.pid != spare_pid and handle.result["status"] == "success"
+    assert _proc_stat(spare_pid) is None
 
 
 def test_a_strategy_submitted_twice_while_queued_or_running_is_rejected(rec):
