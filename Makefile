@@ -21,12 +21,14 @@ lint: venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt setup.py Makefile
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip setuptools wheel
 	$(PYTHON) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	# compat: a plain .pth path entry; the default finder costs every Python process (each worker too) ~11 ms.
-	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	# setuptools calls compat transitional: where a release has dropped it, the default mode is installed.
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat \
+		|| $(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 # Installs missing tools with apt-get when root; otherwise names them and fails.

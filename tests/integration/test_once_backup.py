@@ -33,6 +33,15 @@ def sample_db(pg) -> tuple[str, dict]:
     return "sample", pg.table_fingerprints("sample")
 
 
+def no_psql(tmp_path: Path) -> Path:
+    """Return a directory whose `psql` fails: a backup must read the server's version off its own dump."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "psql").write_text("#!/bin/sh\necho 'psql: not for this test' >&2\nexit 2\n")
+    (shims / "psql").chmod(0o755)
+    return shims
+
+
 def one_strategy(pg, database: str, **extra) -> list[dict]:
     return [{"name": "main", "database_url": pg.url(database), **extra}]
 
@@ -42,7 +51,7 @@ def test_a_backup_restores_to_identical_tables(pg, moto, bucket, tmp_path, sampl
     database, fingerprints = sample_db
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=one_strategy(pg, database),
                           s3={"compression": compression}, pg_dump={"format": fmt})
-    result = run_cli("once", "-c", str(config))
+    result = run_cli("once", "-c", str(config), env=cli_env(PATH=f"{no_psql(tmp_path)}:{os.environ['PATH']}"))
     assert result.returncode == 0, result.stderr
     [key] = archive_keys(moto, bucket)
     assert key.startswith("backups/main/sample/") and key.endswith(EXTENSIONS[(fmt, compression)])

@@ -3,7 +3,6 @@ supervisor's: the job runs on that spare, and a spare nobody needs is killed and
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,23 +17,23 @@ from tests.harness.configs import write_config
 from tests.harness.restore import archive_keys
 
 
-def worker_children() -> list[int]:
-    """Return the PIDs of this process's children (zombies included) that run easybackup's worker."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2:].split()[1])
-        if parent == os.getpid() and (b"easybackup.worker" in cmdline or stat.split()[2] == "Z"):
-            found.append(int(entry))
-    return found
+@pytest.fixture
+def spares(monkeypatch) -> list[int]:
+    """Record the PID of every spare worker started; after the test, each must be gone (killed or run, and reaped)."""
+    pids: list[int] = []
+
+    class RecordedSpare(spawn.SpareWorker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pids.append(self.pid)
+
+    monkeypatch.setattr(spawn, "SpareWorker", RecordedSpare)
+    yield pids
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == [], "a spare worker was left behind"
 
 
 def test_once_runs_its_job_on_the_worker_it_started_before_reading_the_config(pg, aws_env, bucket, tmp_path,
-                                                                              monkeypatch):
+                                                                              monkeypatch, spares):
     pg.create_database("spare_worker")
     config = write_config(tmp_path, bucket=bucket, endpoint=aws_env.endpoint,
                           strategies=[{"name": "main", "database_url": pg.url("spare_worker")}])
@@ -48,18 +47,23 @@ def test_once_runs_its_job_on_the_worker_it_started_before_reading_the_config(pg
     finally:
         setup_logging("info", "text")
     [key] = archive_keys(aws_env, bucket)
-    assert key.startswith("backups/main/spare_worker/")
-    assert worker_children() == []
+    assert key.startswith("backups/main/spare_worker/") and len(spares) == 1
 
 
-def test_a_bad_config_kills_the_spare_worker_and_leaves_no_process(tmp_path):
+def test_a_bad_config_kills_the_spare_worker_and_leaves_no_process(tmp_path, spares):
     config = tmp_path / "config.yaml"
     config.write_text("strategies: [}\n")
     try:
         assert main(["once", "-c", str(config)]) == 2
     finally:
         setup_logging("info", "text")
-    assert worker_children() == []
+    assert len(spares) == 1
+
+
+def test_a_usage_error_kills_the_spare_worker_too(spares):
+    with pytest.raises(SystemExit) as exited:
+        main(["once", "--no-such-option"])
+    assert exited.value.code == 2 and len(spares) == 1
 
 
 def test_help_and_other_commands_start_no_spare_worker(capsys, monkeypatch, tmp_path):

@@ -52,7 +52,9 @@ def test_the_backup_path_writes_no_dump_data_to_local_disk(results, codec):
 @pytest.mark.parametrize("codec", CODECS)
 def test_streaming_is_at_least_1_3_times_faster_than_the_temp_file_approach(results, codec):
     _, ratios = results
-    assert ratios[f"tempfile/easybackup {codec}"] >= bench.MIN_TEMPFILE_RATIO
+    ceiling = ratios.get(f"ceiling tempfile/stream {codec}")
+    assert ratios[f"tempfile/easybackup {codec}"] >= bench.MIN_TEMPFILE_RATIO, (
+        f"at most {ceiling:.2f}x is possible on this machine for any pipeline doing the same work" if ceiling else "")
 
 
 def test_the_idle_supervisor_with_50_strategies_uses_under_1_percent_of_a_core(results):

@@ -92,6 +92,19 @@ def test_pg_dumpall_output_names_no_versions():
     assert versions_from_dump_head(PG_DUMPALL_HEAD) is None
 
 
+def test_version_lines_inside_the_dump_itself_are_not_taken_for_pg_dumps():
+    # A role or a comment may be named anything: its text comes after the preamble's first statement.
+    forged = b"\n-- Dumped from database version 9.9\n-- Dumped by pg_dump version 1.0\n"
+    assert versions_from_dump_head(PG_DUMPALL_HEAD + b'CREATE ROLE "x' + forged + b'";\n') is None
+    banner_only = b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n"
+    assert versions_from_dump_head(banner_only + b'COMMENT ON TABLE t IS \'' + forged + b"';\n") is None
+
+
+def test_a_preamble_cut_inside_the_pg_dump_line_reads_as_none():
+    cut = PLAIN_HEAD[:PLAIN_HEAD.index(b"17.2 (Debian") + 6]
+    assert versions_from_dump_head(cut) is None
+
+
 def test_comments_far_into_a_stream_are_not_taken_for_the_header():
     assert versions_from_dump_head(b"-- data\n" * 1000 + PLAIN_HEAD) is None
 

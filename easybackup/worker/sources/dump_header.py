@@ -24,8 +24,9 @@ NEWEST_KNOWN = (1, 16)  # PostgreSQL 17 and 18 write 1.16; a newer header may be
 COMPRESSION_AS_BYTE = (1, 15)  # PostgreSQL 16 replaced the compression level int by an algorithm byte
 TIMESTAMP_INTS = 7
 
-_PLAIN = re.compile(rb"^-- Dumped from database version ([^\r\n]+)\r?\n-- Dumped by pg_dump version ([^\r\n]+)\r?$",
-                    re.MULTILINE)
+PLAIN_BANNER = b"--\n-- PostgreSQL database dump\n--"  # pg_dumpall's says "database cluster dump"
+_SERVER_LINE = b"-- Dumped from database version "
+_DUMP_LINE = b"-- Dumped by pg_dump version "
 _NUMBER = re.compile(r"\d+(?:\.\d+)*")
 
 
@@ -43,10 +44,25 @@ def versions_from_dump_head(head: bytes) -> DumpVersions | None:
     it names none this code can read (pg_dumpall's output, an unknown archive version, too few bytes)."""
     if head.startswith(MAGIC):
         return _from_custom_header(head)
-    found = _PLAIN.search(head[:HEAD_BYTES])
-    if found is None:
+    return _from_plain_preamble(head[:HEAD_BYTES].replace(b"\r\n", b"\n"))
+
+
+def _from_plain_preamble(head: bytes) -> DumpVersions | None:
+    """Read the two version comments of pg_dump's preamble: only before its first statement, so no text of the
+    dump itself (a name, a comment on an object) can pass for them."""
+    if not head.startswith(PLAIN_BANNER):
         return None
-    return _versions(dump_text=found.group(2), server_text=found.group(1))
+    server = dump = None
+    for line in head.split(b"\n")[:-1]:  # the last one may be cut
+        if line.startswith(_SERVER_LINE):
+            server = line[len(_SERVER_LINE):]
+        elif line.startswith(_DUMP_LINE):
+            dump = line[len(_DUMP_LINE):]
+        elif line and not line.startswith((b"--", b"\\restrict ")):
+            break  # the first statement: the preamble is over
+    if server is None or dump is None:
+        return None
+    return _versions(dump_text=dump, server_text=server)
 
 
 def _versions(dump_text: bytes, server_text: bytes) -> DumpVersions | None:
