@@ -1,12 +1,13 @@
 """How the worker reaches a database: directly, through an SSH tunnel, or through a SOCKS5/HTTP CONNECT proxy.
 
     with open_route(strategy, target, private_dir, emit, cancel=cancel) as routed:
-        with PostgresSource(routed, ...) as source:   # routed.url points at 127.0.0.1:<port> when tunnelled
+        with PostgresSource(routed, ...) as source:   # routed.url: hostaddr=127.0.0.1 and the local port
             ...
 
 The database URL keeps the host and port as the bastion or the proxy sees them; pg_dump gets the same URL
-rewritten to the local end of the route. Whatever happens inside the block (success, failure, timeout,
-cancellation), leaving it stops the tunnel or the forwarder. When the block fails while the route recorded a
+pointed at the local end of the route (`hostaddr=127.0.0.1`, the local port), its host name kept for TLS.
+Whatever happens inside the block (success, failure, timeout, cancellation), leaving it stops the tunnel or the
+forwarder. When the block fails while the route recorded a
 problem of its own (the bastion went away, the proxy refused the target), that precise error is raised
 instead of pg_dump's vaguer "server closed the connection unexpectedly".
 """
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
@@ -53,14 +54,22 @@ def describe_route(strategy: Strategy) -> str:
 
 
 def local_target(target: DatabaseTarget, port: int) -> DatabaseTarget:
-    """Given a database and the local port of its route, return it with the URL's host:port set to 127.0.0.1:port.
+    """Given a database and the local port of its route, return it pointed at the route's local end.
 
-    User, password, database name and query (sslmode, ...) are kept.
+    The URL keeps its host name and gets the local port and `hostaddr=127.0.0.1`: libpq connects to the address
+    while `sslmode=verify-full` still checks the server's certificate against the database's own host name, and
+    the passfile line (host:port) matches what libpq looks up. User, password, database name and the rest of the
+    query are kept; a `hostaddr` of the URL's own is replaced.
     """
     parts = urlsplit(target.url)
-    userinfo, _at, _hostport = parts.netloc.rpartition("@")
-    netloc = f"{userinfo}@{LOCAL_HOST}:{port}" if _at else f"{LOCAL_HOST}:{port}"
-    return replace(target, url=urlunsplit(parts._replace(netloc=netloc)))
+    userinfo, at, _hostport = parts.netloc.rpartition("@")
+    host = parse_postgres_url(target.url).host
+    host = f"[{host}]" if ":" in host else quote(host, safe="")
+    netloc = f"{userinfo}@{host}:{port}" if at else f"{host}:{port}"
+    # The query's own text is kept as it is: libpq decodes %XX only, and a round trip through parse_qsl would not.
+    kept = [item for item in parts.query.split("&") if item and unquote(item.partition("=")[0]) != "hostaddr"]
+    query = "&".join([*kept, f"hostaddr={LOCAL_HOST}"])
+    return replace(target, url=urlunsplit(parts._replace(netloc=netloc, query=query)))
 
 
 @contextmanager
