@@ -40,13 +40,13 @@ def run(args) -> int:
     apply_logging(config)
     state = MonitorState(config.strategies)
     metrics = Metrics()
-    slack_observer, notifier = build_slack(config, on_error=metrics.notification_error)
-    checker = ConnectivityChecker(config.strategies, state,
-                                  slack_check=notifier.check if notifier else (lambda: "disabled"))
-    on_reload = [apply_logging, lambda new: checker.replace_strategies(new.strategies)]
-    if notifier:
-        on_reload.append(lambda new: notifier.replace_settings([s.slack for s in new.strategies if s.slack.enabled]))
-    supervisor = Supervisor(config, state, metrics, observers=[slack_observer] if slack_observer else [],
+    # Built even with Slack off everywhere: a SIGHUP may turn it on (the notifier then says "disabled").
+    slack_observer, notifier = build_slack(config, on_error=metrics.notification_error, always=True)
+    checker = ConnectivityChecker(config.strategies, state, slack_check=notifier.check)
+    on_reload = [apply_logging,  # Slack's settings before the checker, which checks them again at once
+                 lambda new: notifier.replace_settings([s.slack for s in new.strategies if s.slack.enabled]),
+                 lambda new: checker.replace_strategies(new.strategies)]
+    supervisor = Supervisor(config, state, metrics, observers=[slack_observer],
                             reload_config=lambda: load_config(args.config, env_file=args.env_file),
                             on_reload=on_reload)
     # Before anything is visible from outside: a SIGHUP sent as soon as health answers must reload, not kill.
@@ -57,15 +57,13 @@ def run(args) -> int:
     except EasybackupError as error:
         log.error(str(error))
         return exitcodes.CONFIG_ERROR
-    if notifier:
-        notifier.start()
+    notifier.start()
     checker.start()
     try:
         return supervisor.run()
     finally:
         checker.stop()
         server.stop()
-        if notifier:
-            dropped = notifier.drain(SLACK_DRAIN_S)
-            if dropped:
-                log.warning(f"Slack: gave up on {dropped} message(s) at shutdown")
+        dropped = notifier.drain(SLACK_DRAIN_S)
+        if dropped:
+            log.warning(f"Slack: gave up on {dropped} message(s) at shutdown")

@@ -35,15 +35,17 @@ class ConnectivityChecker:
         self._clients: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a reload: check again now, not at the end of the interval
         self._thread: threading.Thread | None = None
         self._last: dict[str, str] = {}  # what was logged last, per store and for slack
         self.replace_strategies(strategies)
 
     def replace_strategies(self, strategies: tuple[Strategy, ...]) -> None:
-        """Given the strategies of a reloaded config, check their stores from the next round on."""
+        """Given the strategies of a reloaded config, check their stores (and Slack) again at once."""
         with self._lock:
             self._stores = {_store_key(s.s3): s.s3 for s in strategies}
             self._clients = {key: client for key, client in self._clients.items() if key in self._stores}
+        self._wake.set()
 
     def start(self) -> ConnectivityChecker:
         """Start the checks on a daemon thread: one at once, then one every `interval` seconds."""
@@ -55,14 +57,16 @@ class ConnectivityChecker:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to stop and wait up to `timeout` seconds (a check in flight finishes first)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             self.check_now()
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
 
     def check_now(self) -> tuple[str, str]:
         """Check S3 and Slack now; record and return (s3, slack) connectivity."""

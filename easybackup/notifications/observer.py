@@ -138,11 +138,13 @@ def slack_deadline(environ=None) -> float:
 
 
 def build_slack(config: Config, on_error: Callable[[str], None] | None = None,
-                environ=None) -> tuple[SlackObserver | None, Notifier | None]:
+                environ=None, always: bool = False) -> tuple[SlackObserver | None, Notifier | None]:
     """Given a config, return (observer, notifier) for the strategies with Slack on, or (None, None) when no
-    strategy has a bot token and channel. The notifier is not started: call `notifier.start()`."""
+    strategy has a bot token and channel — unless `always` (the daemon: a reload may turn Slack on, and the
+    observer reports only the runs of strategies that have it). The notifier is not started: call
+    `notifier.start()`."""
     settings = [s.slack for s in config.strategies if s.slack.enabled]
-    if not settings:
+    if not settings and not always:
         return None, None
     notifier = Notifier(settings, deadline=slack_deadline(environ), on_error=on_error)
     return SlackObserver(notifier), notifier

@@ -114,6 +114,29 @@ def test_the_daemon_reports_each_run_as_one_slack_thread_and_shows_slack_ok_in_h
     assert DEFAULT_TOKEN not in daemon.log_text()
 
 
+def test_slack_turned_on_by_a_sighup_reports_the_next_run(pg, moto, bucket, tmp_path, tiny_db, slack, start_daemon):
+    from tests.harness.slack_server import DEFAULT_TOKEN
+
+    port = free_port()
+    quiet = {"name": "good", "database_url": pg.url(tiny_db)}
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, monitoring=monitoring(port),
+                          strategies=[quiet])
+    daemon = start_daemon(config, port)
+    daemon.wait_health(lambda doc: doc["slack_connectivity"] == "disabled", what="slack disabled")
+
+    write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, monitoring=monitoring(port),
+                 strategies=[quiet, {"name": "soon", "database_url": pg.url(tiny_db), "schedule": "5s"}],
+                 slack={"bot_token": DEFAULT_TOKEN, "channel_id": "C0123456789", "api_url": slack.api_url})
+    daemon.send(signal.SIGHUP)
+    daemon.wait_log("configuration reloaded")
+    daemon.wait_status("soon", "success")
+    wait_until(lambda: any(c.method == "chat.update" for c in slack.calls), 30, "the run's Slack thread completed")
+    [parent, *_] = [m for m in slack.messages("C0123456789") if "thread_ts" not in m]
+    assert "soon" in json.dumps(parent)
+    assert daemon.wait_health(lambda doc: doc["slack_connectivity"] == "ok", what="slack ok after the reload")
+    assert daemon.stop() == 0
+
+
 def test_the_seed_example_starts_and_lists_its_three_strategies(moto, slack, tmp_path, start_daemon):
     config, port = SEED, 8080
     if _port_taken(8080):
