@@ -1,9 +1,11 @@
 """Restoring a backup into a database: S3 → sha256 → [decompressor] → pg_restore (custom) or psql (plain).
 
 Streamed without a temp file; the sha256 is computed on the way, so a mismatch is known only at the end, when
-pg_restore may already have applied data (the error says so). With `jobs` (pg_restore -j needs a seekable
-file) the archive is downloaded, checked and decompressed into a 0600 file in a private directory first —
-then nothing is applied from a bad archive — and the file is removed afterwards.
+pg_restore may already have applied data (the error says so). A restore program that fails stops the download
+at once: its error comes without waiting for the rest of the archive, and says the checksum was not checked.
+With `jobs` (pg_restore -j needs a seekable file) the archive is downloaded, checked and decompressed into a
+0600 file in a private directory first — then nothing is applied from a bad archive — and the file is removed
+afterwards.
 
 The password never reaches argv or a child's environment: PostgresSource writes the 0600 passfile.
 """
@@ -179,7 +181,10 @@ def restore_streaming(client, bucket: str, manifest: Manifest, target: Connectio
     stages.append(restore_stage(manifest, target, clean=clean))
     body = open_object(client, bucket, manifest.key)["Body"]
     streamed, failure = stream_through(body, stages, consume_output=_discard, bucket=bucket, on_line=on_line,
-                                       on_progress=on_progress, name="restore-out")
+                                       on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True)
+    if failure is not None and not streamed.complete:
+        # Reading the rest of a large archive only to hash it would keep the operator waiting for this error.
+        raise _restore_failed(failure, target, unchecked=(streamed.size, manifest.stored_bytes, manifest.key))
     if (streamed.size, streamed.sha256) != (manifest.stored_bytes, manifest.sha256):
         raise verification_error(
             f"checksum mismatch: {manifest.key} is not what was backed up",
@@ -217,11 +222,18 @@ def _discard(fd: int) -> None:
         pass
 
 
-def _restore_failed(failure: StageFailed, target: Connection) -> EasybackupError:
+def _restore_failed(failure: StageFailed, target: Connection,
+                    unchecked: tuple[int, int, str] | None = None) -> EasybackupError:
+    """Given the failed stage and the target, return the restore's error; `unchecked` (bytes read, bytes stored,
+    key) says the download stopped with the failure, so the archive's checksum was not checked."""
+    hint = ("read the lines above; the database may hold a partial restore — fix the cause and restore again "
+            "with --clean")
+    if unchecked is not None:
+        read, stored, key = unchecked
+        hint += (f"; the download stopped with it after {read} of {stored} bytes, so the archive's sha256 was not "
+                 f"checked: `easybackup verify --backup {key}` checks it")
     return EasybackupError(f"restore into database {target.dbname} failed: {failure.message}", failure.detail,
-                           "read the lines above; the database may hold a partial restore — fix the cause and "
-                           "restore again with --clean", kind="dump_failed", exit_codes=failure.exit_codes,
-                           last_lines=failure.last_lines)
+                           hint, kind="dump_failed", exit_codes=failure.exit_codes, last_lines=failure.last_lines)
 
 
 def check_free_space(directory: Path, needed: int) -> None:

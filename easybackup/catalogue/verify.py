@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class Streamed:
     size: int
     sha256: str
     sink_closed_early: bool = False
+    complete: bool = True  # False: reading stopped before the end (a restore that failed), sha256 of a prefix
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,12 @@ def open_object(client, bucket: str, key: str):
 
 
 def stream_object(body, sink: Callable[[bytes], bool], *, bucket: str, on_progress: ProgressCallback | None = None,
-                  stop_event: threading.Event | None = None) -> Streamed:
+                  stop_event: threading.Event | None = None,
+                  give_up: Callable[[], bool] | None = None) -> Streamed:
     """Given a GetObject body and a sink (returns False once it takes no more data), stream every byte through
-    sha256 into the sink; keep reading (and hashing) after the sink closes, so the checksum is still known.
+    sha256 into the sink; keep reading (and hashing) after the sink closes, so the checksum is still known —
+    unless `give_up()` then says the rest is of no use (a restore whose program failed): reading stops and the
+    result is marked incomplete.
 
     Raise the classified S3 error if the download fails, a verification error if botocore's own checksum check
     fails, or a `cancelled` error once `stop_event` is set.
@@ -93,6 +98,10 @@ def stream_object(body, sink: Callable[[bytes], bool], *, bucket: str, on_progre
                 open_sink = sink(chunk)
             if on_progress is not None:
                 on_progress(size)
+            if not open_sink and give_up is not None:
+                if give_up():  # asked once, when the sink has just closed
+                    return Streamed(size=size, sha256=digest.hexdigest(), sink_closed_early=True, complete=False)
+                give_up = None
     except FlexibleChecksumError as exc:
         raise verification_error("S3 reported a checksum mismatch while reading the archive", str(exc)) from exc
     except (ClientError, BotoCoreError) as exc:
@@ -146,11 +155,14 @@ class _Consumer(threading.Thread):
 
 def stream_through(body, stages: Sequence[StageSpec], *, consume_output: Callable[[int], None], bucket: str,
                    on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
-                   stop_event: threading.Event | None = None, name: str = "stream-output"
-                   ) -> tuple[Streamed, StageFailed | None]:
+                   stop_event: threading.Event | None = None, name: str = "stream-output",
+                   stop_when_a_stage_fails: bool = False) -> tuple[Streamed, StageFailed | None]:
     """Given a GetObject body and stages, stream the body (sha256, size) into the first stage through a pipe while
     a thread named `name` gives the last stage's output fd to `consume_output` (which reads it to EOF); return what
     was streamed and the StageFailed the stages ended with (None when every stage exited 0).
+
+    With `stop_when_a_stage_fails`, reading stops once the stages stopped taking data and one of them has failed
+    (the result is then incomplete); otherwise the rest is read for its checksum.
 
     Raise what `stream_object` raises, StageStartError if a stage cannot start, or what `consume_output` raised
     (once the streaming is over, before the stages are waited for).
@@ -165,7 +177,9 @@ def stream_through(body, stages: Sequence[StageSpec], *, consume_output: Callabl
             consumer = _Consumer(consume_output, pipeline.output_fd, name)
             consumer.start()
             try:
-                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress, stop_event=stop_event)
+                give_up = (lambda: _has_failed(pipeline)) if stop_when_a_stage_fails else None
+                streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress, stop_event=stop_event,
+                                         give_up=give_up)
             finally:
                 # EOF for the stages, also when S3 failed: they finish, and the consumer with them.
                 sink.close()
@@ -181,6 +195,19 @@ def stream_through(body, stages: Sequence[StageSpec], *, consume_output: Callabl
         sink.close()
         if read_end >= 0:
             os.close(read_end)
+
+
+def _has_failed(pipeline: Pipeline, wait_s: float = 2.0) -> bool:
+    """Given a pipeline whose first stage stopped reading, return whether a stage failed; a stage that stopped
+    reading is given `wait_s` seconds to exit first."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        codes = pipeline.exit_codes()
+        if any(code not in (None, 0) for code in codes.values()):
+            return True
+        if time.monotonic() >= deadline or all(code is not None for code in codes.values()):
+            return False
+        time.sleep(0.02)
 
 
 class TailKeeper:

@@ -142,6 +142,28 @@ def test_restore_of_an_altered_archive_fails_saying_data_may_be_applied(pg, moto
     assert pg.table_fingerprints("restored_bad_jobs") == {}
 
 
+def test_a_restore_that_fails_early_stops_downloading_and_says_the_checksum_was_not_checked(pg, moto, bucket,
+                                                                                           tmp_path):
+    pg.create_database("catalogue_big")
+    pg.psql("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS a "
+            "FROM generate_series(1, 200000) g", "catalogue_big")  # ~20 MB, stored without compression
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, s3={"compression": "none"},
+                          strategies=[{"name": "main", "database_url": pg.url("catalogue_big")}])
+    assert cli("once", "-c", str(config)).returncode == 0
+    [key] = archive_keys(moto, bucket)
+    stored = len(download(moto, bucket, key))
+    # A role that may not create tables in the target: pg_restore --exit-on-error stops at the first one.
+    pg.psql("DROP ROLE IF EXISTS restore_weak; CREATE ROLE restore_weak LOGIN PASSWORD 'weak-Pw-7781'")
+    pg.create_database("restored_by_weak")
+    failed = restore(config, pg.url("restored_by_weak", user="restore_weak", password="weak-Pw-7781"))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "permission denied for schema public" in failed.stderr
+    read = int(failed.stderr.split("the download stopped with it after ")[1].split(" of ")[0])
+    assert read < stored / 2, f"read {read} of {stored} bytes after pg_restore had failed"
+    assert f"easybackup verify --backup {key}" in failed.stderr
+    assert "checksum mismatch" not in failed.stderr
+
+
 def test_restore_globals_recreates_a_dropped_role(pg, moto, bucket, tmp_path):
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
                           strategies=[{"name": "main", "database_url": pg.url(SOURCE)}])
