@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
@@ -33,6 +35,11 @@ class UploadAborter:
         self._threads.append(thread)
         thread.start()
 
-    def join(self, timeout: float = 30.0) -> None:
+    def join(self, timeout: float = 30.0, on_tick: Callable[[], None] | None = None) -> None:
+        """Wait up to `timeout` seconds for each abort; call `on_tick` about every 0.5 s meanwhile (a heartbeat)."""
         for thread in self._threads:
-            thread.join(timeout)
+            deadline = time.monotonic() + timeout
+            while thread.is_alive() and (left := deadline - time.monotonic()) > 0:
+                thread.join(min(0.5, left))
+                if on_tick is not None:
+                    on_tick()

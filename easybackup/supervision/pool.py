@@ -143,9 +143,11 @@ class WorkerPool:
             if _has_exited(handle.pid):
                 self._finish(handle)
 
-    def stop(self, grace: float) -> list[JobSpec]:
+    def stop(self, grace: float, on_tick: Callable[[], None] | None = None) -> list[JobSpec]:
         """Drop the queue, SIGTERM every worker's group, wait up to `grace` s, SIGKILL the rest, reap all;
-        every handle gets its on_finished. Return the jobs dropped from the queue."""
+        every handle gets its on_finished. `on_tick` is called between polls while waiting (the supervisor's
+        heartbeat: a long grace period is no stall). Return the jobs dropped from the queue."""
+        tick = on_tick or (lambda: None)
         dropped = list(self._queue)
         self._queue.clear()
         for handle in self._running:
@@ -154,6 +156,7 @@ class WorkerPool:
         deadline = self.clock() + grace
         while self._running and (left := deadline - self.clock()) > 0:
             self.poll(min(0.1, left))
+            tick()
         for handle in self._running:
             log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(
                 f"worker pid {handle.pid} still running after {grace:g} s; killing its process group")
@@ -161,6 +164,7 @@ class WorkerPool:
         deadline = self.clock() + _KILL_WAIT
         while self._running and (left := deadline - self.clock()) > 0:
             self.poll(min(0.05, left))
+            tick()
         for handle in list(self._running):  # unkillable for now (uninterruptible I/O): wait for it
             handle.process.wait()
             self._finish(handle)

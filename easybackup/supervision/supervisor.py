@@ -264,7 +264,8 @@ class Supervisor:
         if running:
             log.warning(f"stopping {len(running)} running backup(s): waiting up to {grace:g} s "
                         "(timeout.shutdown_grace), then killing them")
-        for job in self.pool.stop(grace):
+        # Beating while we wait: a long grace period (or a slow S3 for the aborts) is no stall for health.
+        for job in self.pool.stop(grace, on_tick=self.state.loop_heartbeat):
             log.bind(strategy=job.strategy.name, run_id=job.run_id).info("queued run dropped at shutdown")
-        self.aborter.join()
+        self.aborter.join(on_tick=self.state.loop_heartbeat)
         log.info(f"supervisor stopped in {time.monotonic() - started:.1f} s")

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -373,3 +374,55 @@ def test_a_crashed_workers_leftover_child_is_killed_and_does_not_hold_up_the_poo
         time.sleep(0.05)
     assert not _is_alive(child_pid)
     assert rec.result_of("leaky")["error"]["last_lines"] == ["about to die"]
+
+
+def test_stopping_calls_on_tick_while_it_waits_for_a_worker_that_ignores_sigterm(rec):
+    rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
+    pool = rec.pool()
+    pool.submit(_job("stubborn"))
+    wait_for(lambda: any(handle.events_seen for handle in pool.running()), pool)
+    ticks: list[float] = []
+    started = time.monotonic()
+    pool.stop(1.5, on_tick=lambda: ticks.append(time.monotonic()))
+    assert time.monotonic() - started >= 1.5, "the worker ignored SIGTERM: the whole grace was waited"
+    assert len(ticks) >= 10 and max(b - a for a, b in zip([started, *ticks], ticks, strict=False)) < 0.5
+    (handle,) = rec.finished
+    assert handle.exit_code == -signal.SIGKILL
+
+
+def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_workers(rec, tmp_path):
+    from easybackup.config import load_config
+    from easybackup.monitoring.metrics import Metrics
+    from easybackup.monitoring.state import MonitorState
+    from easybackup.supervision.supervisor import Supervisor
+    from tests.harness.configs import write_config
+
+    rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
+    config = load_config(write_config(tmp_path, bucket="unused-bucket", endpoint="http://127.0.0.1:9", strategies=[
+        {"name": "stubborn", "database_url": "postgres://u@127.0.0.1:9/db"}],
+        timeout={"backup": "5m", "upload": "1m", "shutdown_grace": "2s"}))
+    state = MonitorState(config.strategies, stall_after=0.5)  # the loop beats ~1/s; stuck after 0.5 s here
+    supervisor = Supervisor(config, state, Metrics(), worker_argv=[sys.executable, FAKE_WORKER, str(rec.plan_dir)],
+                            read_s3_at_start=False)
+    supervisor.pool.submit(new_job(config.strategies[0], config.temp_dir, datetime.now(timezone.utc)))
+    wait_for(lambda: any(handle.events_seen for handle in supervisor.pool.running()), supervisor.pool)
+    statuses: list[str] = []
+    sampling = True
+
+    def sample() -> None:
+        while sampling:
+            statuses.append(state.snapshot()[1]["status"])
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    state.loop_heartbeat()  # the loop's last beat, just before it handles SIGTERM
+    sampler.start()
+    started = time.monotonic()
+    try:
+        supervisor._shutdown()
+    finally:
+        sampling = False
+        sampler.join()
+        supervisor.pool.close()
+    assert time.monotonic() - started >= 2.0
+    assert len(statuses) >= 20 and "unhealthy" not in statuses, statuses
