@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
-from easybackup.worker.sources.postgres import parse_postgres_url
+from easybackup.worker.sources.postgres import parse_postgres_url, url_host
 from easybackup.worker.ssh_tunnel import READY_TIMEOUT_S, SshTunnel, describe_tunnel
 
 LOCAL_HOST = "127.0.0.1"
@@ -63,8 +63,7 @@ def local_target(target: DatabaseTarget, port: int) -> DatabaseTarget:
     """
     parts = urlsplit(target.url)
     userinfo, at, _hostport = parts.netloc.rpartition("@")
-    host = parse_postgres_url(target.url).host
-    host = f"[{host}]" if ":" in host else quote(host, safe="")
+    host = url_host(parse_postgres_url(target.url).host)
     netloc = f"{userinfo}@{host}:{port}" if at else f"{host}:{port}"
     # The query's own text is kept as it is: libpq decodes %XX only, and a round trip through parse_qsl would not.
     kept = [item for item in parts.query.split("&") if item and unquote(item.partition("=")[0]) != "hostaddr"]

@@ -28,6 +28,12 @@ CONNECT_TIMEOUT_S = "30"  # libpq waits forever on a black-holed host otherwise;
 VERSION_QUERY_TIMEOUT_S = 20
 
 
+def url_host(host: str) -> str:
+    """Given a host name or address, return it as a URL's netloc spells it: an IPv6 address bracketed, a name
+    percent-encoded."""
+    return f"[{host}]" if ":" in host else quote(host, safe="")
+
+
 @dataclass(frozen=True)
 class PostgresUrl:
     """A parsed postgres:// URL, percent-decoded. `query` is the raw query string (sslmode=... etc.)."""
@@ -42,7 +48,7 @@ class PostgresUrl:
     def conninfo(self) -> str:
         """Return the URL without its password, for `pg_dump --dbname`."""
         user = f"{quote(self.user, safe='')}@" if self.user else ""
-        host = f"[{self.host}]" if ":" in self.host else quote(self.host, safe="")
+        host = url_host(self.host)
         dbname = quote(self.dbname, safe="") if self.dbname else ""
         query = f"?{self.query}" if self.query else ""
         return f"postgresql://{user}{host}:{self.port}/{dbname}{query}"
