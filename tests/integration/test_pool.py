@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -312,12 +313,23 @@ def test_a_silent_worker_is_killed_after_the_heartbeat_timeout(rec):
     assert "killed by signal 9" in error["detail"]
 
 
-def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace(rec):
+def test_a_worker_that_beats_its_heartbeat_outlives_the_silence_limit_and_the_observers_never_see_the_beats(rec):
+    beats = [{"emit": "heartbeat"}, {"sleep": 0.2}] * 10  # 2 s of nothing but heartbeats, the limit is 0.5 s
+    rec.plan("waiting", [{"emit": "started", "pid": 0, "databases": []}, *beats,
+                         {"emit": "result", "status": "success"}])
+    pool = rec.pool(heartbeat_timeout=0.5)
+    pool.submit(_job("waiting"))
+    run_until_idle(pool)
+    assert rec.result_of("waiting")["status"] == "success"
+    assert [e["type"] for _s, e in rec.events] == ["started", "result"]
+
+
+def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_after_the_grace_and_the_cancel_wait(rec):
     rec.plan("stubborn", [{"ignore_sigterm": True}, {"spawn_sleep": 60},
                           {"emit": "upload_started", "database": "app", "key": "k", "upload_id": "U9"},
                           {"sleep": 60}])
     rec.plan("queued", [])
-    pool = rec.pool(max_parallel=1)
+    pool = rec.pool(max_parallel=1, cancel_wait=0.5)
     pool.submit(_job("stubborn"))
     pool.submit(_job("queued"))
     wait_for(lambda: any(e["type"] == "upload_started" for _s, e in rec.events), pool)
@@ -325,7 +337,7 @@ def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace
     assert _is_alive(child_pid)
     started = time.monotonic()
     dropped = pool.stop(grace=1.0)
-    assert time.monotonic() - started < 2.0
+    assert 1.5 <= time.monotonic() - started < 2.5, "the grace (1 s), then the cancel wait (0.5 s), then SIGKILL"
     assert [job.strategy.name for job in dropped] == ["queued"]
     (handle,) = rec.finished
     assert handle.result["error"]["kind"] == "cancelled"
@@ -338,16 +350,56 @@ def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace
     assert pool.idle
 
 
-def test_stop_lets_a_worker_that_obeys_sigterm_exit_within_the_grace(rec):
+def test_stop_lets_a_running_worker_finish_within_its_grace_without_signalling_it(rec):
+    rec.plan("finishing", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 1.0},
+                           {"emit": "result", "status": "success"}])
+    pool = rec.pool()
+    pool.submit(_job("finishing"))
+    wait_for(lambda: rec.events, pool)
+    started = time.monotonic()
+    pool.stop(grace=30.0)
+    assert time.monotonic() - started < 5.0, "stopped as soon as the worker finished, not at the end of the grace"
+    (handle,) = rec.finished
+    assert handle.result["status"] == "success" and handle.exit_code == 0, "never signalled"
+
+
+def test_stop_cancels_a_worker_still_running_at_the_end_of_its_grace_with_sigterm(rec):
     rec.plan("polite", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
     pool = rec.pool()
     pool.submit(_job("polite"))
     wait_for(lambda: rec.events, pool)
     started = time.monotonic()
-    pool.stop(grace=5.0)
-    assert time.monotonic() - started < 2.0
+    pool.stop(grace=1.0)
+    assert 1.0 <= time.monotonic() - started < 3.0
     error = rec.result_of("polite")["error"]
     assert error["kind"] == "cancelled" and "killed by signal 15 (SIGTERM)" in error["message"]
+
+
+def test_a_second_signal_while_stopping_cancels_the_workers_at_once(rec):
+    rec.plan("polite", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
+    pool = rec.pool()
+    pool.submit(_job("polite"))
+    wait_for(lambda: rec.events, pool)
+    started = time.monotonic()
+    pool.stop(grace=60.0, on_tick=pool.cancel_all)  # the caller's tick sees the second SIGTERM at once
+    assert time.monotonic() - started < 3.0, "cancelled at once, not after the 60 s grace"
+    error = rec.result_of("polite")["error"]
+    assert error["kind"] == "cancelled" and "killed by signal 15 (SIGTERM)" in error["message"]
+
+
+def test_each_worker_gets_its_own_strategys_shutdown_grace(rec):
+    for name in ("short", "long"):
+        rec.plan(name, [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 3.0},
+                        {"emit": "result", "status": "success"}])
+    pool = rec.pool()
+    for name, grace in (("short", 0.5), ("long", 30.0)):
+        job = _job(name)
+        strategy = replace(job.strategy, timeout=replace(job.strategy.timeout, shutdown_grace=grace))
+        pool.submit(replace(job, strategy=strategy))
+    wait_for(lambda: len(rec.events) == 2, pool)
+    pool.stop()
+    assert rec.result_of("short")["error"]["kind"] == "cancelled"
+    assert rec.result_of("long")["status"] == "success"
 
 
 def test_a_worker_that_cannot_be_started_is_reported_as_failed(rec):
@@ -378,13 +430,13 @@ def test_a_crashed_workers_leftover_child_is_killed_and_does_not_hold_up_the_poo
 
 def test_stopping_calls_on_tick_while_it_waits_for_a_worker_that_ignores_sigterm(rec):
     rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
-    pool = rec.pool()
+    pool = rec.pool(cancel_wait=0.5)
     pool.submit(_job("stubborn"))
     wait_for(lambda: any(handle.events_seen for handle in pool.running()), pool)
     ticks: list[float] = []
     started = time.monotonic()
     pool.stop(1.5, on_tick=lambda: ticks.append(time.monotonic()))
-    assert time.monotonic() - started >= 1.5, "the worker ignored SIGTERM: the whole grace was waited"
+    assert time.monotonic() - started >= 2.0, "the worker ignored SIGTERM: the whole grace and cancel wait passed"
     assert len(ticks) >= 10 and max(b - a for a, b in zip([started, *ticks], ticks, strict=False)) < 0.5
     (handle,) = rec.finished
     assert handle.exit_code == -signal.SIGKILL
@@ -404,6 +456,7 @@ def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_worker
     state = MonitorState(config.strategies, stall_after=0.5)  # the loop beats ~1/s; stuck after 0.5 s here
     supervisor = Supervisor(config, state, Metrics(), worker_argv=[sys.executable, FAKE_WORKER, str(rec.plan_dir)],
                             read_s3_at_start=False)
+    supervisor.pool.cancel_wait = 0.5  # it ignores SIGTERM: killed 0.5 s after its grace
     supervisor.pool.submit(new_job(config.strategies[0], config.temp_dir, datetime.now(timezone.utc)))
     wait_for(lambda: any(handle.events_seen for handle in supervisor.pool.running()), supervisor.pool)
     statuses: list[str] = []
