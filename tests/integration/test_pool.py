@@ -442,23 +442,30 @@ def test_stopping_calls_on_tick_while_it_waits_for_a_worker_that_ignores_sigterm
     assert handle.exit_code == -signal.SIGKILL
 
 
-def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_workers(rec, tmp_path):
+def _supervisor_of_fake_workers(rec, tmp_path, name: str, grace: str, stall_after: float = 30.0):
+    """Return a Supervisor whose workers are the fake worker, with one strategy `name`, its job already running."""
     from easybackup.config import load_config
     from easybackup.monitoring.metrics import Metrics
     from easybackup.monitoring.state import MonitorState
     from easybackup.supervision.supervisor import Supervisor
     from tests.harness.configs import write_config
 
-    rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
     config = load_config(write_config(tmp_path, bucket="unused-bucket", endpoint="http://127.0.0.1:9", strategies=[
-        {"name": "stubborn", "database_url": "postgres://u@127.0.0.1:9/db"}],
-        timeout={"backup": "5m", "upload": "1m", "shutdown_grace": "2s"}))
-    state = MonitorState(config.strategies, stall_after=0.5)  # the loop beats ~1/s; stuck after 0.5 s here
-    supervisor = Supervisor(config, state, Metrics(), worker_argv=[sys.executable, FAKE_WORKER, str(rec.plan_dir)],
-                            read_s3_at_start=False)
-    supervisor.pool.cancel_wait = 0.5  # it ignores SIGTERM: killed 0.5 s after its grace
+        {"name": name, "database_url": "postgres://u@127.0.0.1:9/db"}],
+        timeout={"backup": "5m", "upload": "1m", "shutdown_grace": grace}))
+    supervisor = Supervisor(config, MonitorState(config.strategies, stall_after=stall_after), Metrics(),
+                            worker_argv=[sys.executable, FAKE_WORKER, str(rec.plan_dir)], read_s3_at_start=False)
     supervisor.pool.submit(new_job(config.strategies[0], config.temp_dir, datetime.now(timezone.utc)))
     wait_for(lambda: any(handle.events_seen for handle in supervisor.pool.running()), supervisor.pool)
+    return supervisor
+
+
+def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_workers(rec, tmp_path):
+    rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
+    # The loop beats ~1/s; stuck after 0.5 s here.
+    supervisor = _supervisor_of_fake_workers(rec, tmp_path, "stubborn", "2s", stall_after=0.5)
+    state = supervisor.state
+    supervisor.pool.cancel_wait = 0.5  # it ignores SIGTERM: killed 0.5 s after its grace
     statuses: list[str] = []
     sampling = True
 
@@ -479,3 +486,23 @@ def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_worker
         supervisor.pool.close()
     assert time.monotonic() - started >= 2.0
     assert len(statuses) >= 20 and "unhealthy" not in statuses, statuses
+
+
+def test_sigint_stops_the_supervisor_as_sigterm_does_and_a_second_one_cancels_at_once(rec, tmp_path):
+    rec.plan("long", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
+    supervisor = _supervisor_of_fake_workers(rec, tmp_path, "long", "30s")
+    finished, report = [], supervisor.pool.on_finished
+    supervisor.pool.on_finished = lambda handle: (finished.append(handle), report(handle))
+    supervisor._enqueue_signal(signal.SIGINT, None)  # what the handler does; the loop dispatches it
+    supervisor.step()
+    assert supervisor._stopping and supervisor.pool.running(), "stopping, but the running backup goes on"
+    for delay, signum in ((0.3, signal.SIGHUP), (0.6, signal.SIGINT)):  # a reload is ignored while stopping
+        threading.Timer(delay, supervisor._enqueue_signal, (signum, None)).start()
+    started = time.monotonic()
+    try:
+        supervisor._shutdown()
+    finally:
+        supervisor.pool.close()
+    assert 0.6 <= time.monotonic() - started < 3.0, "cancelled by the second SIGINT, not after the 30 s grace"
+    (handle,) = finished
+    assert handle.result["error"]["kind"] == "cancelled" and handle.exit_code == -signal.SIGTERM
