@@ -506,3 +506,15 @@ def test_sigint_stops_the_supervisor_as_sigterm_does_and_a_second_one_cancels_at
     assert 0.6 <= time.monotonic() - started < 3.0, "cancelled by the second SIGINT, not after the 30 s grace"
     (handle,) = finished
     assert handle.result["error"]["kind"] == "cancelled" and handle.exit_code == -signal.SIGTERM
+
+
+def test_the_silence_limit_is_60_s_unless_the_environment_sets_a_valid_duration(warnings):
+    from easybackup.supervision.pool import silence_limit
+
+    assert silence_limit({}) == 60.0
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "5s"}) == 5.0
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "2m"}) == 120.0
+    assert warnings == []
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "soon"}) == 60.0
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "0s"}) == 60.0
+    assert [r["message"].split(":")[0] for r in warnings] == ["EASYBACKUP_WORKER_SILENCE_LIMIT"] * 2
