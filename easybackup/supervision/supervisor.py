@@ -40,7 +40,9 @@ class Supervisor:
 
     `reload_config` (no arguments, returns a new Config or raises ConfigError) serves SIGHUP; `on_reload`
     callbacks get each accepted Config (logging, connectivity checks). `observers` are extra RunObservers
-    (Slack). `clock` is the wall clock in epoch seconds; the pool keeps its own monotonic clock.
+    (Slack). `clock` is the wall clock in epoch seconds; the pool keeps its own monotonic clock. `heartbeat` is how
+    long a worker may send nothing before it is killed (workers beat every second while alive); None: the pool's
+    `silence_limit()`.
     """
 
     def __init__(self, config: Config, state: MonitorState, metrics: Metrics, *,
@@ -62,7 +64,6 @@ class Supervisor:
         self._readers: list[StartupReader] = []
         self._succeeded_here: set[str] = set()
         self._read_s3_at_start = read_s3_at_start
-        # How long a worker may send nothing (it beats every second while alive); None: silence_limit()
         self.started_at = self._now()
         self.observer = Observers([LogObserver(), MonitoringObserver(state, metrics, clock=clock), *observers])
         self.scheduler = Scheduler(config.strategies, self.started_at, run_on_start=config.run_on_start)
