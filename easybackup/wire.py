@@ -22,6 +22,7 @@ MAX_LINE = 64 * 1024  # bytes of one event line, newline included
 MAX_LOG_LINE = 2 * 1024  # bytes of the `line` field of a `log` event
 EVENT_TYPES = frozenset({
     "started", "db_started", "db_finished", "upload_started", "progress", "retry", "log", "retention", "result",
+    "heartbeat",  # no fields: the worker is alive (sent every second by a thread, whatever the run is doing)
 })
 ENVELOPE_KEYS = ("v", "type", "run_id", "strategy", "database", "seq", "ts")
 

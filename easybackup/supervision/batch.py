@@ -1,7 +1,9 @@
 """Run chosen strategies once through the worker pool and wait for them (`easybackup once`).
 
-Signals only enqueue; the loop dispatches. SIGTERM/SIGINT stop the workers (grace, then kill), abort their
-uploads, and the run ends as terminated.
+Signals only enqueue; the loop dispatches. SIGTERM/SIGINT start nothing new and let the running backups finish
+for up to their `timeout.shutdown_grace`; then they are cancelled (each worker aborts its upload) and killed after
+a short wait. A second SIGTERM/SIGINT cancels at once. The run ends as terminated only if a backup was cancelled
+or never started: one that finished within the grace counts as it ended.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from easybackup.jobspec import new_job
 from easybackup.logs import log
 from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import RunObserver
-from easybackup.supervision.pool import WorkerPool
+from easybackup.supervision.pool import WorkerPool, silence_limit
 from easybackup.supervision.spawn import SpareWorker
 
 POLL_S = 0.5
@@ -25,7 +27,7 @@ POLL_S = 0.5
 @dataclass
 class BatchOutcome:
     results: dict[str, dict] = field(default_factory=dict)  # strategy -> result event fields
-    terminated: bool = False
+    terminated: bool = False  # a signal cancelled a backup or kept one from starting
 
     @property
     def succeeded(self) -> bool:
@@ -45,7 +47,8 @@ class Batch:
         self._aborter = UploadAborter()
         self.pool = WorkerPool(config.max_parallel_strategies, on_event=self._on_event,
                                on_stderr=observer.stderr, on_finished=self._on_finished,
-                               worker_argv=worker_argv, abort_upload=self._aborter, spare=spare)
+                               worker_argv=worker_argv, abort_upload=self._aborter, spare=spare,
+                               heartbeat_timeout=silence_limit())
 
     def _on_event(self, handle, event: dict) -> None:
         if event["type"] == "started":
@@ -54,6 +57,8 @@ class Batch:
 
     def _on_finished(self, handle) -> None:
         self.outcome.results[handle.strategy] = handle.result or {}
+        if handle.stop_reason == "shutdown" and (handle.result or {}).get("status") != "success":
+            self.outcome.terminated = True  # cancelled by a signal, not ended by its own failure
         self.observer.run_finished(handle)
 
     def _enqueue_signal(self, signum, frame) -> None:
@@ -68,7 +73,7 @@ class Batch:
                 self.pool.submit(new_job(strategy, self.config.temp_dir, now))
             while not self.pool.idle:
                 if self._signals:
-                    self._shutdown(self._signals[0])
+                    self._shutdown(self._signals.pop(0))
                     break
                 self.pool.poll(POLL_S)
             self._aborter.join()
@@ -79,12 +84,22 @@ class Batch:
         return self.outcome
 
     def _shutdown(self, signum: int) -> None:
-        grace = max((s.timeout.shutdown_grace for s in self.strategies), default=60.0)
-        log.warning(f"received {signal.Signals(signum).name}: stopping running backups (grace {grace:g} s)")
-        self.outcome.terminated = True
+        running = self.pool.running()
+        grace = max((handle.job.strategy.timeout.shutdown_grace for handle in running), default=0.0)
+        log.warning(f"received {signal.Signals(signum).name}: starting nothing new; {len(running)} running "
+                    f"backup(s) may finish for up to {grace:g} s (timeout.shutdown_grace), then they are cancelled; "
+                    "a second SIGTERM or SIGINT cancels them now")
         started = time.monotonic()
-        dropped = self.pool.stop(grace)
+        dropped = self.pool.stop(on_tick=self._cancel_on_second_signal)
+        if dropped:
+            self.outcome.terminated = True
         for job in dropped:
             self.outcome.results[job.strategy.name] = {"status": "cancelled", "databases": [], "error": {
                 "kind": "cancelled", "message": "not started: stopped by a signal"}}
         log.info(f"stopped in {time.monotonic() - started:.1f} s")
+
+    def _cancel_on_second_signal(self) -> None:
+        if self._signals:
+            signum = self._signals.pop(0)
+            log.warning(f"received {signal.Signals(signum).name} again: cancelling the running backups now")
+            self.pool.cancel_all()

@@ -1,8 +1,10 @@
 """The worker pool: start workers, read their events and stderr without blocking, reap them, stop them.
 
 Modelled on gunicorn's arbiter: exit statuses decoded by cause, only our own children reaped (by PID, never
-`waitpid(-1)`), and a two-step stop (SIGTERM to each worker's process group, a grace period on the monotonic
-clock, then SIGKILL). The pool never blocks on a worker; callers drive it with `poll()`.
+`waitpid(-1)`), and a graceful stop on the monotonic clock: running workers are left alone for their strategy's
+`timeout.shutdown_grace` (a deploy must not throw away the backups in progress), then cancelled (SIGTERM to the
+worker alone: it stops its own children and aborts its upload), and their process groups SIGKILLed after a short
+wait. The pool never blocks on a worker; callers drive it with `poll()`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ from easybackup import exitcodes, wire
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.logs import log
+from easybackup.scheduling.durations import parse_duration
 from easybackup.secrets import mask
 from easybackup.supervision.spawn import SpareWorker, default_worker_argv, spawn_worker
 
 STDERR_TAIL = 25  # last stderr lines kept per worker, attached to a crash
 _READ_SIZE = 64 * 1024
 _KILL_WAIT = 5.0  # seconds to wait for SIGKILLed workers before blocking on them
+# A cancelled worker stops pg_dump and the compressor (2 s at most, worker/backup.py) and aborts its upload (one
+# S3 call, boto3 retrying it briefly): this is its time for that before its whole group is SIGKILLed.
+CANCEL_WAIT_S = 10.0
+# A worker beats a `heartbeat` event every second in every phase (worker/main.py): a minute of silence is a
+# worker that is stopped, frozen or gone without exiting, never one that is merely waiting.
+DEFAULT_SILENCE_LIMIT_S = 60.0
+SILENCE_LIMIT_ENV = "EASYBACKUP_WORKER_SILENCE_LIMIT"
 MALFORMED_LOGGED = 10  # malformed lines logged per worker; a flood of them is counted, not logged line by line
 
 
@@ -47,6 +57,9 @@ class RunHandle:
     events_seen: int = 0
     finished_databases: list = field(default_factory=list)  # db_finished events, for a synthetic result
     stop_reason: str | None = None  # "shutdown" or "heartbeat" once the pool has signalled the worker
+    cancel_at: float | None = None  # pool clock: when a stopping pool cancels it (the end of its grace)
+    kill_at: float | None = None  # pool clock: when a cancelled worker's group is SIGKILLed
+    killed_at: float | None = None  # pool clock: when its group was SIGKILLed
     malformed_lines: int = 0  # lines on stdout that were not a valid event of this run
     first_malformed: str | None = None  # what was wrong with the first of them, for a crash's error
     streams: dict = field(default_factory=dict, repr=False)  # "stdout"/"stderr" -> _Stream while open
@@ -67,6 +80,23 @@ class _Stream:
     name: str  # "stdout" (events) or "stderr" (raw lines)
     fd: int
     reader: wire.LineReader
+
+
+def silence_limit(environ=None) -> float:
+    """Return how long a worker may send nothing before the pool kills it: $EASYBACKUP_WORKER_SILENCE_LIMIT (a
+    duration like `5s`, meant for tests) or 60 s; an unreadable or non-positive value is a warning and the default."""
+    text = (os.environ if environ is None else environ).get(SILENCE_LIMIT_ENV)
+    if not text:
+        return DEFAULT_SILENCE_LIMIT_S
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        log.warning(f"{SILENCE_LIMIT_ENV}: {exc}; using {DEFAULT_SILENCE_LIMIT_S:g} s")
+        return DEFAULT_SILENCE_LIMIT_S
+    if seconds <= 0:
+        log.warning(f"{SILENCE_LIMIT_ENV}: must be above 0; using {DEFAULT_SILENCE_LIMIT_S:g} s")
+        return DEFAULT_SILENCE_LIMIT_S
+    return seconds
 
 
 def describe_exit(returncode: int) -> str:
@@ -91,7 +121,7 @@ class WorkerPool:
     def __init__(self, max_parallel: int, *, on_event: Callable, on_stderr: Callable, on_finished: Callable,
                  worker_argv: list[str] | None = None, abort_upload: Callable | None = None,
                  heartbeat_timeout: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 spare: SpareWorker | None = None):
+                 spare: SpareWorker | None = None, cancel_wait: float = CANCEL_WAIT_S):
         self.max_parallel = max_parallel
         self.on_event = on_event  # (handle, event)
         self.on_stderr = on_stderr  # (handle, line: str)
@@ -99,7 +129,8 @@ class WorkerPool:
         self.abort_upload = abort_upload  # (handle, key, upload_id); the caller runs S3 calls on a thread
         self.worker_argv = list(worker_argv) if worker_argv else default_worker_argv()
         self.spare = spare  # started before the pool (`once`): taken for the first job, dismissed by close()
-        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat_timeout = heartbeat_timeout  # the silence limit; None: never kill a quiet worker
+        self.cancel_wait = cancel_wait
         self.clock = clock
         self._queue: deque[JobSpec] = deque()
         self._running: list[RunHandle] = []
@@ -133,42 +164,81 @@ class WorkerPool:
 
     def poll(self, timeout: float = 0.0) -> None:
         """Run one iteration: start queued jobs, wait up to `timeout` s for output, deliver events and stderr
-        lines, kill silent workers, reap exited ones. Exceptions from the callbacks propagate to the caller."""
+        lines, kill silent workers, cancel or kill stopping ones whose time is up, reap exited ones. Exceptions
+        from the callbacks propagate to the caller."""
         self._start_queued()
         for key, _mask in self._selector.select(self._select_timeout(timeout)):
             if isinstance(key.data, _Stream):
                 self._read(key.data)  # else a worker's pidfd woke us: it has exited and is reaped below
         self._enforce_heartbeat()
+        self._enforce_stop_deadlines()
         for handle in list(self._running):
             if _has_exited(handle.pid):
                 self._finish(handle)
 
-    def stop(self, grace: float, on_tick: Callable[[], None] | None = None) -> list[JobSpec]:
-        """Drop the queue, SIGTERM every worker's group, wait up to `grace` s, SIGKILL the rest, reap all;
-        every handle gets its on_finished. `on_tick` is called between polls while waiting (the supervisor's
-        heartbeat: a long grace period is no stall). Return the jobs dropped from the queue."""
+    def stop(self, grace: float | None = None, on_tick: Callable[[], None] | None = None) -> list[JobSpec]:
+        """Drop the queue and let every running worker finish for up to its strategy's timeout.shutdown_grace
+        (`grace` instead, if given); then cancel it (see `cancel`); reap all, each with its on_finished.
+
+        `on_tick` is called between polls while waiting (the supervisor's health heartbeat, and its signals: a
+        second SIGTERM calls `cancel_all()`). Return the jobs dropped from the queue."""
         tick = on_tick or (lambda: None)
+        dropped = self.drain(grace)
+        while self._running:
+            self.poll(0.1)
+            tick()
+            self._wait_for_unkillable()
+        return dropped
+
+    def drain(self, grace: float | None = None) -> list[JobSpec]:
+        """Drop the queue and give each running worker a deadline: now + its grace (its strategy's
+        timeout.shutdown_grace, or `grace`); `poll()` cancels it then. Return the jobs dropped from the queue."""
         dropped = list(self._queue)
         self._queue.clear()
+        now = self.clock()
         for handle in self._running:
-            handle.stop_reason = "shutdown"
-            self.kill_group(handle, signal.SIGTERM)
-        deadline = self.clock() + grace
-        while self._running and (left := deadline - self.clock()) > 0:
-            self.poll(min(0.1, left))
-            tick()
-        for handle in self._running:
-            log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(
-                f"worker pid {handle.pid} still running after {grace:g} s; killing its process group")
-            self.kill_group(handle, signal.SIGKILL)
-        deadline = self.clock() + _KILL_WAIT
-        while self._running and (left := deadline - self.clock()) > 0:
-            self.poll(min(0.05, left))
-            tick()
-        for handle in list(self._running):  # unkillable for now (uninterruptible I/O): wait for it
-            handle.process.wait()
-            self._finish(handle)
+            allowed = handle.job.strategy.timeout.shutdown_grace if grace is None else grace
+            handle.cancel_at = now + allowed if handle.cancel_at is None else min(handle.cancel_at, now + allowed)
         return dropped
+
+    def cancel_all(self) -> None:
+        """Cancel every running worker now (a second SIGTERM/SIGINT: the grace is over)."""
+        for handle in self._running:
+            self.cancel(handle)
+
+    def cancel(self, handle: RunHandle) -> None:
+        """Given a running worker, SIGTERM it alone: it stops pg_dump and the compressor, aborts its upload and
+        sends its result. Its whole group is SIGKILLed `cancel_wait` s later if it is still there. Idempotent."""
+        if handle.stop_reason is not None:
+            return
+        handle.stop_reason = "shutdown"
+        handle.kill_at = self.clock() + self.cancel_wait
+        with contextlib.suppress(ProcessLookupError):  # it has exited meanwhile: reaped by the next poll
+            os.kill(handle.pid, signal.SIGTERM)
+
+    def _enforce_stop_deadlines(self) -> None:
+        now = self.clock()
+        for handle in self._running:
+            if handle.cancel_at is not None and now >= handle.cancel_at and handle.stop_reason is None:
+                log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(
+                    f"worker pid {handle.pid} still running at the end of its shutdown grace; cancelling it")
+                self.cancel(handle)
+            if handle.kill_at is not None and now >= handle.kill_at:
+                log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(
+                    f"worker pid {handle.pid} still running {self.cancel_wait:g} s after it was cancelled; "
+                    "killing its process group")
+                handle.kill_at = None
+                handle.killed_at = now
+                self.kill_group(handle, signal.SIGKILL)
+
+    def _wait_for_unkillable(self) -> None:
+        """Block on the workers SIGKILLed more than _KILL_WAIT s ago: in uninterruptible I/O, they die when it
+        ends, and nothing else is left to do."""
+        now = self.clock()
+        for handle in list(self._running):
+            if handle.killed_at is not None and now - handle.killed_at > _KILL_WAIT:
+                handle.process.wait()
+                self._finish(handle)
 
     def close(self) -> None:
         """Release the selector, the pidfds of workers never reaped (a callback raised) and a spare worker never
@@ -241,11 +311,14 @@ class WorkerPool:
     # -- reading -----------------------------------------------------------------------------------------
 
     def _select_timeout(self, timeout: float) -> float:
-        watched = [h.last_event_at for h in self._running if h.stop_reason is None]
-        if self.heartbeat_timeout is None or not watched:
+        """Given the caller's timeout, return it cut to the next deadline: a silence limit or a stop deadline."""
+        deadlines = [h.cancel_at for h in self._running if h.cancel_at is not None and h.stop_reason is None]
+        deadlines += [h.kill_at for h in self._running if h.kill_at is not None]
+        if self.heartbeat_timeout is not None:
+            deadlines += [h.last_event_at + self.heartbeat_timeout for h in self._running if h.stop_reason is None]
+        if not deadlines:
             return max(0.0, timeout)
-        next_deadline = min(watched) + self.heartbeat_timeout
-        return max(0.0, min(timeout, next_deadline - self.clock()))
+        return max(0.0, min(timeout, min(deadlines) - self.clock()))
 
     def _read(self, stream: _Stream) -> bool:
         """Given an open stream, read what is there and deliver its lines; return False at EOF or when empty."""
@@ -306,6 +379,8 @@ class WorkerPool:
         handle.events_seen += 1
         handle.last_event_at = self.clock()
         kind = event["type"]
+        if kind == "heartbeat":  # it only proves the worker alive: nothing for the observers
+            return
         if kind == "upload_started":
             handle.announced_upload = (str(event.get("key")), str(event.get("upload_id")))
         elif kind == "db_finished":
@@ -334,6 +409,7 @@ class WorkerPool:
         for handle in self._running:
             if handle.stop_reason is None and now - handle.last_event_at > self.heartbeat_timeout:
                 handle.stop_reason = "heartbeat"
+                handle.killed_at = now
                 log.bind(strategy=handle.strategy, run_id=handle.run_id).error(
                     f"worker pid {handle.pid} sent no event for {self.heartbeat_timeout:g} s; killing its group")
                 self.kill_group(handle, signal.SIGKILL)

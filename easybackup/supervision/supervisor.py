@@ -4,8 +4,10 @@ Modelled on gunicorn's arbiter: signal handlers only append the signal to a list
 name (`handle_term`, `handle_int`, `handle_hup`). Each tick (about a second, never blocking on anything but the
 pool's bounded select) it dispatches signals, applies what the start-up S3 reader found, submits the due
 strategies to the pool (the same `WorkerPool` that `once` drives), polls the pool, beats the health heartbeat and
-publishes the next runs. Stopping is two steps on the monotonic clock, done by the pool: SIGTERM to each
-worker's group, `timeout.shutdown_grace`, SIGKILL; the uploads of killed workers are aborted.
+publishes the next runs. SIGTERM/SIGINT stop scheduling; the running backups may then finish for up to their
+`timeout.shutdown_grace` (the loop keeps reading their events and beating health meanwhile); only then does the
+pool cancel them (the worker aborts its upload) and kill what is left after a short wait. A second SIGTERM/SIGINT
+cancels at once. The uploads of killed workers are aborted.
 """
 
 from __future__ import annotations
@@ -25,23 +27,12 @@ from easybackup.monitoring.observer import MonitoringObserver
 from easybackup.monitoring.state import MonitorState
 from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import LogObserver, Observers, RunObserver
-from easybackup.supervision.pool import WorkerPool
+from easybackup.supervision.pool import WorkerPool, silence_limit
 from easybackup.supervision.scheduler import Due, Scheduler
 from easybackup.supervision.startup import Restored, StartupReader
 
 TICK_S = 1.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# A worker emits progress about once a second while it streams, but nothing while it sleeps between attempts or
-# while the pool waits on the store; the worker's own watchdog enforces timeout.upload. The heartbeat only
-# catches a worker that hangs as a whole, so it waits longer than any quiet spell a healthy worker has.
-MIN_HEARTBEAT_S = 300.0
-HEARTBEAT_MARGIN_S = 60.0
-
-
-def heartbeat_timeout(strategies: Iterable[Strategy]) -> float:
-    """Given the strategies, return how long a worker may stay silent before the pool kills it."""
-    quiet = max((s.timeout.upload + s.retry.max_delay for s in strategies), default=0.0)
-    return max(MIN_HEARTBEAT_S, quiet + HEARTBEAT_MARGIN_S)
 
 
 class Supervisor:
@@ -49,7 +40,9 @@ class Supervisor:
 
     `reload_config` (no arguments, returns a new Config or raises ConfigError) serves SIGHUP; `on_reload`
     callbacks get each accepted Config (logging, connectivity checks). `observers` are extra RunObservers
-    (Slack). `clock` is the wall clock in epoch seconds; the pool keeps its own monotonic clock.
+    (Slack). `clock` is the wall clock in epoch seconds; the pool keeps its own monotonic clock. `heartbeat` is how
+    long a worker may send nothing before it is killed (workers beat every second while alive); None: the pool's
+    `silence_limit()`.
     """
 
     def __init__(self, config: Config, state: MonitorState, metrics: Metrics, *,
@@ -71,7 +64,6 @@ class Supervisor:
         self._readers: list[StartupReader] = []
         self._succeeded_here: set[str] = set()
         self._read_s3_at_start = read_s3_at_start
-        self._heartbeat = heartbeat  # None: derived from the strategies, again on each reload
         self.started_at = self._now()
         self.observer = Observers([LogObserver(), MonitoringObserver(state, metrics, clock=clock), *observers])
         self.scheduler = Scheduler(config.strategies, self.started_at, run_on_start=config.run_on_start)
@@ -79,7 +71,7 @@ class Supervisor:
         self.pool = WorkerPool(config.max_parallel_strategies, on_event=self._on_event,
                                on_stderr=self.observer.stderr, on_finished=self._on_finished,
                                worker_argv=worker_argv, abort_upload=self.aborter,
-                               heartbeat_timeout=heartbeat or heartbeat_timeout(config.strategies))
+                               heartbeat_timeout=heartbeat or silence_limit())
         metrics.declare_strategies(config.strategies)
 
     def _now(self) -> datetime:
@@ -103,20 +95,31 @@ class Supervisor:
         self._signals.append(signum)
 
     def _dispatch_signals(self) -> None:
-        while self._signals and not self._stopping:
+        while self._signals:
             signum = self._signals.pop(0)
             name = signal.Signals(signum).name
             getattr(self, f"handle_{name[3:].lower()}")()
 
     def handle_term(self) -> None:
-        log.warning("received SIGTERM: stopping")
-        self._stopping = True
+        self._stop_or_cancel("SIGTERM")
 
     def handle_int(self) -> None:
-        log.warning("received SIGINT: stopping")
-        self._stopping = True
+        self._stop_or_cancel("SIGINT")
+
+    def _stop_or_cancel(self, name: str) -> None:
+        """The first SIGTERM/SIGINT stops scheduling (running backups get their grace); a second cancels them."""
+        if not self._stopping:
+            log.warning(f"received {name}: stopping")
+            self._stopping = True
+            return
+        running = self.pool.running()
+        log.warning(f"received {name} again: cancelling {len(running)} running backup(s) now")
+        self.pool.cancel_all()
 
     def handle_hup(self) -> None:
+        if self._stopping:
+            log.info("received SIGHUP while stopping: ignored")
+            return
         log.info("received SIGHUP: reloading the configuration")
         self.reload()
 
@@ -154,7 +157,7 @@ class Supervisor:
     def step(self) -> None:
         """Run one tick of the loop: signals, S3 answers, due runs, the pool, heartbeat, next runs."""
         self._dispatch_signals()
-        if self._stopping:
+        if self._stopping:  # a SIGTERM: no new runs; _shutdown() lets the running ones finish
             return
         self._apply_restored()
         now = self._now()
@@ -240,7 +243,6 @@ class Supervisor:
         self.state.replace_strategies(config.strategies)
         self.metrics.declare_strategies(config.strategies)
         self.pool.max_parallel = config.max_parallel_strategies
-        self.pool.heartbeat_timeout = self._heartbeat or heartbeat_timeout(config.strategies)
         self._published = {name: when for name, when in self._published.items()
                            if name in {s.name for s in config.strategies}}
         self._publish_next_runs()
@@ -257,15 +259,21 @@ class Supervisor:
     # -- shutdown ----------------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        self._stopping = True  # also when the loop failed: a SIGTERM from now on cancels the running backups
         running = self.pool.running()
-        strategies = [*self.config.strategies, *(h.job.strategy for h in running)]
-        grace = max((s.timeout.shutdown_grace for s in strategies), default=60.0)
         started = time.monotonic()
         if running:
-            log.warning(f"stopping {len(running)} running backup(s): waiting up to {grace:g} s "
-                        "(timeout.shutdown_grace), then killing them")
-        # Beating while we wait: a long grace period (or a slow S3 for the aborts) is no stall for health.
-        for job in self.pool.stop(grace, on_tick=self.state.loop_heartbeat):
+            grace = max(handle.job.strategy.timeout.shutdown_grace for handle in running)
+            log.warning(f"stopping: {len(running)} running backup(s) may finish for up to {grace:g} s "
+                        "(timeout.shutdown_grace), then they are cancelled; a second SIGTERM or SIGINT cancels "
+                        "them now")
+
+        def tick() -> None:
+            # Beating while we wait: a long grace period (or a slow S3 for the aborts) is no stall for health.
+            self.state.loop_heartbeat()
+            self._dispatch_signals()  # a second SIGTERM/SIGINT cancels the running backups
+
+        for job in self.pool.stop(on_tick=tick):
             log.bind(strategy=job.strategy.name, run_id=job.run_id).info("queued run dropped at shutdown")
         self.aborter.join(on_tick=self.state.loop_heartbeat)
         log.info(f"supervisor stopped in {time.monotonic() - started:.1f} s")

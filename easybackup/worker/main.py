@@ -35,6 +35,9 @@ from easybackup.worker.sources.postgres_globals import backup_globals_once, glob
 
 
 RETENTION_MODULE = "easybackup.catalogue.retention"
+# The supervisor kills a worker that sends nothing for its silence limit (60 s by default): a pg_dump waiting on a
+# lock, a long verification, the manifest and retention send nothing themselves, so a thread beats for them all.
+HEARTBEAT_S = 1.0
 BOTO3_MODULE = "boto3"  # ~0.2 s to import; the S3 client is built from it on a thread (s3.BackgroundClient)
 
 
@@ -60,6 +63,35 @@ class OrphanGuard:
         except (BrokenPipeError, ValueError, OSError):
             self.orphaned = True
             self._cancel.set()
+
+
+class Heartbeat:
+    """Given the event callback, send a `heartbeat` event every `interval` s on a thread until `stop()`.
+
+    It proves the process alive and running (not stopped, frozen or gone), in every phase; a phase that hangs
+    inside a live worker is bounded by the attempt's own watchdog (timeout.backup, timeout.upload)."""
+
+    def __init__(self, emit, interval: float = HEARTBEAT_S):
+        self._emit = emit
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating and wait for the thread: the `result` event must be the last one."""
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._interval):
+            self._emit("heartbeat")
 
 
 def _read_job() -> JobSpec | None:
@@ -183,7 +215,8 @@ def main() -> int:
     emit = OrphanGuard(EventWriter(events, job.run_id, job.strategy.name), cancel)
     _route_logs_to_events(emit)
     try:
-        result = run_job(job, emit, cancel)
+        with Heartbeat(emit):
+            result = run_job(job, emit, cancel)
     except EasybackupError as error:  # before any database: an unsafe temp_dir, say
         emit("result", status="failed", duration_s=None, databases=[], error=error.to_dict())
         return exitcodes.WORKER_FAILED

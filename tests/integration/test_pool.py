@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -312,12 +313,23 @@ def test_a_silent_worker_is_killed_after_the_heartbeat_timeout(rec):
     assert "killed by signal 9" in error["detail"]
 
 
-def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace(rec):
+def test_a_worker_that_beats_its_heartbeat_outlives_the_silence_limit_and_the_observers_never_see_the_beats(rec):
+    beats = [{"emit": "heartbeat"}, {"sleep": 0.2}] * 10  # 2 s of nothing but heartbeats, the limit is 0.5 s
+    rec.plan("waiting", [{"emit": "started", "pid": 0, "databases": []}, *beats,
+                         {"emit": "result", "status": "success"}])
+    pool = rec.pool(heartbeat_timeout=0.5)
+    pool.submit(_job("waiting"))
+    run_until_idle(pool)
+    assert rec.result_of("waiting")["status"] == "success"
+    assert [e["type"] for _s, e in rec.events] == ["started", "result"]
+
+
+def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_after_the_grace_and_the_cancel_wait(rec):
     rec.plan("stubborn", [{"ignore_sigterm": True}, {"spawn_sleep": 60},
                           {"emit": "upload_started", "database": "app", "key": "k", "upload_id": "U9"},
                           {"sleep": 60}])
     rec.plan("queued", [])
-    pool = rec.pool(max_parallel=1)
+    pool = rec.pool(max_parallel=1, cancel_wait=0.5)
     pool.submit(_job("stubborn"))
     pool.submit(_job("queued"))
     wait_for(lambda: any(e["type"] == "upload_started" for _s, e in rec.events), pool)
@@ -325,7 +337,7 @@ def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace
     assert _is_alive(child_pid)
     started = time.monotonic()
     dropped = pool.stop(grace=1.0)
-    assert time.monotonic() - started < 2.0
+    assert 1.5 <= time.monotonic() - started < 2.5, "the grace (1 s), then the cancel wait (0.5 s), then SIGKILL"
     assert [job.strategy.name for job in dropped] == ["queued"]
     (handle,) = rec.finished
     assert handle.result["error"]["kind"] == "cancelled"
@@ -338,16 +350,56 @@ def test_stop_kills_a_worker_that_ignores_sigterm_and_its_child_within_the_grace
     assert pool.idle
 
 
-def test_stop_lets_a_worker_that_obeys_sigterm_exit_within_the_grace(rec):
+def test_stop_lets_a_running_worker_finish_within_its_grace_without_signalling_it(rec):
+    rec.plan("finishing", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 1.0},
+                           {"emit": "result", "status": "success"}])
+    pool = rec.pool()
+    pool.submit(_job("finishing"))
+    wait_for(lambda: rec.events, pool)
+    started = time.monotonic()
+    pool.stop(grace=30.0)
+    assert time.monotonic() - started < 5.0, "stopped as soon as the worker finished, not at the end of the grace"
+    (handle,) = rec.finished
+    assert handle.result["status"] == "success" and handle.exit_code == 0, "never signalled"
+
+
+def test_stop_cancels_a_worker_still_running_at_the_end_of_its_grace_with_sigterm(rec):
     rec.plan("polite", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
     pool = rec.pool()
     pool.submit(_job("polite"))
     wait_for(lambda: rec.events, pool)
     started = time.monotonic()
-    pool.stop(grace=5.0)
-    assert time.monotonic() - started < 2.0
+    pool.stop(grace=1.0)
+    assert 1.0 <= time.monotonic() - started < 3.0
     error = rec.result_of("polite")["error"]
     assert error["kind"] == "cancelled" and "killed by signal 15 (SIGTERM)" in error["message"]
+
+
+def test_a_second_signal_while_stopping_cancels_the_workers_at_once(rec):
+    rec.plan("polite", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
+    pool = rec.pool()
+    pool.submit(_job("polite"))
+    wait_for(lambda: rec.events, pool)
+    started = time.monotonic()
+    pool.stop(grace=60.0, on_tick=pool.cancel_all)  # the caller's tick sees the second SIGTERM at once
+    assert time.monotonic() - started < 3.0, "cancelled at once, not after the 60 s grace"
+    error = rec.result_of("polite")["error"]
+    assert error["kind"] == "cancelled" and "killed by signal 15 (SIGTERM)" in error["message"]
+
+
+def test_each_worker_gets_its_own_strategys_shutdown_grace(rec):
+    for name in ("short", "long"):
+        rec.plan(name, [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 3.0},
+                        {"emit": "result", "status": "success"}])
+    pool = rec.pool()
+    for name, grace in (("short", 0.5), ("long", 30.0)):
+        job = _job(name)
+        strategy = replace(job.strategy, timeout=replace(job.strategy.timeout, shutdown_grace=grace))
+        pool.submit(replace(job, strategy=strategy))
+    wait_for(lambda: len(rec.events) == 2, pool)
+    pool.stop()
+    assert rec.result_of("short")["error"]["kind"] == "cancelled"
+    assert rec.result_of("long")["status"] == "success"
 
 
 def test_a_worker_that_cannot_be_started_is_reported_as_failed(rec):
@@ -378,34 +430,42 @@ def test_a_crashed_workers_leftover_child_is_killed_and_does_not_hold_up_the_poo
 
 def test_stopping_calls_on_tick_while_it_waits_for_a_worker_that_ignores_sigterm(rec):
     rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
-    pool = rec.pool()
+    pool = rec.pool(cancel_wait=0.5)
     pool.submit(_job("stubborn"))
     wait_for(lambda: any(handle.events_seen for handle in pool.running()), pool)
     ticks: list[float] = []
     started = time.monotonic()
     pool.stop(1.5, on_tick=lambda: ticks.append(time.monotonic()))
-    assert time.monotonic() - started >= 1.5, "the worker ignored SIGTERM: the whole grace was waited"
+    assert time.monotonic() - started >= 2.0, "the worker ignored SIGTERM: the whole grace and cancel wait passed"
     assert len(ticks) >= 10 and max(b - a for a, b in zip([started, *ticks], ticks, strict=False)) < 0.5
     (handle,) = rec.finished
     assert handle.exit_code == -signal.SIGKILL
 
 
-def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_workers(rec, tmp_path):
+def _supervisor_of_fake_workers(rec, tmp_path, name: str, grace: str, stall_after: float = 30.0):
+    """Return a Supervisor whose workers are the fake worker, with one strategy `name`, its job already running."""
     from easybackup.config import load_config
     from easybackup.monitoring.metrics import Metrics
     from easybackup.monitoring.state import MonitorState
     from easybackup.supervision.supervisor import Supervisor
     from tests.harness.configs import write_config
 
-    rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
     config = load_config(write_config(tmp_path, bucket="unused-bucket", endpoint="http://127.0.0.1:9", strategies=[
-        {"name": "stubborn", "database_url": "postgres://u@127.0.0.1:9/db"}],
-        timeout={"backup": "5m", "upload": "1m", "shutdown_grace": "2s"}))
-    state = MonitorState(config.strategies, stall_after=0.5)  # the loop beats ~1/s; stuck after 0.5 s here
-    supervisor = Supervisor(config, state, Metrics(), worker_argv=[sys.executable, FAKE_WORKER, str(rec.plan_dir)],
-                            read_s3_at_start=False)
+        {"name": name, "database_url": "postgres://u@127.0.0.1:9/db"}],
+        timeout={"backup": "5m", "upload": "1m", "shutdown_grace": grace}))
+    supervisor = Supervisor(config, MonitorState(config.strategies, stall_after=stall_after), Metrics(),
+                            worker_argv=[sys.executable, FAKE_WORKER, str(rec.plan_dir)], read_s3_at_start=False)
     supervisor.pool.submit(new_job(config.strategies[0], config.temp_dir, datetime.now(timezone.utc)))
     wait_for(lambda: any(handle.events_seen for handle in supervisor.pool.running()), supervisor.pool)
+    return supervisor
+
+
+def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_workers(rec, tmp_path):
+    rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
+    # The loop beats ~1/s; stuck after 0.5 s here.
+    supervisor = _supervisor_of_fake_workers(rec, tmp_path, "stubborn", "2s", stall_after=0.5)
+    state = supervisor.state
+    supervisor.pool.cancel_wait = 0.5  # it ignores SIGTERM: killed 0.5 s after its grace
     statuses: list[str] = []
     sampling = True
 
@@ -426,3 +486,35 @@ def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_worker
         supervisor.pool.close()
     assert time.monotonic() - started >= 2.0
     assert len(statuses) >= 20 and "unhealthy" not in statuses, statuses
+
+
+def test_sigint_stops_the_supervisor_as_sigterm_does_and_a_second_one_cancels_at_once(rec, tmp_path):
+    rec.plan("long", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 60}])
+    supervisor = _supervisor_of_fake_workers(rec, tmp_path, "long", "30s")
+    finished, report = [], supervisor.pool.on_finished
+    supervisor.pool.on_finished = lambda handle: (finished.append(handle), report(handle))
+    supervisor._enqueue_signal(signal.SIGINT, None)  # what the handler does; the loop dispatches it
+    supervisor.step()
+    assert supervisor._stopping and supervisor.pool.running(), "stopping, but the running backup goes on"
+    for delay, signum in ((0.3, signal.SIGHUP), (0.6, signal.SIGINT)):  # a reload is ignored while stopping
+        threading.Timer(delay, supervisor._enqueue_signal, (signum, None)).start()
+    started = time.monotonic()
+    try:
+        supervisor._shutdown()
+    finally:
+        supervisor.pool.close()
+    assert 0.6 <= time.monotonic() - started < 3.0, "cancelled by the second SIGINT, not after the 30 s grace"
+    (handle,) = finished
+    assert handle.result["error"]["kind"] == "cancelled" and handle.exit_code == -signal.SIGTERM
+
+
+def test_the_silence_limit_is_60_s_unless_the_environment_sets_a_valid_duration(warnings):
+    from easybackup.supervision.pool import silence_limit
+
+    assert silence_limit({}) == 60.0
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "5s"}) == 5.0
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "2m"}) == 120.0
+    assert warnings == []
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "soon"}) == 60.0
+    assert silence_limit({"EASYBACKUP_WORKER_SILENCE_LIMIT": "0s"}) == 60.0
+    assert [r["message"].split(":")[0] for r in warnings] == ["EASYBACKUP_WORKER_SILENCE_LIMIT"] * 2

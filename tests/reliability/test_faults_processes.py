@@ -128,13 +128,13 @@ def test_a_worker_killed_under_once_is_reported_crashed_its_upload_aborted_and_n
 
 def test_sigterm_during_the_upload_under_once_exits_143_and_leaves_nothing(pg, small_db, moto, bucket, tmp_path,
                                                                          slack, throttled, start_once):
-    config = streaming_config(tmp_path, pg, throttled, moto, bucket, slack, timeout={"shutdown_grace": "10s"})
+    config = streaming_config(tmp_path, pg, throttled, moto, bucket, slack, timeout={"shutdown_grace": "1s"})
     run = start_once(config)
     _worker, group = wait_streaming(run.pid, throttled, moto, bucket)
     started = time.monotonic()
     run.process.send_signal(signal.SIGTERM)
     assert run.wait(30) == 143, run.output()
-    assert time.monotonic() - started < 10, "the worker should stop at once, not after the grace period"
+    assert 1 <= time.monotonic() - started < 1 + 10, "the backup gets its grace, then stops promptly"
     assert summary_line(run.stdout)[2] == "cancelled", run.output()
     assert alive(group) == []
     assert_slack_failed(slack, "cancelled")
