@@ -185,8 +185,8 @@ class Notifier:
         if not settings:
             return "disabled"
         problems = self._problems(settings)
-        for problem in problems:
-            log.warning(f"Slack check: {problem}")
+        for problem in problems:  # asked every connectivity interval: the same problem is one warning
+            self.failures.warning(f"check: {problem}", f"Slack check: {problem}")
         return "error" if problems else "ok"
 
     # -- the thread ------------------------------------------------------------------------------------------
