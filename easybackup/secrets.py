@@ -2,7 +2,7 @@
 
 Two rules, so that masking never mangles what it does not hide (README, "Logging"):
 - Where a secret stands, it is masked whatever it is: a URL's user-info password, the value of a secret-named
-  field (`password=`, `PGPASSWORD=`, `"secret_key": "…"`, `bot_token: …`), the argument after a secret-named
+  field or variable (`password=`, `PGPASSWORD=`, `"secret_key": "…"`), the argument after a secret-named
   option (`--password VALUE`), an authorization header's value, and anything shaped like a Slack token.
 - A registered secret (the config's passwords, keys and tokens) is also masked anywhere else, but only as a
   whole token: never inside an S3 key, a path or a word (`db-backups/…` stays whole when the password is
@@ -57,7 +57,7 @@ _AFTER = rf"(?![{_GLUE}]|\.[{_GLUE}.])"
 
 _lock = threading.Lock()
 _known: set[str] = set()
-_pattern: re.Pattern | None = None  # the registered secrets masked as tokens; rebuilt when one is registered
+_pattern: re.Pattern | None = None  # the registered secrets masked as tokens; rebuilt when the set changed
 _pattern_of: frozenset[str] = frozenset()
 
 
