@@ -55,10 +55,11 @@ def short_secret_warnings(config: Config) -> list[str]:
     for strategy, what, value in config_secrets(config):
         if too_short_to_mask(value) and strategy not in users.setdefault((what, value), []):
             users[(what, value)].append(strategy)
-    return [f"{'strategy' if len(names) == 1 else 'strategies'} {', '.join(names)}: {what} is shorter than "
-            f"{MIN_MASKABLE} characters, too short to be masked safely: it is masked only where it stands (a "
-            f"URL's password, secret fields and options, headers), never in log text, where it would hide "
-            f"ordinary words and give itself away; use a longer one" for (what, _value), names in users.items()]
+    warnings = [f"{'strategy' if len(names) == 1 else 'strategies'} {', '.join(names)}: {what} is shorter than "
+                f"{MIN_MASKABLE} characters, too short to be masked safely: it is masked only where it stands (a "
+                f"URL's password, secret fields and options, headers), never in log text, where it would hide "
+                f"ordinary words and give itself away; use a longer one" for (what, _value), names in users.items()]
+    return list(dict.fromkeys(warnings))  # a URL's password written %-encoded and decoded: one warning
 
 
 def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
