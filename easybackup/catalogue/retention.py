@@ -97,10 +97,11 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
     deleted = tuple(b.key for b in delete if b.key not in failed and manifest_key(b.key) not in failed)
     kept = len(backups) - len(deleted)
-    bound.info("retention: deleted {} backup(s), kept {}{}", len(deleted), kept,
-               f", {len(errors)} object(s) not deleted" if errors else "")
-    if emit is not None:
-        emit("retention", deleted=len(deleted), kept=kept)
+    if emit is not None:  # the caller logs the event (a worker's supervisor): one line, not two
+        emit("retention", deleted=len(deleted), kept=kept, **({"not_deleted": len(errors)} if errors else {}))
+    else:
+        bound.info("retention: deleted {} backup(s), kept {}{}", len(deleted), kept,
+                   f", {len(errors)} object(s) not deleted" if errors else "")
     return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors))
 
 

@@ -102,7 +102,7 @@ def _run_command(argv: list[str], spare) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
     except EasybackupError as exc:
-        log.error(str(exc))
+        log.bind(error_kind=exc.kind).error(str(exc))
         return exitcodes.FAILED
     except KeyboardInterrupt:
         return 130

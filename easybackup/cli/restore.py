@@ -27,7 +27,7 @@ from easybackup.cli.list import load
 from easybackup.config.model import Config, DatabaseTarget, Strategy
 from easybackup.errors import UsageError
 from easybackup.humanize import format_bytes, format_rate
-from easybackup.logs import log
+from easybackup.logs import Console, console, log
 from easybackup.scheduling.durations import format_duration
 from easybackup.secrets import mask_url, register_secret
 from easybackup.storage.manifest import Manifest
@@ -189,8 +189,8 @@ class ProgressLine:
     """A one-line progress display (bytes, rate, ETA) on a terminal; silent when stderr is not a terminal."""
 
     def __init__(self, total: int | None, stream=None, interval: float = 0.5):
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
+        self.console = Console(stream) if stream is not None else console()  # shared with the log lines
+        self.enabled = self.console.is_terminal
         self.total = total
         self.interval = interval
         self.started = time.monotonic()
@@ -209,12 +209,10 @@ class ProgressLine:
             eta = (self.total - done) / rate if rate > 0 else None
             text += f" / {format_bytes(self.total)} ({100 * done / self.total:.0f}%)"
             text += f"  ETA {format_duration(eta)}" if eta is not None else ""
-        self.stream.write(f"\r{text}  {format_rate(rate)}\033[K")
-        self.stream.flush()
+        self.console.show(f"{text}  {format_rate(rate)}")
         self._shown = True
 
     def clear(self) -> None:
         if self._shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+            self.console.clear()
             self._shown = False

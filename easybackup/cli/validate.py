@@ -7,11 +7,12 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from easybackup import exitcodes
-from easybackup.config.loader import load_config
+from easybackup.config.loader import config_secrets, load_config
 from easybackup.config.model import Config, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.scheduling import format_duration, next_run
-from easybackup.secrets import mask, mask_url
+from easybackup.logs import log
+from easybackup.secrets import MIN_MASKABLE, mask, mask_url, too_short_to_mask
 from easybackup.storage.layout import strategy_prefix
 from easybackup.worker.routes import describe_route
 
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     count = len(config.strategies)
     print(f"{args.config}: valid, {count} {'strategy' if count == 1 else 'strategies'}")
+    for warning in short_secret_warnings(config):
+        log.warning(warning)
     for strategy in config.strategies:
         print()
         print("\n".join(strategy_table(strategy, now)))
@@ -43,6 +46,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"connectivity check failed: {', '.join(failed)}")
         return exitcodes.FAILED
     return exitcodes.OK
+
+
+def short_secret_warnings(config: Config) -> list[str]:
+    """Given a Config, return one warning per secret too short to be masked in free text (secrets.py), naming
+    the strategies that use it and where it is set — never the secret."""
+    users: dict[tuple[str, str], list[str]] = {}
+    for strategy, what, value in config_secrets(config):
+        if too_short_to_mask(value) and strategy not in users.setdefault((what, value), []):
+            users[(what, value)].append(strategy)
+    warnings = [f"{'strategy' if len(names) == 1 else 'strategies'} {', '.join(names)}: {what} is shorter than "
+                f"{MIN_MASKABLE} characters, too short to be masked safely: it is masked only where it stands (a "
+                f"URL's password, secret fields and options, headers), never in log text, where it would hide "
+                f"ordinary words and give itself away; use a longer one" for (what, _value), names in users.items()]
+    return list(dict.fromkeys(warnings))  # a URL's password written %-encoded and decoded: one warning
 
 
 def strategy_table(strategy: Strategy, now: datetime) -> list[str]:

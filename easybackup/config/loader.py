@@ -178,15 +178,25 @@ def _in_document_order(problems: list[str]) -> list[str]:
 
 def register_config_secrets(config: Config) -> None:
     """Given a Config, register every password, key and token in it so logs and messages mask them."""
+    for _strategy, _what, value in config_secrets(config):
+        register_secret(value)
+
+
+def config_secrets(config: Config) -> list[tuple[str, str, str]]:
+    """Given a Config, return (strategy name, what, value) for every password, key and token in it; a URL's
+    password both as written and percent-decoded."""
+    found = []
     for strategy in config.strategies:
-        for value in (strategy.slack.bot_token, strategy.s3.access_key, strategy.s3.secret_key,
-                      strategy.s3.session_token):
-            register_secret(value)
-        urls = [target.url for target in strategy.databases] + ([strategy.proxy.url] if strategy.proxy else [])
-        for url in urls:
+        for what in ("slack.bot_token", "s3.credentials.access_key", "s3.credentials.secret_key",
+                     "s3.credentials.session_token"):
+            section, key = what.split(".")[0], what.rsplit(".", 1)[1]
+            found.append((strategy.name, what, getattr(getattr(strategy, section), key)))
+        urls = [(f"the password in database {t.name}'s URL", t.url) for t in strategy.databases]
+        urls += [("the password in proxy.url", strategy.proxy.url)] if strategy.proxy else []
+        for what, url in urls:
             password = _url_password(url)
-            register_secret(password)
-            register_secret(unquote(password) if password else None)
+            found += [(strategy.name, what, password), (strategy.name, what, unquote(password) if password else None)]
+    return [(name, what, value) for name, what, value in found if value]
 
 
 def _url_password(url: str) -> str | None:

@@ -25,6 +25,7 @@ from easybackup.notifications import messages
 from easybackup.notifications.slack_api import (
     DEFAULT_DEADLINE_S,
     DEFAULT_TIMEOUT_S,
+    FailureLog,
     SlackApi,
     SlackError,
     SlackUnavailable,
@@ -95,6 +96,7 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._check_at_start = False
         self._api_factory = api_factory or self._new_api
+        self.failures = FailureLog()  # shared by every client: a failure repeated by each message is logged once
 
     # -- what callers use ------------------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ class Notifier:
 
     def _new_api(self, slack: SlackSettings) -> SlackApi:
         return SlackApi(slack.bot_token or "", slack.api_url, timeout=self.timeout, deadline=self.deadline,
-                        on_error=self.on_error, clock=self.clock, wait=self._abort.wait)
+                        on_error=self.on_error, clock=self.clock, wait=self._abort.wait, failures=self.failures)
 
     def post_parent(self, slack: SlackSettings, strategy: str, body: dict) -> ThreadRef:
         """Given a strategy's settings and the parent message, queue it; return the ref its replies name."""
@@ -183,8 +185,8 @@ class Notifier:
         if not settings:
             return "disabled"
         problems = self._problems(settings)
-        for problem in problems:
-            log.warning(f"Slack check: {problem}")
+        for problem in problems:  # asked every connectivity interval: the same problem is one warning
+            self.failures.warning(f"check: {problem}", f"Slack check: {problem}")
         return "error" if problems else "ok"
 
     # -- the thread ------------------------------------------------------------------------------------------
@@ -247,6 +249,7 @@ class Notifier:
             return
         with self._cond:
             self.stats.sent += 1
+        self.failures.reset()  # Slack is back: its next failure is news again
         if item.kind == PARENT and item.thread is not None:
             item.thread.ts = str(answer.get("ts") or "") or None
             item.thread.failed = item.thread.ts is None

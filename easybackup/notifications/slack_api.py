@@ -61,15 +61,43 @@ class SlackUnavailable(EasybackupError):
         self.retry_after = retry_after
 
 
+class FailureLog:
+    """Logs each distinct Slack failure as a warning once; the same failure again (every message of a run fails
+    alike when the channel is wrong) goes to debug, until `reset()` — a message got through, Slack is back."""
+
+    def __init__(self):
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, text: str, kind: str | None = None) -> None:
+        """Given what identifies a failure (without counts that vary), its full line and its error kind, log the
+        line once."""
+        with self._lock:
+            first = key not in self._logged
+            self._logged.add(key)
+        bound = log.bind(event="slack", error_kind=kind)
+        if first:
+            bound.warning(text)
+        else:
+            bound.debug(f"{text} (again; logged once until a message gets through)")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._logged.clear()
+
+
 class SlackApi:
     """Given a bot token, the API base URL, a per-call timeout, a retry deadline and an `on_error(kind)` callback
     (called once per call that finally failed, with `error_kind()`), call Slack Web API methods. `clock` and
-    `wait(seconds) -> bool` (True: stop waiting, give up) are injectable for tests."""
+    `wait(seconds) -> bool` (True: stop waiting, give up) are injectable for tests; `failures` (a FailureLog,
+    shared by a notifier's clients) logs a repeated failure once."""
 
     def __init__(self, token: str, base_url: str = "https://slack.com/api", timeout: float = DEFAULT_TIMEOUT_S,
                  deadline: float = DEFAULT_DEADLINE_S, on_error: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, wait: Callable[[float], bool] | None = None):
+                 clock: Callable[[], float] = time.monotonic, wait: Callable[[float], bool] | None = None,
+                 failures: FailureLog | None = None):
         self._token = token
+        self.failures = failures or FailureLog()
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.deadline = deadline
@@ -122,7 +150,7 @@ class SlackApi:
     def _failed(self, error: SlackError | SlackUnavailable, why: str = "") -> None:
         suffix = f" — {why}" if why else ""
         hint = f" (hint: {error.hint})" if error.hint else ""
-        log.warning(f"{error.message}{suffix}{hint}")
+        self.failures.warning(f"{error.message}{hint}", f"{error.message}{suffix}{hint}", error.kind)
         if self.on_error is not None:
             self.on_error(error_kind(error))
 

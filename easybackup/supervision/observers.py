@@ -3,11 +3,10 @@ metrics and health. An observer's failure is logged and never changes a backup's
 
 from __future__ import annotations
 
-import sys
 import time
 
 from easybackup.humanize import format_bytes, format_rate
-from easybackup.logs import log
+from easybackup.logs import Console, console, log
 
 _LOG_LEVELS = {"trace": "TRACE", "debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR",
                "critical": "CRITICAL"}
@@ -59,8 +58,9 @@ class LogObserver(RunObserver):
     name = "log"
 
     def event(self, handle, event: dict) -> None:
-        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)
         kind, db = event["type"], event.get("database")
+        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id, database=db, event=kind,
+                          error_kind=event.get("kind") if kind == "retry" else None)
         where = f"{db}: " if db else ""
         if kind == "log":
             level = _LOG_LEVELS.get(str(event.get("level", "info")).lower(), "INFO")
@@ -79,7 +79,8 @@ class LogObserver(RunObserver):
         elif kind == "db_finished":
             self._db_finished(logger, where, event)
         elif kind == "retention":
-            logger.info(f"retention: deleted {event.get('deleted')}, kept {event.get('kept')}")
+            not_deleted = f", {event['not_deleted']} object(s) not deleted" if event.get("not_deleted") else ""
+            logger.info(f"retention: deleted {event.get('deleted')} backup(s), kept {event.get('kept')}{not_deleted}")
 
     @staticmethod
     def _db_finished(logger, where: str, event: dict) -> None:
@@ -89,30 +90,33 @@ class LogObserver(RunObserver):
             return
         error = event.get("error") or {}
         hint = f" (hint: {error['hint']})" if error.get("hint") else ""
-        logger.error(f"{where}backup {event.get('status')}: [{error.get('kind')}] {error.get('message')}"
-                     f"{': ' + error['detail'] if error.get('detail') else ''}{hint}")
+        detail = f": {error['detail']}" if error.get("detail") else ""
+        logger.bind(error_kind=error.get("kind")).error(
+            f"{where}backup {event.get('status')}: [{error.get('kind')}] {error.get('message')}{detail}{hint}")
 
     def stderr(self, handle, line: str) -> None:
-        log.bind(strategy=handle.strategy, run_id=handle.run_id).warning(f"worker stderr: {line}")
+        log.bind(strategy=handle.strategy, run_id=handle.run_id, event="stderr").warning(f"worker stderr: {line}")
 
     def run_finished(self, handle) -> None:
         result = handle.result or {}
-        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)
+        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id, event="result")
         if result.get("status") == "success":
             logger.info(f"run succeeded in {result.get('duration_s')} s")
         else:
             error = result.get("error") or {}
-            logger.error(f"run failed: [{error.get('kind')}] {error.get('message')}")
+            failed = logger.bind(error_kind=error.get("kind"))
+            failed.error(f"run failed: [{error.get('kind')}] {error.get('message')}")
 
 
 class TerminalProgress(RunObserver):
-    """On a TTY, one live line per running database: bytes stored and the rate. Silent under cron."""
+    """On a TTY, one live line: the running database's bytes stored and rate, kept below the log lines (the
+    console clears and redraws it around each). Silent under cron."""
 
     name = "terminal"
 
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
+    def __init__(self, out: Console | None = None):
+        self.console = out or console()
+        self.enabled = self.console.is_terminal
         self._started: dict[tuple[str, str], float] = {}
 
     def event(self, handle, event: dict) -> None:
@@ -124,11 +128,8 @@ class TerminalProgress(RunObserver):
             return
         elapsed = max(0.001, time.monotonic() - self._started.get(key, time.monotonic()))
         stored = event.get("bytes_out") or 0
-        self.stream.write(f"\r\033[K{key[0]}/{key[1]}: {format_bytes(stored)} stored, "
-                          f"{format_rate(stored / elapsed)}")
-        self.stream.flush()
+        self.console.show(f"{key[0]}/{key[1]}: {format_bytes(stored)} stored, {format_rate(stored / elapsed)}")
 
     def run_finished(self, handle) -> None:
         if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+            self.console.clear()

@@ -235,6 +235,7 @@ class Supervisor:
 
     def _apply(self, config: Config) -> None:
         old_names = {s.name for s in self.config.strategies}
+        old_schedules = {s.name: (s.schedule, s.timezone) for s in self.config.strategies}
         for what in ("metrics", "health_check"):
             if getattr(config, what) != getattr(self.config, what):
                 log.warning(f"monitoring.{what} changed; the HTTP endpoint keeps its address until a restart")
@@ -254,7 +255,8 @@ class Supervisor:
         removed = sorted(old_names - {s.name for s in config.strategies})
         log.info(f"configuration reloaded: {len(config.strategies)} strategies"
                  + (f"; added {', '.join(s.name for s in added)}" if added else "")
-                 + (f"; removed {', '.join(removed)}" if removed else ""))
+                 + (f"; removed {', '.join(removed)}" if removed else "")
+                 + rescheduled_text(old_schedules, config.strategies))
 
     # -- shutdown ----------------------------------------------------------------------------------------
 
@@ -277,3 +279,12 @@ class Supervisor:
             log.bind(strategy=job.strategy.name, run_id=job.run_id).info("queued run dropped at shutdown")
         self.aborter.join(on_tick=self.state.loop_heartbeat)
         log.info(f"supervisor stopped in {time.monotonic() - started:.1f} s")
+
+
+def rescheduled_text(old: dict[str, tuple[str, str]], strategies) -> str:
+    """Given {name: (schedule, timezone)} before a reload and the strategies after it, return "; rescheduled
+    NAME (1d -> 6h), ..." for those kept whose schedule or timezone changed, or ""."""
+    changed = [f"{s.name} ({' '.join(old[s.name])} -> {s.schedule} {s.timezone})" if old[s.name][1] != s.timezone
+               else f"{s.name} ({old[s.name][0]} -> {s.schedule})"
+               for s in strategies if s.name in old and old[s.name] != (s.schedule, s.timezone)]
+    return f"; rescheduled {', '.join(changed)}" if changed else ""

@@ -118,7 +118,7 @@ def test_a_successful_run_applies_retention_and_a_failed_one_deletes_nothing(pg,
         time.sleep(1.1)  # a new run timestamp each time, and the older backups pass their 1 s of retention
     manifests = [key for key in moto.list_keys(bucket) if key.endswith(".manifest.json")]
     assert len(manifests) == 1, manifests
-    assert "retention: deleted 1, kept 1" in result.stderr
+    assert "retention: deleted 1 backup(s), kept 1" in result.stderr
 
     broken = [{**good[0], "database_urls": [pg.url("retention_after_run"), pg.url("no_such_db_here")]}]
     del broken[0]["database_url"]

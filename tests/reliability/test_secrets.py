@@ -7,12 +7,20 @@ Every process the command starts is watched two ways: /proc/*/cmdline and /proc/
 are polled while it runs, and the tools it starts (pg_dump, psql, the compressors) are wrappers on PATH that
 record their own argv and environment before they exec the real tool. The test process passes no secret in
 the environment, so a hit in any environment is a real leak.
+
+Long secrets (8 characters or more) must appear nowhere, as any substring. Short ones (a database password
+`backup`, an S3 secret key `test`) are everyday words that legitimately appear in the output ("pwdb: backup
+started", `auth.test`), so for them the sweep checks every place a secret stands (README, "Logging"): a URL's
+user-info (`://user:backup@`), the value after `=` (`PGPASSWORD=backup`, `--password=backup`), the value of a
+secret-named field or option (`"secret_key": "test"`, `--password backup`), a whole argv element or environment
+value, and an HTTP header's value.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -29,16 +37,47 @@ DB_PASSWORD = "Pw-Zq9-secret-7781"
 AWS_SECRET = "AwsSecret-XY42-9911"
 SLACK_TOKEN = "xoxb-4242-SLACKSECRET"
 SECRETS = (DB_PASSWORD, AWS_SECRET, SLACK_TOKEN)
+SHORT_DB_PASSWORD = "backup"  # too short to mask in free text: `validate` warns about both
+SHORT_AWS_SECRET = "test"
+SHORT_SECRETS = (SHORT_DB_PASSWORD, SHORT_AWS_SECRET)
 ROLE = "secretive"
+SHORT_ROLE = "shortpw"
+SHORT_DATABASE = "secrets_short"
 DATABASE = "secrets_app"
 CHANNEL = "C0123456789"
 WRAPPED_TOOLS = ("pg_dump", "psql", "pigz", "gzip", "zstd")
 
 
 def hits(text: str | bytes, where: str) -> list[str]:
-    """Given any text and where it came from, return a description of each secret found in it."""
+    """Given any text and where it came from, return a description of each secret found in it: a long secret
+    anywhere, a short one where a secret stands (`short_hits`)."""
     data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-    return [f"{secret!r} in {where}" for secret in SECRETS if secret.encode() in data]
+    return [f"{secret!r} in {where}" for secret in SECRETS if secret.encode() in data] + short_hits(data, where)
+
+
+def _standing(secret: str) -> re.Pattern:
+    """Where a short secret stands: URL user-info, after `=`, as a secret-named field's or option's value."""
+    s = re.escape(secret)
+    end = r"(?![\w\-/+%~]|\.\w)"
+    return re.compile(
+        rf"://[^\s/@:]*:{s}@|={s}{end}"
+        rf"|(?<![\w-])[\w-]*(?i:password|passwd|secret|token|key)[\"']?[ \t]*[:=,]?[ \t]*[\"']?[ \t]*{s}{end}".encode())
+
+
+_STANDING = {secret: _standing(secret) for secret in SHORT_SECRETS}
+
+
+def short_hits(data: bytes, where: str) -> list[str]:
+    """Given bytes and where they came from, return each short secret found where a secret stands; in NUL-separated
+    /proc records (argv, environment) also as a whole element or a whole `NAME=value` value."""
+    found = []
+    for secret, pattern in _STANDING.items():
+        elements = data.split(b"\0") if b"\0" in data else []
+        match = pattern.search(data)
+        if match or any(e == secret.encode() or e.endswith(b"=" + secret.encode()) for e in elements):
+            context = data[max(0, match.start() - 60):match.end() + 20] if match else b""
+            found.append(f"{secret!r} (short) where it stands in {where}: {context!r}")
+    return found
 
 
 # ------------------------------------------------------------------------------------------ watching processes
@@ -131,6 +170,11 @@ def secret_db(pg) -> str:
     pg.psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
     pg.psql(f"SET ROLE {ROLE}; CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 5000) g",
             DATABASE)
+    pg.psql(f"DROP DATABASE IF EXISTS {SHORT_DATABASE} WITH (FORCE)")
+    pg.psql(f"DROP ROLE IF EXISTS {SHORT_ROLE}")
+    pg.psql(f"CREATE ROLE {SHORT_ROLE} LOGIN PASSWORD '{SHORT_DB_PASSWORD}'")
+    pg.psql(f"CREATE DATABASE {SHORT_DATABASE} OWNER {SHORT_ROLE}")
+    pg.psql(f"SET ROLE {SHORT_ROLE}; CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g", SHORT_DATABASE)
     return DATABASE
 
 
@@ -150,10 +194,13 @@ def secret_url(pg, database: str) -> str:
 
 
 def strategies(pg, moto, throttled_endpoint: str) -> list[dict]:
-    """`good` succeeds; `flaky` backs up one database, misses another, through an S3 that answers 503 at first."""
+    """`good` succeeds; `flaky` backs up one database, misses another, through an S3 that answers 503 at first;
+    `short` succeeds with the short database password and S3 secret key."""
     return [{"name": "good", "database_url": secret_url(pg, DATABASE)},
             {"name": "flaky", "database_urls": [secret_url(pg, DATABASE), secret_url(pg, "no_such_db")],
-             "s3": {"endpoint_url": throttled_endpoint}}]
+             "s3": {"endpoint_url": throttled_endpoint}},
+            {"name": "short", "database_url": pg.url(SHORT_DATABASE, user=SHORT_ROLE, password=SHORT_DB_PASSWORD),
+             "s3": {"credentials": {"access_key": "AKIASHORTSECRET", "secret_key": SHORT_AWS_SECRET}}}]
 
 
 def secret_config(directory: Path, pg, moto, bucket: str, slack, throttled_endpoint: str, **extra) -> Path:
@@ -215,6 +262,34 @@ def test_the_watcher_and_the_wrappers_find_a_secret_in_a_grandchilds_argv_and_en
     assert any(AWS_SECRET in hit and "environ" in hit for hit in found), found
 
 
+def test_the_watcher_finds_a_short_secret_where_it_stands_in_a_childs_argv_and_environment():
+    import subprocess
+
+    env = {**os.environ, "PGPASSWORD": SHORT_DB_PASSWORD}
+    # The child waits on stdin until the watcher has looked at it once: no race with a short-lived process.
+    process = subprocess.Popen(["sh", "-c", "read line", "sh", f"postgres://u:{SHORT_AWS_SECRET}@h/db"], env=env,
+                               stdin=subprocess.PIPE)
+    watcher = ProcessWatcher(process.pid)
+    watcher.poll()
+    process.stdin.close()
+    process.wait(10)
+    watcher.stop()
+    found = watcher.leaks()
+    assert any(repr(SHORT_AWS_SECRET) in hit and "cmdline" in hit for hit in found), found
+    assert any(repr(SHORT_DB_PASSWORD) in hit and "environ" in hit for hit in found), found
+
+
+@pytest.mark.parametrize("text,leaked", [
+    ("pwdb: backup started; Slack auth.test failed; db-backups/test-main/x.dump; a test backup", False),
+    ("secrets_app: backup started; key: test-main/x.dump", False),
+    (f"postgres://{SHORT_ROLE}:backup@db:5432/app", True), ("PGPASSWORD=backup psql", True),
+    ("--password backup", True), ("['--password', 'backup']", True), ('{"secret_key": "test"}', True),
+    ("AWS_SECRET_ACCESS_KEY=test", True), ("\0pg_dump\0backup\0", True), ("secret_key: test.", True),
+])
+def test_the_sweep_finds_a_short_secret_where_it_stands_and_not_in_ordinary_words(text, leaked):
+    assert bool(hits(text, "text")) is leaked
+
+
 @pytest.mark.slow
 def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, bucket, tmp_path, secret_db,
                                                                     secret_slack, fault_proxy):
@@ -238,6 +313,7 @@ def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, b
             process.wait()
     assert process.returncode == 1, stdout + stderr
     assert "no_such_db" in stdout and "[not_found]" in stdout, stdout
+    assert any(line.split()[:3] == ["short", SHORT_DATABASE, "success"] for line in stdout.splitlines()), stdout
     assert any(request.status == 503 for request in proxy.requests), "S3 was never throttled"
     assert secret_slack.calls_to("chat.update"), "Slack was not told"
     assert_the_watch_saw_everything(watcher, records)
@@ -274,6 +350,7 @@ def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, m
         code = daemon.stop()
     assert code == 0
     assert "no_such_db" in json.dumps(document), document
+    assert document["strategies"]["last_backup_status"]["short"]["status"] == "success", document
     assert any(request.status == 503 for request in proxy.requests), "S3 was never throttled"
     assert len(secret_slack.calls_to("chat.update")) >= 2, "Slack was not told about both runs"
     assert_the_watch_saw_everything(watcher, records)

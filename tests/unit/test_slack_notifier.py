@@ -319,3 +319,21 @@ def test_check_calls_auth_test_and_each_channel(slack):
         == "error"
     assert Notifier([SlackSettings(bot_token="xoxb-wrong", channel_id="C0123456789",
                                    api_url=slack.api_url)]).check() == "error"
+
+
+def test_a_check_repeated_every_interval_warns_once_until_a_message_gets_through(slack):
+    from loguru import logger
+
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="DEBUG")
+    try:
+        notifier = Notifier([SlackSettings(bot_token=TOKEN, channel_id="CNOSUCHONE1", api_url=slack.api_url)])
+        assert [notifier.check() for _ in range(3)] == ["error"] * 3
+        notifier.failures.reset()  # what a delivered message does: Slack works again, the next failure is news
+        assert notifier.check() == "error"
+    finally:
+        logger.remove(sink)
+    warned = [text for level, text in lines if level == "WARNING" and text.startswith("Slack check:")]
+    assert len(warned) == 2 and "channel_not_found" in warned[0], lines
+    assert len([text for level, text in lines if level == "DEBUG" and text.startswith("Slack check:")]) == 2
