@@ -19,7 +19,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from easybackup.catalogue.verify import (
     ProgressCallback,
@@ -105,6 +105,15 @@ def with_dbname(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + dbname))
 
 
+def with_password(url: str, password: str) -> str:
+    """Given a postgres URL without a password, return it with `password` in its user-info (percent-encoded); it
+    reaches only the passfile (Connection's conninfo leaves it out)."""
+    parts = urlsplit(url)
+    userinfo, _at, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hostport}"))
+
+
 @contextmanager
 def private_directory(temp_dir: str):
     """Yield a new 0700 directory inside `temp_dir` for passfiles and downloads; remove it afterwards."""
@@ -150,9 +159,14 @@ def restore_stage(manifest: Manifest, target: Connection, *, clean: bool, jobs: 
         if clean or jobs:
             raise UsageError("--clean and --jobs need a custom-format archive; this backup is plain SQL",
                              hint="restore a plain dump into an empty database (--create with a new name)")
-        argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--dbname", target.conninfo()]
+        argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                "--dbname", target.conninfo()]
         return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
     argv = ["pg_restore", "--no-password", "--exit-on-error", "--dbname", target.conninfo()]
+    if (jobs or 1) == 1:
+        # One transaction: a restore that fails (with --clean: after dropping the target's objects) leaves the
+        # database as it was. pg_restore refuses it with parallel jobs; the command line refuses --clean there.
+        argv.append("--single-transaction")
     if clean:
         argv += ["--clean", "--if-exists"]
     if jobs:

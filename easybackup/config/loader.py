@@ -10,7 +10,6 @@ import os
 import re
 import stat
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -23,6 +22,7 @@ from easybackup.config.schema import SECRET_KEYS, format_path, schema_problems
 from easybackup.errors import ConfigError
 from easybackup.logs import log
 from easybackup.secrets import register_secret
+from easybackup.urls import url_secrets
 
 HINT = "see the Configuration reference in README.md"
 
@@ -184,16 +184,8 @@ def register_config_secrets(config: Config) -> None:
             register_secret(value)
         urls = [target.url for target in strategy.databases] + ([strategy.proxy.url] if strategy.proxy else [])
         for url in urls:
-            password = _url_password(url)
-            register_secret(password)
-            register_secret(unquote(password) if password else None)
-
-
-def _url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+            for secret in url_secrets(url):  # the user-info's password and a query's password=
+                register_secret(secret)
 
 
 def _warn_if_readable_with_secrets(path: Path, raw) -> None:
@@ -213,5 +205,5 @@ def _holds_literal_secret(node, key=None) -> bool:
         return False
     if key in SECRET_KEYS:
         return "${" not in node
-    password = _url_password(node) if "://" in node else None
-    return bool(password and "${" not in password)
+    secrets = url_secrets(node) if "://" in node else []
+    return any("${" not in secret for secret in secrets)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from easybackup.storage.manifest import Manifest
-from tests.harness.configs import REPO, run_cli, write_config
+from tests.harness.configs import REPO, restore_target, run_cli, write_config
 from tests.harness.restore import archive_keys, download, manifest_keys, sha256_of
 
 SOURCE = "catalogue_src"
@@ -51,7 +51,8 @@ def back_up(pg, moto, bucket: str, tmp_path: Path, fmt: str = "custom", compress
 
 
 def restore(config: Path, target_url: str, *extra: str) -> subprocess.CompletedProcess:
-    return cli("restore", "-c", str(config), "--strategy", "main", "--target-url", target_url, *extra)
+    url, env = restore_target(target_url)
+    return cli("restore", "-c", str(config), "--strategy", "main", "--target-url", url, *extra, env=env)
 
 
 @pytest.mark.parametrize("fmt,compression", [("custom", "gzip"), ("custom", "zstd"), ("custom", "none"),
