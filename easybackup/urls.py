@@ -10,7 +10,7 @@ Nothing here raises on any text.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 PERCENT_ENCODING_HINT = ("percent-encode reserved characters in the user name and password: "
@@ -71,7 +71,12 @@ def url_problem(url: str) -> str | None:
         return _unparsed(url)
     if "@" in parts.path + parts.query + parts.fragment or "#" in url:
         return _unparsed(url)
-    keys = [key.lower() for key, _value in parse_qsl(parts.query, keep_blank_values=True)]
+    items = [item for item in parts.query.split("&") if item]
+    if any(item.count("=") != 1 or item.startswith("=") for item in items):
+        # libpq refuses these too, and quotes the piece: a password's `&` or `=` would end up on screen.
+        return (f"the URL's query is not key=value&key=value ({_masked_unparsed(url)}); percent-encode & as %26 "
+                "and = as %3D inside a value")
+    keys = [unquote(item.partition("=")[0]).lower() for item in items]
     if "sslpassword" in keys:
         return SSLPASSWORD_PROBLEM
     if keys.count("password") > 1 or ("password" in keys and parts.password is not None):
