@@ -95,13 +95,13 @@ class ProcessWatcher:
                 for hit in hits(content, f"/proc/{pid}/{what.split(':')[0]}")]
 
 
-def install_wrappers(directory: Path) -> tuple[str, Path]:
+def install_wrappers(directory: Path, tools: tuple[str, ...] = WRAPPED_TOOLS) -> tuple[str, Path]:
     """Put wrappers of the tools easybackup starts on a PATH; each records its argv and environment in
     `records/` and execs the real tool. Return (PATH, records directory)."""
     bin_dir, records = directory / "wrappers", directory / "records"
     bin_dir.mkdir()
     records.mkdir()
-    for tool in WRAPPED_TOOLS:
+    for tool in tools:
         real = shutil.which(tool)
         if real is None:
             continue  # a tool that is not installed (zstd without the codec) is not started either
