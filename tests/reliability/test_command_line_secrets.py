@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
-from tests.reliability.test_secrets import WRAPPED_TOOLS, ProcessWatcher, install_wrappers
+from tests.reliability.test_secrets import WRAPPED_TOOLS, ProcessWatcher, install_wrappers, run_watched
 
 SOURCE_ROLE, SOURCE_PASSWORD = "cmdline_source", "QueryPw-8kL2x-0571"
 TARGET_ROLE, TARGET_PASSWORD = "cmdline_target", "TargetPw-Zr7q-3391"
@@ -65,16 +65,7 @@ def watched(argv: list[str], env: dict, operator_environment: bool = False) -> t
     """Run the CLI while watching every process it starts; return (result, leaks, watcher). With
     `operator_environment` the CLI's own environment (where the operator put the password) is not searched:
     only its children's."""
-    process = subprocess.Popen([*EASYBACKUP, *argv], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    watcher = ProcessWatcher(process.pid)
-    try:
-        stdout, stderr = process.communicate(timeout=180)
-    finally:
-        watcher.stop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, stdout, stderr, watcher = run_watched(argv, env, stdin=subprocess.DEVNULL)
     leaks = found_in(stdout, "stdout") + found_in(stderr, "stderr")
     for (pid, what), content in watcher.seen.items():
         what = what.split(":")[0]

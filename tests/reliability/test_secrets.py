@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -93,6 +94,22 @@ class ProcessWatcher:
     def leaks(self) -> list[str]:
         return [hit for (pid, what), content in self.seen.items()
                 for hit in hits(content, f"/proc/{pid}/{what.split(':')[0]}")]
+
+
+def run_watched(args: list[str], env: dict, **popen) -> tuple[subprocess.Popen, str, str, ProcessWatcher]:
+    """Run `easybackup ARGS` to its end while a ProcessWatcher watches it; return (process, stdout, stderr,
+    watcher)."""
+    process = subprocess.Popen([*EASYBACKUP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, **popen)
+    watcher = ProcessWatcher(process.pid)
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        watcher.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process, stdout, stderr, watcher
 
 
 def install_wrappers(directory: Path, tools: tuple[str, ...] = WRAPPED_TOOLS) -> tuple[str, Path]:
@@ -199,8 +216,6 @@ def assert_the_watch_saw_everything(watcher: ProcessWatcher, records: Path) -> N
 
 
 def test_the_watcher_and_the_wrappers_find_a_secret_in_a_grandchilds_argv_and_environment(tmp_path):
-    import subprocess
-
     path, records = install_wrappers(tmp_path)
     env = {**os.environ, "PATH": path, "LEAKY": AWS_SECRET}
     process = subprocess.Popen(["sh", "-c", f"gzip -c /dev/null > /dev/null; sleep 0.3 {DB_PASSWORD} || true"],
@@ -218,24 +233,14 @@ def test_the_watcher_and_the_wrappers_find_a_secret_in_a_grandchilds_argv_and_en
 @pytest.mark.slow
 def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, bucket, tmp_path, secret_db,
                                                                     secret_slack, fault_proxy):
-    import subprocess
 
     proxy = fault_proxy("127.0.0.1", moto.port, "http")
     proxy.fail_http(503, count=3)
     config = secret_config(tmp_path, pg, moto, bucket, secret_slack, proxy.url)
     path, records = install_wrappers(tmp_path)
     metrics_file = tmp_path / "easybackup.prom"
-    process = subprocess.Popen([*EASYBACKUP, "once", "-c", str(config), "--metrics-file", str(metrics_file)],
-                               env=environment_without_secrets(path), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    watcher = ProcessWatcher(process.pid)
-    try:
-        stdout, stderr = process.communicate(timeout=180)
-    finally:
-        watcher.stop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, stdout, stderr, watcher = run_watched(
+        ["once", "-c", str(config), "--metrics-file", str(metrics_file)], environment_without_secrets(path))
     assert process.returncode == 1, stdout + stderr
     assert "no_such_db" in stdout and "[not_found]" in stdout, stdout
     assert any(request.status == 503 for request in proxy.requests), "S3 was never throttled"
