@@ -138,3 +138,15 @@ def test_a_url_that_does_not_parse_is_named_masked_with_a_percent_encoding_hint_
     if url.startswith("postgres://") and "password=" not in url:
         assert "the URL does not parse (postgres://***" in line and "@ as %40, / as %2F" in line, line
         assert "the URL does not parse (postgres://***" in validated.stderr
+
+
+def test_a_proxy_url_whose_password_breaks_it_is_named_masked_with_a_percent_encoding_hint(moto, bucket, tmp_path):
+    secret = "q4Hv7Ns/k2Rb#8Xt"
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=[
+        {"name": "main", "database_url": "postgres://app@db.example/app",
+         "proxy": {"url": f"socks5://backup:{secret}@proxy.example:1080"}}])
+    validated = run_cli("validate", "-c", str(config))
+    assert validated.returncode == 2, validated.stdout + validated.stderr
+    assert "strategies[0].proxy.url: the URL does not parse (socks5://***" in validated.stderr, validated.stderr
+    assert "@ as %40, / as %2F" in validated.stderr
+    assert shown(validated.stdout + validated.stderr, secret) == []
