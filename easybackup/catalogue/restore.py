@@ -93,10 +93,14 @@ class Connection:
 
 def _connection_error(dbname: str, stderr: str) -> EasybackupError:
     last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "psql failed")
+    if "no password supplied" in last:
+        return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}",
+                               kind="authentication", hint="give the target's password in $EASYBACKUP_TARGET_PASSWORD "
+                               "or --target-password-file, or run restore on a terminal to be asked for it")
     kind = "not_found" if "does not exist" in last else "authentication" if "authentication" in last else "connection"
     return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}", kind=kind,
                            hint="check --target-url; add --create to create the database" if kind == "not_found"
-                           else "check --target-url (host, port, user, password)")
+                           else "check --target-url (host, port, user) and the password")
 
 
 def with_dbname(url: str, dbname: str) -> str:

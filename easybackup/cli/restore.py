@@ -210,7 +210,8 @@ def _password_from_file(name: str) -> str:
                              f"{mode:04o}); nothing was changed", hint=f"chmod 600 {name}")
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--target-password-file {name} cannot be read: {exc.__class__.__name__}",
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise UsageError(f"--target-password-file {name} cannot be read: {why}",
                          hint="name a readable file holding the password on its first line") from None
     if not lines or not lines[0]:
         raise UsageError(f"--target-password-file {name} holds no password on its first line")

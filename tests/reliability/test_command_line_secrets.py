@@ -192,3 +192,13 @@ def test_an_sslpassword_in_a_database_url_is_refused_saying_why(pg, moto, bucket
     assert "strategies[0].database_url: sslpassword= in the URL would show on pg_dump's command line" in result.stderr
     assert "PGSERVICEFILE" in result.stderr
     assert passphrase not in result.stdout + result.stderr
+
+
+def test_without_a_password_or_a_terminal_restore_says_where_to_give_it(pg, moto, bucket, tmp_path, source):
+    config = query_password_config(tmp_path, pg, moto, bucket)
+    assert run_cli("once", "-c", str(config)).returncode == 0
+    failed = run_cli("restore", "-c", str(config), "--yes", "--target-url", target_db(pg, "cmdline_no_password"),
+                     stdin=subprocess.DEVNULL)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "no password supplied" in failed.stderr and "$EASYBACKUP_TARGET_PASSWORD" in failed.stderr
+    assert pg.table_fingerprints("cmdline_no_password") == {}
