@@ -19,7 +19,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from easybackup.catalogue.verify import (
     ProgressCallback,
@@ -93,16 +93,29 @@ class Connection:
 
 def _connection_error(dbname: str, stderr: str) -> EasybackupError:
     last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "psql failed")
+    if "no password supplied" in last:
+        return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}",
+                               kind="authentication", hint="give the target's password in $EASYBACKUP_TARGET_PASSWORD "
+                               "or --target-password-file, or run restore on a terminal to be asked for it")
     kind = "not_found" if "does not exist" in last else "authentication" if "authentication" in last else "connection"
     return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}", kind=kind,
                            hint="check --target-url; add --create to create the database" if kind == "not_found"
-                           else "check --target-url (host, port, user, password)")
+                           else "check --target-url (host, port, user) and the password")
 
 
 def with_dbname(url: str, dbname: str) -> str:
     """Given a postgres URL, return it pointing at `dbname` (same user, password, host and options)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def with_password(url: str, password: str) -> str:
+    """Given a postgres URL without a password, return it with `password` in its user-info (percent-encoded); it
+    reaches only the passfile (Connection's conninfo leaves it out)."""
+    parts = urlsplit(url)
+    userinfo, _at, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hostport}"))
 
 
 @contextmanager
@@ -150,9 +163,14 @@ def restore_stage(manifest: Manifest, target: Connection, *, clean: bool, jobs: 
         if clean or jobs:
             raise UsageError("--clean and --jobs need a custom-format archive; this backup is plain SQL",
                              hint="restore a plain dump into an empty database (--create with a new name)")
-        argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--dbname", target.conninfo()]
+        argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                "--dbname", target.conninfo()]
         return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
     argv = ["pg_restore", "--no-password", "--exit-on-error", "--dbname", target.conninfo()]
+    if (jobs or 1) == 1:
+        # One transaction: a restore that fails (with --clean: after dropping the target's objects) leaves the
+        # database as it was. pg_restore refuses it with parallel jobs; the command line refuses --clean there.
+        argv.append("--single-transaction")
     if clean:
         argv += ["--clean", "--if-exists"]
     if jobs:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
+import os
+import stat
 import sys
 import time
+from pathlib import Path
 
 from easybackup import exitcodes
 from easybackup.catalogue.listing import GLOBALS_DUMP, database_of_key, pick_database, read_backups, select_backup
@@ -22,10 +26,11 @@ from easybackup.catalogue.restore import (
     restore_streaming,
     user_table_count,
     with_dbname,
+    with_password,
 )
 from easybackup.cli.list import load
 from easybackup.config.model import Config, DatabaseTarget, Strategy
-from easybackup.errors import UsageError
+from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import Console, console, log
 from easybackup.scheduling.durations import format_duration
@@ -36,6 +41,7 @@ from easybackup.worker.routes import describe_route, logging_emit, open_route
 from easybackup.worker.sources.postgres import parse_postgres_url
 
 MAINTENANCE_DB = "postgres"
+PASSWORD_ENV = "EASYBACKUP_TARGET_PASSWORD"
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
@@ -51,9 +57,16 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--backup", default="latest", metavar="latest|KEY|TIMESTAMP",
                         help="which backup: latest (default), its key, or its run timestamp (2024-05-01T020000Z)")
     parser.add_argument("--target-url", required=True, metavar="URL",
-                        help="postgres://user:password@host:port/dbname to restore into")
+                        help="postgres://user@host:port/dbname to restore into, without a password (it would show "
+                             "in ps and the shell's history); the password comes from $EASYBACKUP_TARGET_PASSWORD, "
+                             "--target-password-file, or a prompt on a terminal")
+    parser.add_argument("--target-password-file", default=None, metavar="FILE",
+                        help="read the target's password from the first line of FILE (mode 0600)")
     parser.add_argument("--clean", action="store_true",
-                        help="drop the target's objects that the backup contains before restoring (custom format)")
+                        help="drop the target's objects that the backup contains before restoring (custom format); "
+                             "in one transaction, so a failed restore leaves the database as it was")
+    parser.add_argument("--force", action="store_true",
+                        help="allow --clean with --jobs above 1, which cannot run in one transaction")
     parser.add_argument("--create", action="store_true",
                         help="create the target database first (connects to the maintenance database 'postgres')")
     parser.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
@@ -88,13 +101,14 @@ def choose_backup(client, strategy: Strategy, database: str | None, choice: str,
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     _check_options(args)
-    register_secret(_password_of(args.target_url))
+    url = _with_target_password(args)
     strategy = pick_strategy(config, args.strategy)
     client = make_client(strategy.s3)
     manifest = choose_backup(client, strategy, args.database, args.backup, args.globals)
     print(f"backup: {manifest.key} ({format_bytes(manifest.stored_bytes)}, {manifest.format} format, "
           f"{manifest.compression}, taken {manifest.started_at})", file=sys.stderr)
-    with private_directory(config.temp_dir) as private, _route(args, strategy, private) as target_url:
+    with private_directory(config.temp_dir) as private, _route(args, strategy, private, url) as target_url:
+        target_url = _prompt_if_asked(target_url, private)
         target = Connection(target_url, private)
         maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private) if args.create else None
         try:
@@ -106,15 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _route(args, strategy: Strategy, private):
+def _route(args, strategy: Strategy, private, url: str):
     """Yield the URL pg_restore connects to: through the strategy's tunnel or proxy when it has one — the target
-    usually sits behind the same bastion as the backed-up server — unless --direct; else --target-url itself."""
+    usually sits behind the same bastion as the backed-up server — unless --direct; else `url` itself."""
     if args.direct or (strategy.tunnel is None and strategy.proxy is None):
-        yield args.target_url
+        yield url
         return
 
     print(f"connecting {describe_route(strategy)} (use --direct to bypass)", file=sys.stderr)
-    target = DatabaseTarget(name="restore-target", url=args.target_url)
+    target = DatabaseTarget(name="restore-target", url=url)
     with open_route(strategy, target, private, logging_emit("info")) as routed:
         yield routed.url
 
@@ -157,17 +171,72 @@ def _check_options(args) -> None:
         raise UsageError("--jobs must be at least 1")
     if args.globals and (args.clean or args.jobs):
         raise UsageError("--globals restores roles and tablespaces with psql: --clean and --jobs do not apply")
+    if args.clean and (args.jobs or 1) > 1 and not args.force:
+        raise UsageError("--clean with --jobs above 1 cannot run in one transaction: a failed restore would leave "
+                         "the target half replaced; nothing was changed",
+                         hint="leave out --jobs (one transaction: a failure leaves the database as it was), or add "
+                              "--force to accept that risk")
     try:
-        parse_postgres_url(args.target_url)
+        parsed = parse_postgres_url(args.target_url)
     except ValueError as exc:
         raise UsageError(f"--target-url: {exc}") from None
+    if parsed.password:
+        raise UsageError("--target-url holds a password, which shows in ps and the shell's history; nothing was "
+                         "changed", hint=f"take it out of the URL and set ${PASSWORD_ENV}, pass "
+                         "--target-password-file FILE, or type it when asked on a terminal")
 
 
-def _password_of(url: str) -> str | None:
+def _with_target_password(args) -> str:
+    """Return --target-url with the target's password in it, from $EASYBACKUP_TARGET_PASSWORD or
+    --target-password-file, or unchanged when neither gives one. The URL goes no further than the passfile:
+    every child gets the URL without it."""
+    password = _password_from_file(args.target_password_file) if args.target_password_file else None
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV) or None
+    if password is None:
+        return args.target_url
+    register_secret(password)
+    return with_password(args.target_url, password)
+
+
+def _password_from_file(name: str) -> str:
+    """Given --target-password-file, return its first line; raise UsageError if it cannot be read, is empty, or
+    others may read or write it."""
+    path = Path(name)
     try:
-        return parse_postgres_url(url).password
-    except ValueError:
-        return None
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise UsageError(f"--target-password-file {name} is readable or writable by other users (mode "
+                             f"{mode:04o}); nothing was changed", hint=f"chmod 600 {name}")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise UsageError(f"--target-password-file {name} cannot be read: {why}",
+                         hint="name a readable file holding the password on its first line") from None
+    if not lines or not lines[0]:
+        raise UsageError(f"--target-password-file {name} holds no password on its first line")
+    return lines[0]
+
+
+def _prompt_if_asked(url: str, private) -> str:
+    """Given the URL pg_restore will use, return it with a password typed at the terminal when none was given,
+    stdin is a terminal and the server asks for one; else unchanged (a restore without a terminal fails
+    with the server's own "no password supplied")."""
+    if parse_postgres_url(url).password is not None or not sys.stdin.isatty():
+        return url
+    probe = Connection(url, private)
+    try:
+        probe.psql("SELECT 1")
+        return url
+    except EasybackupError as exc:
+        if "no password supplied" not in exc.message:
+            return url  # not about the password: the restore reports it in its own words
+    finally:
+        probe.cleanup()
+    parsed = parse_postgres_url(url)
+    password = getpass.getpass(f"password for user {parsed.user or '(default)'} at {parsed.host}:{parsed.port}: ")
+    register_secret(password)
+    return with_password(url, password)
 
 
 def _confirm(args, manifest: Manifest, where: str, tables: int, missing: bool) -> None:

@@ -12,8 +12,9 @@ from easybackup.config.model import Config, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.scheduling import format_duration, next_run
 from easybackup.logs import log
-from easybackup.secrets import MIN_MASKABLE, mask, mask_url, too_short_to_mask
+from easybackup.secrets import MIN_MASKABLE, mask, too_short_to_mask
 from easybackup.storage.layout import strategy_prefix
+from easybackup.urls import masked_url
 from easybackup.worker.routes import describe_route
 
 
@@ -66,7 +67,7 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     """Given a strategy and the current time, return the lines that describe it (passwords masked)."""
     upcoming = next_run(strategy.schedule, strategy.timezone, now)
     local = upcoming.astimezone(ZoneInfo(strategy.timezone))
-    rows = [("database", f"{target.name}  {mask_url(target.url)}") for target in strategy.databases]
+    rows = [("database", f"{target.name}  {masked_url(target.url)}") for target in strategy.databases]
     if strategy.all_databases:
         rows.append(("database", "every database on that server (all_databases)"))
     if strategy.include_globals:

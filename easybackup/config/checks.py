@@ -13,6 +13,7 @@ from easybackup.config.build import database_entries
 from easybackup.config.merge import effective_strategy, origin
 from easybackup.config.schema import format_path, section_keys
 from easybackup.scheduling import format_duration, interval, parse_duration, parse_schedule, validate_timezone
+from easybackup.urls import url_problem
 
 # Keys whose feature is not built yet: rejected, never accepted and ignored (an ignored `tunnel` would connect
 # directly). Each issue that builds one removes it from here.
@@ -128,12 +129,10 @@ def _databases(strategy: dict, index: int) -> list[str]:
 
 
 def _url_problems(where: str, url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError as exc:
-        return [f"{where}: not a valid URL ({exc})"]
-    return [] if parts.hostname else [f"{where}: the URL names no host"]
+    problem = url_problem(url)  # never quotes the URL: urlsplit's own errors can quote a piece of the password
+    if problem is not None:
+        return [f"{where}: {problem}"]
+    return [] if urlsplit(url).hostname else [f"{where}: the URL names no host"]
 
 
 def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -> list[str]:
@@ -199,6 +198,8 @@ def _tunnel_names(tunnel: dict, path: tuple) -> list[str]:
 
 def _proxy_url(url: str, where: str) -> list[str]:
     """The URL itself is never repeated: it may hold the proxy's password."""
+    if "@" in url and (problem := url_problem(url)) is not None:
+        return [f"{where}: {problem}"]
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -10,7 +10,6 @@ import os
 import re
 import stat
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -23,6 +22,7 @@ from easybackup.config.schema import SECRET_KEYS, format_path, schema_problems
 from easybackup.errors import ConfigError
 from easybackup.logs import log
 from easybackup.secrets import register_secret
+from easybackup.urls import url_secrets
 
 HINT = "see the Configuration reference in README.md"
 
@@ -194,16 +194,9 @@ def config_secrets(config: Config) -> list[tuple[str, str, str]]:
         urls = [(f"the password in database {t.name}'s URL", t.url) for t in strategy.databases]
         urls += [("the password in proxy.url", strategy.proxy.url)] if strategy.proxy else []
         for what, url in urls:
-            password = _url_password(url)
-            found += [(strategy.name, what, password), (strategy.name, what, unquote(password) if password else None)]
+            # the user-info's password and a query's password=, each as written and percent-decoded
+            found += [(strategy.name, what, secret) for secret in url_secrets(url)]
     return [(name, what, value) for name, what, value in found if value]
-
-
-def _url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 def _warn_if_readable_with_secrets(path: Path, raw) -> None:
@@ -223,5 +216,5 @@ def _holds_literal_secret(node, key=None) -> bool:
         return False
     if key in SECRET_KEYS:
         return "${" not in node
-    password = _url_password(node) if "://" in node else None
-    return bool(password and "${" not in password)
+    secrets = url_secrets(node) if "://" in node else []
+    return any("${" not in secret for secret in secrets)

@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 
 from easybackup.secrets import mask_url
+from easybackup.urls import masked_url
 
 SCHEMA_NAME = "easybackup.schema.json"
 # Keys whose values are never echoed in an error message.
@@ -150,6 +151,8 @@ def _show(value, path: tuple) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, str) and ("://" in value or "@" in value):
+        return repr(masked_url(value))  # a URL that does not parse keeps no piece of its user-info
     return mask_url(repr(value))
 
 

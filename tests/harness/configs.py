@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -54,6 +55,16 @@ def cli_env(**extra: str) -> dict:
     env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
     env.update(extra)
     return env
+
+
+def restore_target(url: str, **extra: str) -> tuple[str, dict]:
+    """Given a database URL with a password, return it without one and the CLI's environment that gives the
+    password to `restore` ($EASYBACKUP_TARGET_PASSWORD): a password in --target-url is refused."""
+    parts = urlsplit(url)
+    userinfo, _at, hostport = parts.netloc.rpartition("@")
+    user, _colon, password = userinfo.partition(":")
+    bare = urlunsplit(parts._replace(netloc=f"{user}@{hostport}" if user else hostport))
+    return bare, cli_env(EASYBACKUP_TARGET_PASSWORD=unquote(password), **extra)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

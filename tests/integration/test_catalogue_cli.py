@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from easybackup.storage.manifest import Manifest
-from tests.harness.configs import REPO, run_cli, write_config
+from tests.harness.configs import REPO, restore_target, run_cli, write_config
 from tests.harness.restore import archive_keys, download, manifest_keys, sha256_of
 
 SOURCE = "catalogue_src"
@@ -51,7 +51,8 @@ def back_up(pg, moto, bucket: str, tmp_path: Path, fmt: str = "custom", compress
 
 
 def restore(config: Path, target_url: str, *extra: str) -> subprocess.CompletedProcess:
-    return cli("restore", "-c", str(config), "--strategy", "main", "--target-url", target_url, *extra)
+    url, env = restore_target(target_url)
+    return cli("restore", "-c", str(config), "--strategy", "main", "--target-url", url, *extra, env=env)
 
 
 @pytest.mark.parametrize("fmt,compression", [("custom", "gzip"), ("custom", "zstd"), ("custom", "none"),
@@ -189,3 +190,72 @@ def test_restore_names_an_unknown_backup_and_refuses_a_bad_target_url(pg, shared
     bad_url = restore(config, "mysql://nope")
     assert bad_url.returncode == 2 and "--target-url" in bad_url.stderr
     assert pg.password not in bad_url.stderr + unknown.stderr
+
+
+# -- a failed restore leaves the target as it was (one transaction) ------------------------------------------------
+
+GONE_OWNER = "restore_gone_owner"
+
+
+@pytest.fixture(scope="module")
+def failing_backups(pg, moto, tmp_path_factory) -> Path:
+    """Backups (strategy `custom` and `plain`) of a database whose second table is owned by a role that is then
+    dropped: restoring either creates `customers` and fails at `ALTER TABLE orders OWNER TO` the missing role."""
+    pg.psql(f"DROP ROLE IF EXISTS {GONE_OWNER}; CREATE ROLE {GONE_OWNER} NOLOGIN")
+    pg.create_database("owner_gone_src")
+    pg.psql("CREATE TABLE customers AS SELECT g AS id, 'from the backup ' || g AS name FROM generate_series(1, 400) g;"
+            "CREATE TABLE orders AS SELECT g AS id, g % 7 AS customer FROM generate_series(1, 300) g;"
+            f"ALTER TABLE orders OWNER TO {GONE_OWNER}", "owner_gone_src")
+    bucket = moto.create_bucket("catalogue-failing")
+    config = write_config(tmp_path_factory.mktemp("failing"), bucket=bucket, endpoint=moto.endpoint, strategies=[
+        {"name": name, "database_url": pg.url("owner_gone_src"), "pg_dump": {"format": name}}
+        for name in ("custom", "plain")])
+    result = cli("once", "-c", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    pg.psql("DROP DATABASE owner_gone_src WITH (FORCE)")
+    pg.psql(f"DROP ROLE {GONE_OWNER}")
+    return config
+
+
+def restore_from(config: Path, strategy: str, target_url: str, *extra: str) -> subprocess.CompletedProcess:
+    url, env = restore_target(target_url)
+    return cli("restore", "-c", str(config), "--strategy", strategy, "--target-url", url, *extra, env=env)
+
+
+def test_a_restore_with_clean_that_fails_partway_leaves_the_targets_tables_and_rows_exactly_as_they_were(
+        pg, failing_backups):
+    pg.create_database("clean_fails")
+    pg.psql("CREATE TABLE customers (id int PRIMARY KEY, name text);"
+            "INSERT INTO customers SELECT g, 'before the restore ' || g FROM generate_series(1, 50) g;"
+            "CREATE TABLE orders (id int, customer int); INSERT INTO orders VALUES (1, 1), (2, 2);"
+            "CREATE TABLE unrelated AS SELECT 'kept' AS note", "clean_fails")
+    before = pg.table_fingerprints("clean_fails")
+    failed = restore_from(failing_backups, "custom", pg.url("clean_fails"), "--clean", "--yes")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f'role "{GONE_OWNER}" does not exist' in failed.stderr
+    assert pg.table_fingerprints("clean_fails") == before
+
+
+def test_a_plain_restore_that_fails_partway_leaves_an_empty_target_empty(pg, failing_backups):
+    pg.create_database("plain_fails")
+    failed = restore_from(failing_backups, "plain", pg.url("plain_fails"), "--yes")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f'role "{GONE_OWNER}" does not exist' in failed.stderr
+    assert pg.table_fingerprints("plain_fails") == {}
+
+
+def test_clean_with_parallel_jobs_is_refused_unless_forced(pg, source_db, shared_backup):
+    config, _ = shared_backup
+    pg.create_database("restored_clean_jobs")
+    assert restore(config, pg.url("restored_clean_jobs")).returncode == 0
+    pg.psql("INSERT INTO customers (name) VALUES ('marker written after the restore')", "restored_clean_jobs")
+    before = pg.table_fingerprints("restored_clean_jobs")
+    refused = restore(config, pg.url("restored_clean_jobs"), "--clean", "--jobs", "2", "--yes")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    [error] = refused.stderr.strip().splitlines()
+    assert error.startswith("error: --clean with --jobs above 1 cannot run in one transaction"), error
+    assert "hint: leave out --jobs" in error and "--force" in error.split("hint:")[1]
+    assert pg.table_fingerprints("restored_clean_jobs") == before
+    forced = restore(config, pg.url("restored_clean_jobs"), "--clean", "--jobs", "2", "--yes", "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert pg.table_fingerprints("restored_clean_jobs") == source_db

@@ -32,7 +32,7 @@ from easybackup.jobspec import new_job
 from easybackup.scheduling import next_run, parse_duration, parse_schedule
 from easybackup.storage.layout import database_prefix, strategy_prefix
 from easybackup.supervision.pool import WorkerPool
-from tests.harness.configs import cli_env, run_cli, write_config
+from tests.harness.configs import cli_env, restore_target, run_cli, write_config
 from tests.harness.restore import archive_keys, manifest_keys
 
 
@@ -529,8 +529,9 @@ def test_hostile_database_names_stay_inside_their_prefix_and_restore_identical(p
 
     for number, (name, source) in enumerate(backed_up.items()):
         target = f"restored {number} {source}"[:60]
-        restored = run_cli("restore", "-c", str(config), "-d", name, "--create", "-y",
-                           "--target-url", pg.url(quote(target, safe="")), timeout=120)
+        url, env = restore_target(pg.url(quote(target, safe="")))
+        restored = run_cli("restore", "-c", str(config), "-d", name, "--create", "-y", "--target-url", url, env=env,
+                           timeout=120)
         assert restored.returncode == 0, f"{name!r}: {restored.stdout}{restored.stderr}"
         assert fingerprint(pg, target) == fingerprint(pg, source), name
     assert "Traceback" not in result.stderr + listed.stderr
@@ -542,7 +543,8 @@ def test_a_database_named_globals_restores_its_own_backup_not_the_roles_dump(pg,
         {"name": "reserved", "database_urls": [pg.url(quote("_globals", safe=""))]}])
     assert run_cli("once", "-c", str(config), timeout=120).returncode == 0
     assert [key.split("/")[2] for key in moto.list_keys(bucket)] == ["%5Fglobals", "%5Fglobals"]
-    restored = run_cli("restore", "-c", str(config), "-d", "_globals", "--create", "-y",
-                       "--target-url", pg.url("restored_globals_db"), timeout=120)
+    url, env = restore_target(pg.url("restored_globals_db"))
+    restored = run_cli("restore", "-c", str(config), "-d", "_globals", "--create", "-y", "--target-url", url,
+                       env=env, timeout=120)
     assert restored.returncode == 0, restored.stderr
     assert fingerprint(pg, "restored_globals_db") == fingerprint(pg, "_globals")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.configs import run_cli, write_config
+from tests.harness.configs import restore_target, run_cli, write_config
 from tests.harness.daemon import (
     alive,
     argv_of,
@@ -238,8 +238,8 @@ def files_in(directory: Path) -> list[str]:
 def restore_with_jobs(tmp_path, pg, moto, bucket: str, temp_dir: Path, target: str, endpoint: str | None = None):
     config = write_config(tmp_path, bucket=bucket, endpoint=endpoint or moto.endpoint, name="restore.yaml",
                           temp_dir=str(temp_dir), strategies=[{"name": "main", "database_url": pg.url(DATABASE)}])
-    return run_cli("restore", "-c", str(config), "--target-url", pg.url(target), "--jobs", "2", "--yes",
-                   env=suite_env(), timeout=120)
+    url, env = restore_target(pg.url(target), **suite_env())
+    return run_cli("restore", "-c", str(config), "--target-url", url, "--jobs", "2", "--yes", env=env, timeout=120)
 
 
 def test_a_parallel_restore_into_a_temp_dir_too_small_fails_clearly_and_touches_nothing(

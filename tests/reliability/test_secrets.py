@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -134,13 +135,29 @@ class ProcessWatcher:
                 for hit in hits(content, f"/proc/{pid}/{what.split(':')[0]}")]
 
 
-def install_wrappers(directory: Path) -> tuple[str, Path]:
+def run_watched(args: list[str], env: dict, **popen) -> tuple[subprocess.Popen, str, str, ProcessWatcher]:
+    """Run `easybackup ARGS` to its end while a ProcessWatcher watches it; return (process, stdout, stderr,
+    watcher)."""
+    process = subprocess.Popen([*EASYBACKUP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, **popen)
+    watcher = ProcessWatcher(process.pid)
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        watcher.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process, stdout, stderr, watcher
+
+
+def install_wrappers(directory: Path, tools: tuple[str, ...] = WRAPPED_TOOLS) -> tuple[str, Path]:
     """Put wrappers of the tools easybackup starts on a PATH; each records its argv and environment in
     `records/` and execs the real tool. Return (PATH, records directory)."""
     bin_dir, records = directory / "wrappers", directory / "records"
     bin_dir.mkdir()
     records.mkdir()
-    for tool in WRAPPED_TOOLS:
+    for tool in tools:
         real = shutil.which(tool)
         if real is None:
             continue  # a tool that is not installed (zstd without the codec) is not started either
@@ -246,8 +263,6 @@ def assert_the_watch_saw_everything(watcher: ProcessWatcher, records: Path) -> N
 
 
 def test_the_watcher_and_the_wrappers_find_a_secret_in_a_grandchilds_argv_and_environment(tmp_path):
-    import subprocess
-
     path, records = install_wrappers(tmp_path)
     env = {**os.environ, "PATH": path, "LEAKY": AWS_SECRET}
     process = subprocess.Popen(["sh", "-c", f"gzip -c /dev/null > /dev/null; sleep 0.3 {DB_PASSWORD} || true"],
@@ -293,24 +308,14 @@ def test_the_sweep_finds_a_short_secret_where_it_stands_and_not_in_ordinary_word
 @pytest.mark.slow
 def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, bucket, tmp_path, secret_db,
                                                                     secret_slack, fault_proxy):
-    import subprocess
 
     proxy = fault_proxy("127.0.0.1", moto.port, "http")
     proxy.fail_http(503, count=3)
     config = secret_config(tmp_path, pg, moto, bucket, secret_slack, proxy.url)
     path, records = install_wrappers(tmp_path)
     metrics_file = tmp_path / "easybackup.prom"
-    process = subprocess.Popen([*EASYBACKUP, "once", "-c", str(config), "--metrics-file", str(metrics_file)],
-                               env=environment_without_secrets(path), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    watcher = ProcessWatcher(process.pid)
-    try:
-        stdout, stderr = process.communicate(timeout=180)
-    finally:
-        watcher.stop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, stdout, stderr, watcher = run_watched(
+        ["once", "-c", str(config), "--metrics-file", str(metrics_file)], environment_without_secrets(path))
     assert process.returncode == 1, stdout + stderr
     assert "no_such_db" in stdout and "[not_found]" in stdout, stdout
     assert any(line.split()[:3] == ["short", SHORT_DATABASE, "success"] for line in stdout.splitlines()), stdout

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
+from tests.harness.configs import EASYBACKUP, cli_env, restore_target, run_cli, write_config
 from tests.harness.daemon import daemon_factory
 from tests.harness.net import free_port
 
@@ -93,8 +93,9 @@ def test_restore_with_jobs_downloads_into_a_0600_file_in_a_0700_directory_and_re
     # pg_restore --jobs reads the downloaded archive: its last argument.
     path, records = stat_wrapper(tmp_path, "pg_restore", '$(eval echo \\"\\${$#}\\")')
     pg.psql("DROP DATABASE IF EXISTS security_restored WITH (FORCE)")
-    result = run_permissive("restore", "-c", str(config), "--jobs", "2", "--create", "-y",
-                            "--target-url", pg.url("security_restored"), env=cli_env(PATH=path))
+    url, env = restore_target(pg.url("security_restored"), PATH=path)
+    result = run_permissive("restore", "-c", str(config), "--jobs", "2", "--create", "-y", "--target-url", url,
+                            env=env)
     assert result.returncode == 0, result.stdout + result.stderr
 
     [[(file_mode, _owner, archive), (dir_mode, _dir_owner, directory)]] = recorded(records)

@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.errors import EasybackupError
 from easybackup.secrets import mask, register_secret
+from easybackup.urls import masked_url, url_problem
 from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
 from easybackup.worker.sources.dump_header import versions_from_dump_head
 
@@ -73,22 +74,35 @@ def _escape_passfile_field(value: str) -> str:
 
 def parse_postgres_url(url: str) -> PostgresUrl:
     """Given a postgres:// or postgresql:// URL, return its parts; raise ValueError (masked) if it is not one."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ValueError(f"not a postgres:// URL: {masked_url(url)}")
+    problem = url_problem(url)  # never urlsplit's own message: it can quote a piece of the password
+    if problem is not None:
+        raise ValueError(problem)
     parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"not a postgres:// URL: {mask(url)}")
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ValueError(f"invalid port in database URL {mask(url)}") from None
     dbname = unquote(parts.path.lstrip("/")) or None
+    query, query_password = _without_password(parts.query)
     return PostgresUrl(
         host=parts.hostname or DEFAULT_HOST,
-        port=port,
+        port=parts.port or DEFAULT_PORT,
         user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
+        password=unquote(parts.password) if parts.password is not None else query_password,
         dbname=dbname,
-        query=parts.query,
+        query=query,
     )
+
+
+def _without_password(query: str) -> tuple[str, str | None]:
+    """Given a URL's raw query, return it without `password=` and that password (percent-decoded): the password
+    goes to the passfile, the rest to pg_dump's argv."""
+    kept, password = [], None
+    for item in query.split("&"):
+        key, _equals, value = item.partition("=")
+        if unquote(key).lower() == "password":
+            password = unquote(value)
+        elif item:
+            kept.append(item)
+    return "&".join(kept), password
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from easybackup.config.model import DatabaseTarget, TunnelSettings
 from easybackup.errors import EasybackupError
 from easybackup.worker.routes import describe_route, local_target, open_route
-from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
+from tests.harness.configs import EASYBACKUP, cli_env, restore_target, run_cli, write_config
 from tests.harness.net import free_port
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys
 from tests.harness.sshd import make_key
@@ -258,11 +258,12 @@ def test_once_backs_up_and_restore_restores_through_an_ssh_tunnel(island, sshd, 
     assert island.pg.password not in result.stdout + result.stderr
 
     # restore takes the same path back: into a new database behind the bastion, which only the tunnel reaches
-    target = island.url("island_restored_via_tunnel")
+    target, env = restore_target(island.url("island_restored_via_tunnel"))
     direct = run_cli("restore", "-c", str(config), "--target-url", target, "--create", "--yes", "--direct",
-                     timeout=120)
+                     env=env, timeout=120)
     assert direct.returncode != 0 and "accepting TCP/IP connections" in direct.stderr
-    restored = run_cli("restore", "-c", str(config), "--target-url", target, "--create", "--yes", timeout=120)
+    restored = run_cli("restore", "-c", str(config), "--target-url", target, "--create", "--yes", env=env,
+                       timeout=120)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "connecting via ssh tunnel root@" in restored.stderr
     assert island.pg.table_fingerprints("island_restored_via_tunnel") == island.fingerprints
