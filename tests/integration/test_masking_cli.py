@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.harness.configs import cli_env, run_cli, write_config
+from tests.harness.configs import cli_env, restore_target, run_cli, write_config
 from tests.harness.restore import archive_keys
 
 PASSWORD = "backup"  # the database password: a word every log line about a backup holds
@@ -66,8 +66,9 @@ def test_a_failed_restores_hint_names_a_key_that_can_be_pasted(pg, moto, bucket,
     # A target role that may not create tables: pg_restore stops at the first one, the download with it.
     pg.psql(f"DROP ROLE IF EXISTS restore_short; CREATE ROLE restore_short LOGIN PASSWORD '{PASSWORD}'")
     pg.create_database("pwdb_restored")
-    failed = run_cli("restore", "-c", config, "--strategy", STRATEGY, "--target-url",
-                     pg.url("pwdb_restored", user="restore_short", password=PASSWORD), env=env(),
+    target, with_password = restore_target(pg.url("pwdb_restored", user="restore_short", password=PASSWORD))
+    restore_env = {**env(), "EASYBACKUP_TARGET_PASSWORD": with_password["EASYBACKUP_TARGET_PASSWORD"]}
+    failed = run_cli("restore", "-c", config, "--strategy", STRATEGY, "--target-url", target, env=restore_env,
                      stdin=subprocess.DEVNULL, timeout=180)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     hinted = re.search(r"`easybackup (verify --backup \S+)` checks it", failed.stderr)
