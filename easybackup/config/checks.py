@@ -133,7 +133,9 @@ def _url_problems(where: str, url: str) -> list[str]:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
     except ValueError as exc:
         return [f"{where}: not a valid URL ({exc})"]
-    return [] if parts.hostname else [f"{where}: the URL names no host"]
+    # libpq takes the host from the query too: `postgresql://u@/db?host=/run/postgresql` is a socket directory.
+    in_query = any(item.startswith("host=") and item != "host=" for item in parts.query.split("&"))
+    return [] if parts.hostname or in_query else [f"{where}: the URL names no host (add one, or ?host=/socket/dir)"]
 
 
 def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -> list[str]:

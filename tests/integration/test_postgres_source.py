@@ -252,6 +252,21 @@ def test_an_ipv6_host_is_bracketed_in_the_url_and_escaped_in_the_passfile():
     assert url.passfile_line() == "\\:\\:1:6432:db:u:pw\n"
 
 
+@pytest.mark.parametrize("url,host,port", [
+    ("postgresql://u:pw@%2Fvar%2Frun%2FPostgreSQL/db", "/var/run/PostgreSQL", 5432),
+    ("postgresql://u:pw@%2Ftmp%2Fs:5433/db", "/tmp/s", 5433),
+    ("postgresql://u:pw@/db?host=/var/run/postgresql&port=6543", "/var/run/postgresql", 6543),
+    ("postgresql://u:pw@ignored:1/db?host=%2Fsrv%2Fpg", "/srv/pg", 1),
+])
+def test_a_socket_directory_is_decoded_once_its_case_kept_and_encoded_once_for_libpq(url, host, port):
+    parsed = parse_postgres_url(url)
+    assert (parsed.host, parsed.port, parsed.dbname) == (host, port, "db")
+    assert parsed.conninfo().startswith(f"postgresql://u@{host.replace('/', '%2F')}:{port}/db")
+    # libpq looks a socket directory up in the passfile as `localhost` or as its path: the wildcard matches both.
+    assert parsed.passfile_line() == f"*:{port}:db:u:pw\n"
+    assert parsed.where == f"socket {host}/.s.PGSQL.{port}"
+
+
 def test_a_non_postgres_url_is_refused_without_showing_its_password():
     with pytest.raises(ValueError) as refused:
         parse_postgres_url("mysql://root:hunter22-Secret@db/x")

@@ -28,10 +28,16 @@ CONNECT_TIMEOUT_S = "30"  # libpq waits forever on a black-holed host otherwise;
 VERSION_QUERY_TIMEOUT_S = 20
 
 
+def is_socket_dir(host: str) -> bool:
+    """Given a host as libpq reads it, return True for a Unix-socket directory (`/run/postgresql`, or Linux's
+    abstract `@name`), False for a host name or address."""
+    return host.startswith(("/", "@"))
+
+
 def url_host(host: str) -> str:
-    """Given a host name or address, return it as a URL's netloc spells it: an IPv6 address bracketed, a name
-    percent-encoded."""
-    return f"[{host}]" if ":" in host else quote(host, safe="")
+    """Given a host name, address or socket directory, return it as a URL's netloc spells it: an IPv6 address
+    bracketed, anything else percent-encoded once (a socket directory's slashes as %2F)."""
+    return f"[{host}]" if ":" in host and not is_socket_dir(host) else quote(host, safe="")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,13 @@ class PostgresUrl:
     password: str | None
     dbname: str | None
     query: str = ""
+
+    @property
+    def where(self) -> str:
+        """Return where the server listens, for messages: `host:port`, or the socket file in a socket directory."""
+        if is_socket_dir(self.host):
+            return f"socket {self.host.rstrip('/')}/.s.PGSQL.{self.port}"
+        return f"{self.host}:{self.port}"
 
     def conninfo(self) -> str:
         """Return the URL without its password, for `pg_dump --dbname`."""
@@ -59,9 +72,12 @@ class PostgresUrl:
         # (the file serves this one connection only).
         dbname, user = (None if value and ("\n" in value or "\r" in value) else value
                         for value in (self.dbname, self.user))
-        fields = [self.host, str(self.port), dbname or "*", user or "*", self.password or ""]
+        # libpq looks a socket directory up as `localhost` when it is its compiled-in default and as the path
+        # otherwise: a wildcard matches both.
+        host = "*" if is_socket_dir(self.host) else self.host
+        fields = [host, str(self.port), dbname or "*", user or "*", self.password or ""]
         escaped = [_escape_passfile_field(value) for value in fields]
-        for index in (2, 3):
+        for index in (0, 2, 3):
             if fields[index] == "*":
                 escaped[index] = "*"  # a wildcard, not a literal star
         return ":".join(escaped) + "\n"
@@ -81,14 +97,38 @@ def parse_postgres_url(url: str) -> PostgresUrl:
     except ValueError:
         raise ValueError(f"invalid port in database URL {mask(url)}") from None
     dbname = unquote(parts.path.lstrip("/")) or None
+    # libpq lets the query name the host and port (`?host=/run/postgresql&port=5433`), over the netloc's.
+    host = _query_value(parts.query, "host") or unquote(_netloc_host(parts.netloc)) or DEFAULT_HOST
+    query_port = _query_value(parts.query, "port")
+    if query_port:
+        if not query_port.isdigit() or not 0 < int(query_port) < 65536:
+            raise ValueError(f"invalid port in database URL {mask(url)}")
+        port = int(query_port)
     return PostgresUrl(
-        host=parts.hostname or DEFAULT_HOST,
+        host=host,
         port=port,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
         dbname=dbname,
         query=parts.query,
     )
+
+
+def _netloc_host(netloc: str) -> str:
+    """Given a URL's netloc, return its host as written: still percent-encoded, its case kept (urlsplit's
+    `hostname` lowercases, and a socket directory's path is case-sensitive), an IPv6 address unbracketed."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        return hostport[1:].partition("]")[0]
+    return hostport.partition(":")[0]
+
+
+def _query_value(query: str, key: str) -> str | None:
+    """Given a URL's raw query and a parameter name, return its last value, percent-decoded as libpq decodes it
+    (no `+` for a space), or None."""
+    values = [unquote(value) for name, _, value in (item.partition("=") for item in query.split("&"))
+              if unquote(name) == key]
+    return values[-1] if values else None
 
 
 @dataclass(frozen=True)
@@ -113,7 +153,7 @@ _RULES = (
                      r"|terminating connection due to administrator command"
                      r"|the database system is (starting up|shutting down)|timeout expired|no route to host"
                      r"|could not translate host name", re.I), "connection", True,
-          "check that PostgreSQL at {host}:{port} is up and reachable from this machine (firewall, tunnel, proxy)"),
+          "check that PostgreSQL at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
 )
 
 
@@ -206,7 +246,7 @@ class PostgresSource:
                 hint="read pg_dump's last lines below", kind="dump_failed", transient=False,
                 exit_codes=stage_failed.exit_codes, last_lines=lines)
         hint = rule.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
-                                host=self.url.host, port=self.url.port)
+                                where=self.url.where)
         return EasybackupError(
             f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
             hint=mask(hint), kind=rule.kind, transient=rule.transient,
