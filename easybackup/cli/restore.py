@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"backup: {manifest.key} ({format_bytes(manifest.stored_bytes)}, {manifest.format} format, "
           f"{manifest.compression}, taken {manifest.started_at})", file=sys.stderr)
     with private_directory(config.temp_dir) as private, _route(args, strategy, private) as target_url:
-        target = Connection(target_url, private)
-        maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private) if args.create else None
+        connect = strategy.timeout.connect
+        target = Connection(target_url, private, connect)
+        maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private, connect) if args.create else None
         try:
             return _restore(args, client, strategy, manifest, target, maintenance, private)
         finally:

@@ -19,7 +19,8 @@ from easybackup.scheduling import format_duration, interval, parse_duration, par
 NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
-                 ("timeout", "upload"), ("timeout", "shutdown_grace"), ("slack", "progress_interval"))
+                 ("timeout", "upload"), ("timeout", "shutdown_grace"), ("timeout", "connect"),
+                 ("slack", "progress_interval"))
 # pg_dump options easybackup sets itself; passing them again would break the stream or the connection.
 RESERVED_PG_DUMP_ARGS = ("-f", "--file", "-F", "--format", "-Z", "--compress", "-d", "--dbname", "-h", "--host",
                          "-p", "--port", "-U", "--username", "-w", "--no-password", "-W", "--password")

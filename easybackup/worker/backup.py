@@ -85,7 +85,8 @@ def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
     return backup_source_once(ctx, target, DumpPlan(
         database=target.name, key=key, fmt=strategy.pg_dump.format,
         make_source=lambda routed: PostgresSource(routed, strategy.pg_dump, ctx.private_dir,
-                                                  compress_externally=codec != "none")))
+                                                  compress_externally=codec != "none",
+                                                  connect_timeout=strategy.timeout.connect)))
 
 
 def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPlan) -> BackupOutcome:

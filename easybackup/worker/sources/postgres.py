@@ -7,6 +7,7 @@ worker's private directory, removed by `cleanup()` (or leaving the `with` block)
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from easybackup.config.model import DatabaseTarget, PgDumpSettings
+from easybackup.config.model import DatabaseTarget, PgDumpSettings, TimeoutSettings
 from easybackup.errors import EasybackupError
+from easybackup.scheduling import format_duration
 from easybackup.secrets import mask, register_secret
 from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
 from easybackup.worker.sources.dump_header import versions_from_dump_head
@@ -24,7 +26,9 @@ from easybackup.worker.sources.dump_header import versions_from_dump_head
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
 PASSFILE_NAME = "pgpass"
-CONNECT_TIMEOUT_S = "30"  # libpq waits forever on a black-holed host otherwise; a URL's connect_timeout wins
+# libpq waits forever on a server that accepts TCP and never answers otherwise; a URL's connect_timeout wins.
+DEFAULT_CONNECT_TIMEOUT_S = TimeoutSettings.connect
+LIBPQ_MIN_CONNECT_TIMEOUT_S = 2  # libpq raises anything shorter to 2 s
 VERSION_QUERY_TIMEOUT_S = 20
 
 
@@ -140,6 +144,10 @@ class _Rule:
 
 
 _RULES = (
+    # libpq's connect_timeout ran out: the server (or a proxy before it) took the connection and never answered.
+    _Rule(re.compile(r"timeout expired", re.I), "connection", True,
+          "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
+          "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
     _Rule(re.compile(r'password authentication failed|no password supplied|role ".*" does not exist'
                      r"|no pg_hba.conf entry", re.I), "authentication", False,
           "check the password for user {user} in the strategy's database URL (and that the role exists)"),
@@ -151,7 +159,7 @@ _RULES = (
     _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
                      r"|connection reset by peer|broken pipe|is the server running on that host"
                      r"|terminating connection due to administrator command"
-                     r"|the database system is (starting up|shutting down)|timeout expired|no route to host"
+                     r"|the database system is (starting up|shutting down)|no route to host"
                      r"|could not translate host name", re.I), "connection", True,
           "check that PostgreSQL at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
 )
@@ -164,8 +172,9 @@ class PostgresSource:
     stage_name = "pg_dump"
 
     def __init__(self, target: DatabaseTarget, settings: PgDumpSettings, private_dir: Path,
-                 compress_externally: bool):
+                 compress_externally: bool, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
         self.target = target
+        self.connect_timeout = connect_timeout
         self.settings = settings
         self.private_dir = Path(private_dir)
         # Custom format always gets -Z0: with a compressor it would compress twice, single-threaded;
@@ -201,9 +210,10 @@ class PostgresSource:
 
     def child_env(self) -> dict[str, str]:
         """Return the environment for pg_dump/psql: the basics and PG* settings (PGSSLROOTCERT, ...), never
-        PGPASSWORD or other secrets of ours, and PGPASSFILE when the URL has a password."""
+        PGPASSWORD or other secrets of ours, PGCONNECT_TIMEOUT from timeout.connect (libpq takes whole seconds),
+        and PGPASSFILE when the URL has a password."""
         env = base_env(keep_prefixes=("PG",), drop=("PGPASSWORD",))
-        env.setdefault("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_S)
+        env["PGCONNECT_TIMEOUT"] = str(max(LIBPQ_MIN_CONNECT_TIMEOUT_S, math.ceil(self.connect_timeout)))
         if self.url.password is not None:
             env["PGPASSFILE"] = str(self._ensure_passfile())
         return env
@@ -246,7 +256,7 @@ class PostgresSource:
                 hint="read pg_dump's last lines below", kind="dump_failed", transient=False,
                 exit_codes=stage_failed.exit_codes, last_lines=lines)
         hint = rule.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
-                                where=self.url.where)
+                                where=self.url.where, connect=format_duration(self.connect_timeout))
         return EasybackupError(
             f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
             hint=mask(hint), kind=rule.kind, transient=rule.transient,

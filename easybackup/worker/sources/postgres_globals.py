@@ -13,7 +13,7 @@ from easybackup.errors import EasybackupError
 from easybackup.storage.layout import GLOBALS, globals_key
 from easybackup.worker.backup import AttemptContext, BackupOutcome, DumpPlan, backup_source_once
 from easybackup.worker.pipeline import StageFailed, StageSpec
-from easybackup.worker.sources.postgres import PostgresSource
+from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource
 
 GLOBALS_FORMAT = "plain"
 
@@ -28,8 +28,10 @@ class GlobalsSource(PostgresSource):
 
     stage_name = "pg_dumpall"
 
-    def __init__(self, target: DatabaseTarget, private_dir, compress_externally: bool):
-        super().__init__(target, PgDumpSettings(format=GLOBALS_FORMAT), private_dir, compress_externally)
+    def __init__(self, target: DatabaseTarget, private_dir, compress_externally: bool,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
+        super().__init__(target, PgDumpSettings(format=GLOBALS_FORMAT), private_dir, compress_externally,
+                         connect_timeout=connect_timeout)
 
     def describe(self) -> str:
         return f"roles and tablespaces of {self.url.host}:{self.url.port}"
@@ -68,4 +70,5 @@ def backup_globals_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOu
     key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_timestamp, codec)
     return backup_source_once(ctx, target, DumpPlan(
         database=GLOBALS, key=key, fmt=GLOBALS_FORMAT,
-        make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none")))
+        make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none",
+                                                 connect_timeout=strategy.timeout.connect)))
