@@ -22,6 +22,7 @@ from easybackup.worker.sources.postgres import (
     pg_dump_version,
 )
 from tests.harness.net import free_port
+from tests.unit.test_pipeline import read_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -309,3 +310,38 @@ def test_pg_dump_version_output_is_parsed():
     assert parse_version_output("pg_dump (PostgreSQL) 15.6 (Debian 15.6-0+deb12u1)\n") == "15.6"
     assert parse_version_output("pg_dump (PostgreSQL) 17devel\n") == "17"
     assert parse_version_output("garbage") is None
+
+
+def test_the_globals_are_dumped_whatever_database_the_url_names(databases, private_dir):
+    # pg_dumpall ignores the database of --dbname and connects to `postgres`: the passfile line must match it.
+    from easybackup.worker.sources.dump_header import dump_problem
+    from easybackup.worker.sources.postgres_globals import GlobalsSource
+
+    url = databases.url(SMALL)
+    with GlobalsSource(DatabaseTarget("_globals", url), private_dir, compress_externally=False) as source:
+        with Pipeline([source.dump_stage()], count_after=source.stage_name, keep_tail=True) as pipeline:
+            dump = read_all(pipeline.output_fd)
+            pipeline.wait()
+        source.check_dump(pipeline.head, pipeline.tail, pipeline.bytes_counted, [])
+    assert b"CREATE ROLE eb_reader;" in dump
+    assert dump_problem("plain", dump[:4096], dump[-4096:], banner=source.plain_banner,
+                        complete=source.plain_complete) is None
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_whole_dump_of_either_format_passes_the_check_and_a_cut_one_does_not(databases, private_dir, fmt):
+    from easybackup.errors import EasybackupError
+
+    with source_for(databases.url(SMALL), private_dir, fmt=fmt, codec="none") as source:
+        with Pipeline([source.dump_stage()], count_after=source.stage_name, keep_tail=True) as pipeline:
+            dump = read_all(pipeline.output_fd)
+            pipeline.wait()
+        source.check_dump(pipeline.head, pipeline.tail, pipeline.bytes_counted, [])
+        assert pipeline.tail == dump[-4096:] and pipeline.bytes_counted == len(dump)
+        if fmt == "plain":
+            with pytest.raises(EasybackupError) as cut:
+                source.check_dump(dump[:4096], dump[:-100][-4096:], len(dump) - 100, ["pg_dump: last words"])
+            assert cut.value.kind == "invalid_dump" and cut.value.last_lines == ["pg_dump: last words"]
+        with pytest.raises(EasybackupError) as empty:
+            source.check_dump(b"", b"", 0, [])
+        assert empty.value.kind == "invalid_dump" and "nothing was stored" in empty.value.hint

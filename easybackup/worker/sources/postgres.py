@@ -21,7 +21,12 @@ from easybackup.errors import EasybackupError
 from easybackup.scheduling import format_duration
 from easybackup.secrets import mask, register_secret
 from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
-from easybackup.worker.sources.dump_header import versions_from_dump_head
+from easybackup.worker.sources.dump_header import (
+    DUMP_COMPLETE,
+    PLAIN_BANNER,
+    dump_problem,
+    versions_from_dump_head,
+)
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
@@ -170,6 +175,8 @@ class PostgresSource:
 
     name = "postgres"
     stage_name = "pg_dump"
+    plain_banner = PLAIN_BANNER  # how pg_dump's plain output begins, and the comment it ends with
+    plain_complete = DUMP_COMPLETE
 
     def __init__(self, target: DatabaseTarget, settings: PgDumpSettings, private_dir: Path,
                  compress_externally: bool, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
@@ -228,9 +235,13 @@ class PostgresSource:
             # O_EXCL: never write a password into a file someone else prepared (or a symlink).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.url.passfile_line())
+                handle.write(self.passfile_url().passfile_line())
             self.passfile = path
         return self.passfile
+
+    def passfile_url(self) -> PostgresUrl:
+        """Return the URL whose passfile line the program's connections look up: the database's own."""
+        return self.url
 
     def cleanup(self) -> None:
         """Remove the passfile if we wrote one (idempotent)."""
@@ -249,7 +260,7 @@ class PostgresSource:
             return stage_failed
         lines = [mask(line) for line in stage_failed.last_lines]
         rule, evidence = self._match(lines) if stage_failed.signal is None else (None, None)
-        what = f"pg_dump of database {self.target.name}"
+        what = self.dumped()
         if rule is None:
             return EasybackupError(
                 f"{what} failed: pg_dump {stage_failed.description}", detail=_last_nonblank(lines),
@@ -261,6 +272,26 @@ class PostgresSource:
             f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
             hint=mask(hint), kind=rule.kind, transient=rule.transient,
             exit_codes=stage_failed.exit_codes, last_lines=lines)
+
+    def dumped(self) -> str:
+        """Return what the dump program dumps, for messages: "pg_dump of database <name>"."""
+        return f"pg_dump of database {self.target.name}"
+
+    def check_dump(self, head: bytes, tail: bytes, size: int | None, last_lines: list[str]) -> None:
+        """Given the first and last bytes the dump program wrote (the counting relay keeps them), their count and
+        its last stderr lines, raise EasybackupError (kind invalid_dump) unless they are a whole dump of the
+        configured format: PGDMP first, or pg_dump's preamble first and its completion comment last."""
+        problem = dump_problem(self.settings.format, head, tail, banner=self.plain_banner,
+                               complete=self.plain_complete)
+        if problem is None:
+            return
+        raise EasybackupError(
+            f"{self.dumped()} is not a whole {self.settings.format}-format dump although {self.stage_name} exited 0: "
+            f"{problem}",
+            detail=f"{self.stage_name} wrote {size if size is not None else len(head)} bytes to easybackup",
+            hint="nothing was stored; check pg_dump.extra_args for an option that sends the dump elsewhere or "
+                 "changes its format, and what wraps pg_dump on the PATH",
+            kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
 
     @staticmethod
     def _match(lines: list[str]) -> tuple[_Rule | None, str | None]:
