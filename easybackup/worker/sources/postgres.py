@@ -149,10 +149,6 @@ class _Rule:
 
 
 _RULES = (
-    # libpq's connect_timeout ran out: the server (or a proxy before it) took the connection and never answered.
-    _Rule(re.compile(r"timeout expired", re.I), "connection", True,
-          "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
-          "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
     _Rule(re.compile(r'password authentication failed|no password supplied|role ".*" does not exist'
                      r"|no pg_hba.conf entry", re.I), "authentication", False,
           "check the password for user {user} in the strategy's database URL (and that the role exists)"),
@@ -160,6 +156,10 @@ _RULES = (
           "check the database name {dbname} in the strategy's database URL, or create it"),
     _Rule(re.compile(r"permission denied", re.I), "permission", False,
           "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
+    # libpq's connect_timeout ran out: the server (or a proxy before it) took the connection and never answered.
+    _Rule(re.compile(r"timeout expired", re.I), "connection", True,
+          "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
+          "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
     # A reset while connecting (a proxy or load balancer dropping us, a server restarting) is as passing.
     _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
                      r"|connection reset by peer|broken pipe|is the server running on that host"
