@@ -12,6 +12,7 @@ KINDS = (
     "permission",
     "timeout",
     "dump_failed",
+    "invalid_dump",
     "compressor_failed",
     "storage",
     "verification",

@@ -37,7 +37,7 @@ from easybackup.storage.layout import parse_archive_key
 from easybackup.storage.manifest import Manifest
 from easybackup.worker.compressors import decompress_stage
 from easybackup.worker.pipeline import LineCallback, Pipeline, StageFailed, StageSpec
-from easybackup.worker.sources.postgres import PostgresSource, parse_postgres_url
+from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, parse_postgres_url
 
 MAINTENANCE_DB = "postgres"
 QUERY_TIMEOUT_S = 60
@@ -56,12 +56,12 @@ class RestoreResult:
 class Connection:
     """A database to talk to with psql/pg_restore: conninfo without the password, env with a 0600 passfile."""
 
-    def __init__(self, url: str, private_dir: Path):
+    def __init__(self, url: str, private_dir: Path, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
         parsed = parse_postgres_url(url)  # ValueError (masked) for anything that is not a postgres URL
         self.dbname = parsed.dbname or parsed.user or MAINTENANCE_DB
         self._dir = Path(tempfile.mkdtemp(prefix="conn-", dir=private_dir))  # passfile names are fixed per dir
         self._source = PostgresSource(DatabaseTarget(self.dbname, url), PgDumpSettings(), self._dir,
-                                      compress_externally=False)
+                                      compress_externally=False, connect_timeout=connect_timeout)
 
     def conninfo(self) -> str:
         return self._source.url.conninfo()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,13 +25,9 @@ from easybackup.errors import EasybackupError
 from easybackup.storage.s3 import classify_s3_error, error_code
 from easybackup.worker.compressors import decompress_stage
 from easybackup.worker.pipeline import Pipeline, StageFailed, StageSpec, base_env
+from easybackup.worker.sources.dump_header import TAIL_BYTES, ends_like_a_complete_dump
 
 CHUNK = 1024 * 1024
-TAIL_BYTES = 4096
-# pg_dump (database) and pg_dumpall (cluster, for the globals) end a complete dump with this comment. Newer
-# minor releases follow it with `\unrestrict <key>`; `--` and blank lines frame it.
-_COMPLETE = re.compile(r"^-- PostgreSQL database (cluster )?dump complete$")
-_TRAILER = re.compile(r"^(--|\\unrestrict \S+)?$")
 
 LineCallback = Callable[[str, str], None]
 ProgressCallback = Callable[[int], None]
@@ -226,14 +221,6 @@ class TailKeeper:
         """Given an fd, read it to EOF through this keeper (run on a thread)."""
         while chunk := os.read(fd, CHUNK):
             self(chunk)
-
-
-def ends_like_a_complete_dump(tail: bytes) -> bool:
-    """Given the last bytes of a plain SQL dump, return whether it ends with pg_dump's completion comment."""
-    lines = tail.decode("utf-8", errors="replace").splitlines()
-    while lines and _TRAILER.match(lines[-1].strip()):
-        lines.pop()
-    return bool(lines) and bool(_COMPLETE.match(lines[-1].strip()))
 
 
 def reader_stages(fmt: str, compression: str) -> list[StageSpec]:

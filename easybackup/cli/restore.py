@@ -108,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"backup: {manifest.key} ({format_bytes(manifest.stored_bytes)}, {manifest.format} format, "
           f"{manifest.compression}, taken {manifest.started_at})", file=sys.stderr)
     with private_directory(config.temp_dir) as private, _route(args, strategy, private, url) as target_url:
-        target_url = _prompt_if_asked(target_url, private)
-        target = Connection(target_url, private)
-        maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private) if args.create else None
+        connect = strategy.timeout.connect
+        target_url = _prompt_if_asked(target_url, private, connect)
+        target = Connection(target_url, private, connect)
+        maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private, connect) if args.create else None
         try:
             return _restore(args, client, strategy, manifest, target, maintenance, private)
         finally:
@@ -218,13 +219,13 @@ def _password_from_file(name: str) -> str:
     return lines[0]
 
 
-def _prompt_if_asked(url: str, private) -> str:
+def _prompt_if_asked(url: str, private, connect_timeout: float) -> str:
     """Given the URL pg_restore will use, return it with a password typed at the terminal when none was given,
     stdin is a terminal and the server asks for one; else unchanged (a restore without a terminal fails
     with the server's own "no password supplied")."""
     if parse_postgres_url(url).password is not None or not sys.stdin.isatty():
         return url
-    probe = Connection(url, private)
+    probe = Connection(url, private, connect_timeout)
     try:
         probe.psql("SELECT 1")
         return url

@@ -69,7 +69,7 @@ def build_strategy(merged: dict) -> Strategy:
         databases=tuple(DatabaseTarget(name=name, url=url) for _path, name, url in database_entries(merged)),
         s3=_s3(merged["s3"]),
         retry=RetrySettings(**_durations(merged.get("retry"), "initial_delay", "max_delay")),
-        timeout=TimeoutSettings(**_durations(merged.get("timeout"), "backup", "upload", "shutdown_grace")),
+        timeout=TimeoutSettings(**_durations(merged.get("timeout"), "backup", "upload", "shutdown_grace", "connect")),
         slack=_slack(merged.get("slack") or {}),
         pg_dump=_pg_dump(merged.get("pg_dump") or {}),
         verify=VerifySettings(**(merged.get("verify") or {})),

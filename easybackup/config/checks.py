@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from easybackup.config.build import database_entries
 from easybackup.config.merge import effective_strategy, origin
+from easybackup.config.pg_dump_args import reserved_uses
 from easybackup.config.schema import format_path, section_keys
 from easybackup.scheduling import format_duration, interval, parse_duration, parse_schedule, validate_timezone
 from easybackup.urls import url_problem
@@ -20,10 +21,8 @@ from easybackup.urls import url_problem
 NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
-                 ("timeout", "upload"), ("timeout", "shutdown_grace"), ("slack", "progress_interval"))
-# pg_dump options easybackup sets itself; passing them again would break the stream or the connection.
-RESERVED_PG_DUMP_ARGS = ("-f", "--file", "-F", "--format", "-Z", "--compress", "-d", "--dbname", "-h", "--host",
-                         "-p", "--port", "-U", "--username", "-w", "--no-password", "-W", "--password")
+                 ("timeout", "upload"), ("timeout", "shutdown_grace"), ("timeout", "connect"),
+                 ("slack", "progress_interval"))
 MAX_LEVEL = {"gzip": 9, "zstd": 19}
 
 
@@ -79,16 +78,13 @@ def _positive_duration(text: str) -> float:
 
 
 def _pg_dump_args(section: dict, path: tuple) -> list[str]:
-    found = []
-    for index, arg in enumerate(_list(_get(section, ("pg_dump", "extra_args")))):
-        if not isinstance(arg, str):
-            continue
-        option = arg.split("=", 1)[0]
-        short = arg[:2] if arg.startswith("-") and not arg.startswith("--") else None
-        if option in RESERVED_PG_DUMP_ARGS or short in RESERVED_PG_DUMP_ARGS:
-            found.append(f"{format_path((*path, 'pg_dump', 'extra_args', index))}: '{arg}' is set by easybackup "
-                         "and cannot be passed again (connection, output and format come from the config)")
-    return found
+    """pg_dump options easybackup sets itself, in any spelling pg_dump accepts (see pg_dump_args)."""
+    args = _list(_get(section, ("pg_dump", "extra_args")))
+    if not all(isinstance(arg, str) for arg in args):
+        return []  # the schema reports the item that is not a string
+    return [f"{format_path((*path, 'pg_dump', 'extra_args', use.index))}: '{use.argument}' {use.why}, which is set "
+            "by easybackup and cannot be passed again (connection, output and format come from the config)"
+            for use in reserved_uses(args)]
 
 
 def _unique_strategy_names(strategies: list[dict | None]) -> list[str]:
@@ -132,7 +128,10 @@ def _url_problems(where: str, url: str) -> list[str]:
     problem = url_problem(url)  # never quotes the URL: urlsplit's own errors can quote a piece of the password
     if problem is not None:
         return [f"{where}: {problem}"]
-    return [] if urlsplit(url).hostname else [f"{where}: the URL names no host"]
+    parts = urlsplit(url)
+    # libpq takes the host from the query too: `postgresql://u@/db?host=/run/postgresql` is a socket directory.
+    in_query = any(item.startswith("host=") and item != "host=" for item in parts.query.split("&"))
+    return [] if parts.hostname or in_query else [f"{where}: the URL names no host (add one, or ?host=/socket/dir)"]
 
 
 def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -> list[str]:

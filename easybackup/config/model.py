@@ -59,6 +59,7 @@ class TimeoutSettings:
     backup: float = 2 * 3600.0
     upload: float = 600.0
     shutdown_grace: float = 60.0
+    connect: float = 30.0  # libpq's connect_timeout: a server that accepts TCP and never answers
 
 
 @dataclass(frozen=True)

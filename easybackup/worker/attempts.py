@@ -33,6 +33,7 @@ PERMANENT_BECAUSE = {
     "permission": "permission errors are permanent",
     "storage": "this S3 error is permanent",
     "dump_failed": "pg_dump failed for a reason a retry does not change",
+    "invalid_dump": "the dump program would write the same again",
     "compressor_failed": "the compressor would fail again",
     "config": "the configuration is wrong",
     "internal": "an internal error is a bug, not a passing fault",

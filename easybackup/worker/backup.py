@@ -85,7 +85,8 @@ def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
     return backup_source_once(ctx, target, DumpPlan(
         database=target.name, key=key, fmt=strategy.pg_dump.format,
         make_source=lambda routed: PostgresSource(routed, strategy.pg_dump, ctx.private_dir,
-                                                  compress_externally=codec != "none")))
+                                                  compress_externally=codec != "none",
+                                                  connect_timeout=strategy.timeout.connect)))
 
 
 def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPlan) -> BackupOutcome:
@@ -128,7 +129,8 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
     def on_line(stage: str, line: str) -> None:
         ctx.emit("log", database=database, stream=stage, level="info", line=line)
 
-    with Pipeline(stages, on_line=on_line, count_after=counting) as pipeline:
+    with Pipeline(stages, on_line=on_line, count_after=counting,
+                  keep_tail=source.settings.format == "plain") as pipeline:
         def stop() -> None:
             stop_upload.set()
             pipeline.kill(KILL_GRACE_S)
@@ -148,6 +150,8 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
                 pipeline.wait()
                 if watchdog.tripped:  # a limit fired while the stages exited: never complete a timed-out upload
                     raise watchdog.error()
+                # Exit code 0 is no proof of a dump (an extra_args option sending it elsewhere, a cut stream).
+                source.check_dump(pipeline.head, pipeline.tail, pipeline.bytes_counted, pipeline.last_lines(counting))
                 result = upload.complete()
             except StageFailed as failure:
                 raise watchdog.error() if watchdog.check() else source.classify_failure(failure) from failure

@@ -16,11 +16,12 @@ from easybackup.config.model import DatabaseTarget, PgDumpSettings, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.secrets import mask
 from easybackup.worker.pipeline import StageFailed, describe_returncode
-from easybackup.worker.sources.postgres import PostgresSource
+from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource
 from easybackup.worker.routes import logging_emit, open_route
 
 LIST_QUERY = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1"
 LAST_LINES = 25
+CHECK_QUERY_TIMEOUT_S = 30  # for the connectivity check's query, once connected
 
 
 class _CatalogSource(PostgresSource):
@@ -35,11 +36,13 @@ def with_database(url: str, dbname: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + quote(dbname, safe="")))
 
 
-def list_databases(url: str, private_dir: Path, timeout: float) -> list[str]:
+def list_databases(url: str, private_dir: Path, timeout: float,
+                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> list[str]:
     """Given the URL of a database on a server, return the names of the server's non-template databases that
     allow connections, sorted; raise EasybackupError (classified like pg_dump's failures) if psql cannot."""
     connect = DatabaseTarget(name=unquote(urlsplit(url).path.lstrip("/")) or "postgres", url=url)
-    with _CatalogSource(connect, PgDumpSettings(), private_dir, compress_externally=False) as source:
+    with _CatalogSource(connect, PgDumpSettings(), private_dir, compress_externally=False,
+                        connect_timeout=connect_timeout) as source:
         where = f"{source.url.host}:{source.url.port}"
         # NUL-separated records: a database name may hold a newline.
         argv = ["psql", "-X", "-A", "-t", "--no-password", "--record-separator-zero", "-c", LIST_QUERY,
@@ -98,7 +101,8 @@ def all_database_targets(strategy: Strategy, private_dir: Path, emit, cancel=Non
     url = connection_url(strategy)
     server = DatabaseTarget(name=unquote(urlsplit(url).path.lstrip("/")) or "postgres", url=url)
     with open_route(strategy, server, private_dir, emit, cancel=cancel) as routed:
-        names = list_databases(routed.url, private_dir, timeout=strategy.timeout.backup)
+        names = list_databases(routed.url, private_dir, timeout=strategy.timeout.backup,
+                               connect_timeout=strategy.timeout.connect)
     return [DatabaseTarget(name=name, url=with_database(url, name)) for name in names]
 
 
@@ -108,4 +112,5 @@ def check_reachable(strategy: Strategy, target: DatabaseTarget) -> None:
     with tempfile.TemporaryDirectory(prefix="easybackup-check-") as scratch:  # 0700, removed with its passfile
         private_dir = Path(scratch)
         with open_route(strategy, target, private_dir, logging_emit("debug")) as routed:
-            list_databases(routed.url, private_dir, timeout=30)
+            list_databases(routed.url, private_dir, timeout=strategy.timeout.connect + CHECK_QUERY_TIMEOUT_S,
+                           connect_timeout=strategy.timeout.connect)

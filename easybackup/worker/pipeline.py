@@ -12,12 +12,16 @@ is drained on its own thread: an undrained stderr stalls pg_dump once the pipe b
 `count_after="pg_dump"` puts a counting relay behind that stage: a thread moves its output on to the next
 link with splice(2) (pipe to pipe inside the kernel, no copy through Python) and `bytes_counted` says how
 many bytes went through — the dump's size before compression, for the manifest and progress events — and `head`
-holds the first HEAD_BYTES of them (the dump's header names pg_dump's and the server's versions). It may be the
-last link: the caller then reads the relay's output.
+holds the first HEAD_BYTES of them (the dump's header names pg_dump's and the server's versions). With
+`keep_tail=True` it also keeps the last TAIL_BYTES in `tail` (a plain dump ends with its completion comment): it
+then splices all but the last TAIL_BYTES waiting in the pipe and reads those, so the stream's last bytes are
+always read, and the copy through user space stays a few KiB per wake-up. It may be the last link: the caller
+then reads the relay's output.
 """
 
 from __future__ import annotations
 
+import array
 import collections
 import errno
 import fcntl
@@ -25,6 +29,7 @@ import os
 import select
 import signal
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +47,7 @@ _DRAIN_AFTER_STOP_S = 1.0
 _RELAY_CHUNK = 1 << 20  # bytes asked for per splice/read; a pipe hands over at most what it holds
 _RELAY_PIPE_SIZE = 1 << 20  # the unprivileged maximum: fewer wake-ups of the relay and of the stages
 HEAD_BYTES = 4096  # kept by the relay from the start of the stream
+TAIL_BYTES = 4096  # kept by the relay from the end of the stream, when asked to
 
 LineCallback = Callable[[str, str], None]
 
@@ -213,12 +219,14 @@ class _Relay(threading.Thread):
     still writing gets SIGPIPE (the next stage stopped reading) — the same story as without a relay.
     """
 
-    def __init__(self, stage: str, src: int, dst: int):
+    def __init__(self, stage: str, src: int, dst: int, keep_tail: bool = False):
         super().__init__(name=f"relay-{stage}", daemon=True)
         self.src = src
         self.dst = dst
+        self.keep_tail = keep_tail
         self.bytes_moved = 0  # written by this thread only; an int store is atomic for readers
         self.head = b""  # the first HEAD_BYTES moved (fewer if the stream was shorter); complete after join()
+        self.tail = b""  # the last TAIL_BYTES moved, with keep_tail; complete after join()
         self.error: OSError | None = None
         self.spliced = False  # True once splice(2) moved data (else read/write did)
 
@@ -235,8 +243,17 @@ class _Relay(threading.Thread):
 
     def _move(self) -> None:
         self._move_head()
+        if self.keep_tail:
+            self.tail = self.head[-TAIL_BYTES:]
         splice = getattr(os, "splice", None)
-        if splice is not None:
+        if splice is not None and self.keep_tail:
+            try:
+                self._splice_keeping_tail(splice)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or self.spliced:
+                    raise
+        elif splice is not None:
             try:
                 moved = splice(self.src, self.dst, _RELAY_CHUNK)
             except OSError as exc:
@@ -258,10 +275,32 @@ class _Relay(threading.Thread):
             head += data
         self.head = bytes(head)
 
+    def _splice_keeping_tail(self, splice) -> None:
+        """Move everything, splicing all but the last TAIL_BYTES that wait in the pipe and reading those: after a
+        splice at least TAIL_BYTES wait, so the bytes read last are always the stream's newest, in order."""
+        poller = select.poll()
+        poller.register(self.src, select.POLLIN)
+        waiting = array.array("i", [0])
+        while True:
+            poller.poll()  # data, or the writer gone (POLLHUP)
+            fcntl.ioctl(self.src, termios.FIONREAD, waiting)
+            if waiting[0] > TAIL_BYTES:
+                moved = splice(self.src, self.dst, waiting[0] - TAIL_BYTES)
+                self.spliced = True
+                self.bytes_moved += moved
+                continue
+            data = os.read(self.src, TAIL_BYTES)
+            if not data:
+                return
+            self._write_all(data)
+            self.tail = (self.tail + data)[-TAIL_BYTES:]
+
     def _copy(self) -> None:
         """The fallback where splice(2) is missing: read and write through user space."""
         while data := os.read(self.src, _RELAY_CHUNK):
             self._write_all(data)
+            if self.keep_tail:
+                self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
 
     def _write_all(self, data: bytes) -> None:
         with memoryview(data) as view:
@@ -282,11 +321,12 @@ def _widen_pipe(fd: int) -> None:
 class Pipeline:
     """Given stage specs, run them chained stdout -> stdin; see the module docstring.
 
-    `count_after` names a stage whose output is counted on its way to the next link (`bytes_counted`).
+    `count_after` names a stage whose output is counted on its way to the next link (`bytes_counted`), its first
+    bytes kept (`head`) and, with `keep_tail`, its last (`tail`).
     """
 
     def __init__(self, stages: Sequence[StageSpec], on_line: LineCallback | None = None, stdin=None,
-                 count_after: str | None = None):
+                 count_after: str | None = None, keep_tail: bool = False):
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         names = [stage.name for stage in stages]
@@ -298,6 +338,7 @@ class Pipeline:
         self.on_line = on_line
         self.stdin = subprocess.DEVNULL if stdin is None else stdin
         self.count_after = count_after
+        self.keep_tail = keep_tail
         self.output_fd: int | None = None
         self._procs: list[subprocess.Popen] = []
         self._readers: list[_StderrReader] = []
@@ -350,7 +391,7 @@ class Pipeline:
             raise
         for fd in (src, write_end):
             _widen_pipe(fd)
-        self._relay = _Relay(stage, src, write_end)
+        self._relay = _Relay(stage, src, write_end, keep_tail=self.keep_tail)
         self._relay.start()
         return read_end
 
@@ -395,6 +436,11 @@ class Pipeline:
     def head(self) -> bytes:
         """Return the first HEAD_BYTES the `count_after` stage wrote (complete after wait()), b"" without it."""
         return b"" if self._relay is None else self._relay.head
+
+    @property
+    def tail(self) -> bytes:
+        """Return the last TAIL_BYTES the `count_after` stage wrote (complete after wait()); b"" without keep_tail."""
+        return b"" if self._relay is None else self._relay.tail
 
     @property
     def bytes_counted(self) -> int | None:

@@ -22,6 +22,7 @@ from easybackup.worker.sources.postgres import (
     pg_dump_version,
 )
 from tests.harness.net import free_port
+from tests.unit.test_pipeline import read_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -252,6 +253,21 @@ def test_an_ipv6_host_is_bracketed_in_the_url_and_escaped_in_the_passfile():
     assert url.passfile_line() == "\\:\\:1:6432:db:u:pw\n"
 
 
+@pytest.mark.parametrize("url,host,port", [
+    ("postgresql://u:pw@%2Fvar%2Frun%2FPostgreSQL/db", "/var/run/PostgreSQL", 5432),
+    ("postgresql://u:pw@%2Ftmp%2Fs:5433/db", "/tmp/s", 5433),
+    ("postgresql://u:pw@/db?host=/var/run/postgresql&port=6543", "/var/run/postgresql", 6543),
+    ("postgresql://u:pw@ignored:1/db?host=%2Fsrv%2Fpg", "/srv/pg", 1),
+])
+def test_a_socket_directory_is_decoded_once_its_case_kept_and_encoded_once_for_libpq(url, host, port):
+    parsed = parse_postgres_url(url)
+    assert (parsed.host, parsed.port, parsed.dbname) == (host, port, "db")
+    assert parsed.conninfo().startswith(f"postgresql://u@{host.replace('/', '%2F')}:{port}/db")
+    # libpq looks a socket directory up in the passfile as `localhost` or as its path: the wildcard matches both.
+    assert parsed.passfile_line() == f"*:{port}:db:u:pw\n"
+    assert parsed.where == f"socket {host}/.s.PGSQL.{port}"
+
+
 def test_a_non_postgres_url_is_refused_without_showing_its_password():
     with pytest.raises(ValueError) as refused:
         parse_postgres_url("mysql://root:hunter22-Secret@db/x")
@@ -294,3 +310,38 @@ def test_pg_dump_version_output_is_parsed():
     assert parse_version_output("pg_dump (PostgreSQL) 15.6 (Debian 15.6-0+deb12u1)\n") == "15.6"
     assert parse_version_output("pg_dump (PostgreSQL) 17devel\n") == "17"
     assert parse_version_output("garbage") is None
+
+
+def test_the_globals_are_dumped_whatever_database_the_url_names(databases, private_dir):
+    # pg_dumpall ignores the database of --dbname and connects to `postgres`: the passfile line must match it.
+    from easybackup.worker.sources.dump_header import dump_problem
+    from easybackup.worker.sources.postgres_globals import GlobalsSource
+
+    url = databases.url(SMALL)
+    with GlobalsSource(DatabaseTarget("_globals", url), private_dir, compress_externally=False) as source:
+        with Pipeline([source.dump_stage()], count_after=source.stage_name, keep_tail=True) as pipeline:
+            dump = read_all(pipeline.output_fd)
+            pipeline.wait()
+        source.check_dump(pipeline.head, pipeline.tail, pipeline.bytes_counted, [])
+    assert b"CREATE ROLE eb_reader;" in dump
+    assert dump_problem("plain", dump[:4096], dump[-4096:], banner=source.plain_banner,
+                        complete=source.plain_complete) is None
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_whole_dump_of_either_format_passes_the_check_and_a_cut_one_does_not(databases, private_dir, fmt):
+    from easybackup.errors import EasybackupError
+
+    with source_for(databases.url(SMALL), private_dir, fmt=fmt, codec="none") as source:
+        with Pipeline([source.dump_stage()], count_after=source.stage_name, keep_tail=True) as pipeline:
+            dump = read_all(pipeline.output_fd)
+            pipeline.wait()
+        source.check_dump(pipeline.head, pipeline.tail, pipeline.bytes_counted, [])
+        assert pipeline.tail == dump[-4096:] and pipeline.bytes_counted == len(dump)
+        if fmt == "plain":
+            with pytest.raises(EasybackupError) as cut:
+                source.check_dump(dump[:4096], dump[:-100][-4096:], len(dump) - 100, ["pg_dump: last words"])
+            assert cut.value.kind == "invalid_dump" and cut.value.last_lines == ["pg_dump: last words"]
+        with pytest.raises(EasybackupError) as empty:
+            source.check_dump(b"", b"", 0, [])
+        assert empty.value.kind == "invalid_dump" and "nothing was stored" in empty.value.hint

@@ -112,7 +112,7 @@ CASES = [
     ("bad-bucket-name", patched(global__s3__bucket="My_Bucket"), "global.s3.bucket: 'My_Bucket' is not a bucket"),
     ("bad-strategy-name", patched(strategies__0__name="prod/db"), "strategies[0].name: 'prod/db' may hold only"),
     ("reserved-pg-dump-arg", patched(global__pg_dump={"extra_args": ["--no-owner", "--file=/tmp/x"]}),
-     "global.pg_dump.extra_args[1]: '--file=/tmp/x' is set by easybackup"),
+     "global.pg_dump.extra_args[1]: '--file=/tmp/x' is pg_dump's --file, which is set by easybackup"),
     ("delay-order", patched(global__retry={"initial_delay": "10m", "max_delay": "1m"}),
      "global.retry.initial_delay: is longer than retry.max_delay"),
     ("float-port", patched(global__monitoring={"metrics": {"port": 8080.0}}),

@@ -110,6 +110,7 @@ def duration(text):
     ("global.timeout.backup", TimeoutSettings.backup, duration),
     ("global.timeout.upload", TimeoutSettings.upload, duration),
     ("global.timeout.shutdown_grace", TimeoutSettings.shutdown_grace, duration),
+    ("global.timeout.connect", TimeoutSettings.connect, duration),
     ("global.slack.api_url", SlackSettings.api_url, str),
     ("global.slack.progress_interval", SlackSettings.progress_interval, duration),
     ("global.s3.compression", S3Settings.compression, str),

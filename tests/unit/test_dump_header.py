@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from easybackup.worker.sources.dump_header import DumpVersions, versions_from_dump_head
+from easybackup.worker.sources.dump_header import (
+    CLUSTER_BANNER,
+    CLUSTER_DUMP_COMPLETE,
+    DumpVersions,
+    dump_problem,
+    versions_from_dump_head,
+)
 
 DEBIAN = "15.20 (Debian 15.20-0+deb12u1)"
 # The first bytes `pg_dump -Fc -Z0` 15.20 wrote for a database named "bench" (archive version 1.14.0).
@@ -123,3 +129,61 @@ def test_any_bytes_after_the_magic_give_none_or_versions_never_an_exception(tail
 def test_any_bytes_at_all_give_none_or_versions(data):
     result = versions_from_dump_head(data)
     assert result is None or isinstance(result, DumpVersions)
+
+
+# -- is it a whole dump? -------------------------------------------------------------------------------------
+
+# How pg_dump 15.20 and pg_dumpall 15.20 end (`\unrestrict <key>` since the 2025 minor releases), and 15.13.
+PG_DUMP_END = b"\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict lWLdIWDdeJ98CeA4OGHiV3kyvRmug5h\n\n"
+PG_DUMP_END_OLDER = b"\nALTER TABLE ONLY public.t\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n"
+PG_DUMPALL_END = (b"\n\\unrestrict bZdIQsaqT1n3JRClQR\n\n--\n-- PostgreSQL database cluster dump complete\n"
+                  b"--\n\n")
+
+
+@pytest.mark.parametrize("tail", [PG_DUMP_END, PG_DUMP_END_OLDER, PG_DUMP_END.replace(b"\n", b"\r\n")])
+def test_a_whole_plain_dump_passes(tail):
+    assert dump_problem("plain", PLAIN_HEAD, tail) is None
+
+
+def test_pg_dumpall_output_passes_with_its_own_preamble_and_completion_comment():
+    assert dump_problem("plain", PG_DUMPALL_HEAD, PG_DUMPALL_END, banner=CLUSTER_BANNER,
+                        complete=CLUSTER_DUMP_COMPLETE) is None
+    assert "does not end with '-- PostgreSQL database dump complete'" in dump_problem("plain", PLAIN_HEAD,
+                                                                                     PG_DUMPALL_END)
+
+
+COMPLETE_ENDS_AT = PG_DUMP_END_OLDER.index(b"complete") + len(b"complete")
+
+
+@pytest.mark.parametrize("keep", [0, 1, 10, 30, COMPLETE_ENDS_AT - 20, COMPLETE_ENDS_AT - 1])
+def test_a_plain_dump_cut_before_its_completion_comment_ends_fails(keep):
+    tail = b"COPY public.t (id) FROM stdin;\n1\n2\n" + PG_DUMP_END_OLDER[:keep]
+    assert dump_problem("plain", PLAIN_HEAD, tail) == \
+        "it does not end with '-- PostgreSQL database dump complete': it was cut short"
+
+
+@pytest.mark.parametrize("keep", [keep for keep in range(COMPLETE_ENDS_AT, len(PG_DUMP_END_OLDER) + 1)
+                                  if not PG_DUMP_END_OLDER[:keep].endswith(b"\n-")])  # half a `--` is no end
+def test_a_plain_dump_with_its_whole_completion_comment_passes_whatever_blank_lines_follow(keep):
+    assert dump_problem("plain", PLAIN_HEAD, PG_DUMP_END_OLDER[:keep]) is None
+
+
+def test_a_cut_that_leaves_only_the_unrestrict_line_short_still_passes_as_pg_dump_itself_wrote_the_comment():
+    # The completion comment is pg_dump's last word about the data; `\unrestrict` after it only ends psql's
+    # restricted mode, and a cut inside it loses no data.
+    assert dump_problem("plain", PLAIN_HEAD, PG_DUMP_END[:-10]) is None
+
+
+def test_the_custom_format_must_begin_with_pgdmp_and_any_dump_must_not_be_empty():
+    assert dump_problem("custom", PG15_HEADER, b"") is None
+    assert dump_problem("custom", PLAIN_HEAD, PG_DUMP_END) == \
+        "it does not begin with PGDMP, the custom format's signature"
+    assert dump_problem("custom", b"", b"") == dump_problem("plain", b"", b"") == "it wrote nothing"
+    assert "preamble" in dump_problem("plain", PG15_HEADER, PG_DUMP_END)
+    assert "preamble" in dump_problem("plain", b"SET client_encoding = 'UTF8';\n", PG_DUMP_END)
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_give_a_problem_or_none_never_an_exception(data):
+    for fmt in ("custom", "plain"):
+        assert dump_problem(fmt, data, data) is None or isinstance(dump_problem(fmt, data, data), str)

@@ -152,3 +152,72 @@ def test_a_dump_that_fails_behind_the_relay_is_named(no_leaks):
             pipeline.wait()
     assert failure.value.stage == "pg_dump" and "connection lost" in failure.value.detail
     assert pipeline.bytes_counted == len("partial")
+
+
+# -- the last bytes (keep_tail: a plain dump must end with its completion comment) ----------------------------
+
+TAIL = pipeline_module.TAIL_BYTES
+HEAD = pipeline_module.HEAD_BYTES
+# Random sizes (one byte to several pipe-fulls) with pauses: the relay wakes to every kind of pipe content.
+RAGGED = ("import os, random, time\nrandom.seed(7)\nsent = 0\nfor n in range(120):\n"
+          "    size = random.choice([1, 7, 4095, 4096, 4097, 9000, 65536, 300000])\n"
+          "    os.write(1, bytes((sent + i) % 251 for i in range(size)))\n"
+          "    sent += size\n"
+          "    if n % 9 == 0: time.sleep(0.01)\n")
+
+
+def ragged_bytes() -> bytes:
+    import random
+    random.seed(7)
+    sent, out = 0, bytearray()
+    for _ in range(120):
+        size = random.choice([1, 7, 4095, 4096, 4097, 9000, 65536, 300000])
+        out += bytes((sent + i) % 251 for i in range(size))
+        sent += size
+    return bytes(out)
+
+
+def test_with_keep_tail_the_relay_keeps_the_last_bytes_and_still_splices(no_leaks):
+    pipeline = Pipeline([py("dump", WRITE_BYTES), gzip_stage()], count_after="dump", keep_tail=True)
+    compressed = run_to_end(pipeline)
+    assert gzip.decompress(compressed) == expected_bytes() and pipeline.bytes_counted == SIZE
+    assert pipeline.tail == expected_bytes()[-TAIL:] and pipeline.head == expected_bytes()[:HEAD]
+    assert pipeline._relay.spliced is True, "all but a few KiB per wake-up still move without a copy"
+
+
+def test_the_last_bytes_are_right_whatever_sizes_the_writes_have(no_leaks):
+    expected = ragged_bytes()
+    pipeline = Pipeline([py("dump", RAGGED), gzip_stage()], count_after="dump", keep_tail=True)
+    compressed = run_to_end(pipeline)
+    assert gzip.decompress(compressed) == expected and pipeline.bytes_counted == len(expected)
+    assert pipeline.tail == expected[-TAIL:]
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, TAIL - 1, TAIL, TAIL + 1, 2 * TAIL + 5])
+def test_a_short_stream_is_its_own_tail(no_leaks, size):
+    data = bytes(i % 256 for i in range(size))
+    pipeline = Pipeline([py("dump", f"import os\nos.write(1, bytes(i % 256 for i in range({size})))")],
+                        count_after="dump", keep_tail=True)
+    assert run_to_end(pipeline) == data and pipeline.tail == data[-TAIL:]  # b"" for an empty stream
+
+
+def test_the_last_bytes_are_kept_without_splice_too(no_leaks, monkeypatch):
+    monkeypatch.delattr(os, "splice")
+    expected = ragged_bytes()
+    pipeline = Pipeline([py("dump", RAGGED), gzip_stage()], count_after="dump", keep_tail=True)
+    assert gzip.decompress(run_to_end(pipeline)) == expected and pipeline.tail == expected[-TAIL:]
+
+
+def test_a_splice_the_kernel_refuses_falls_back_to_copying_and_keeps_the_last_bytes(no_leaks, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(pipeline_module.os, "splice", refuse)
+    pipeline = Pipeline([py("dump", WRITE_BYTES), gzip_stage()], count_after="dump", keep_tail=True)
+    assert gzip.decompress(run_to_end(pipeline)) == expected_bytes() and pipeline.tail == expected_bytes()[-TAIL:]
+
+
+def test_without_keep_tail_no_tail_is_kept(no_leaks):
+    pipeline = Pipeline([py("dump", WRITE_BYTES), gzip_stage()], count_after="dump")
+    run_to_end(pipeline)
+    assert pipeline.tail == b""

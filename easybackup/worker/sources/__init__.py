@@ -30,6 +30,11 @@ class DumpSource(Protocol):
         """Given the pipeline's failure, return an error with the right kind, transient flag and hint."""
         ...
 
+    def check_dump(self, head: bytes, tail: bytes, size: int | None, last_lines: list[str]) -> None:
+        """Given the first and last bytes the dump program wrote, their count and its last stderr lines, raise
+        EasybackupError (kind invalid_dump) unless they are a whole dump."""
+        ...
+
     def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
         """Given the first bytes the dump program wrote, return {"pg_dump_version", "server_version"} for the
         manifest (None where one cannot be had)."""

@@ -1,4 +1,6 @@
-"""The versions pg_dump writes at the start of every dump: the custom format's header, the plain format's comments.
+"""What pg_dump writes at the start and the end of every dump: the versions in the custom format's header or the
+plain format's comments, and the signs that the output is a whole dump at all (`PGDMP`; the plain format's
+preamble and its closing `-- PostgreSQL database dump complete`).
 
 Read off the first bytes of the dump stream, they spare every backup a `pg_dump --version` (Debian's perl
 wrapper, then pg_dump) and a second connection to the server after the dump (`show server_version` through
@@ -10,6 +12,10 @@ from 1.15 on a byte naming the algorithm), the creation time (seven ints), then 
 name, the server's version and pg_dump's. An int is a sign byte and `int size` bytes, least significant first;
 a string is its length as an int, then its bytes. A header this code does not know reads as None, and the
 caller asks the programs instead.
+
+A program that exits 0 is not proof of a dump: an `extra_args` option that sends it to a file leaves stdout
+empty, and a wrapper or a cut stream can stop mid-way. `dump_problem` says what is wrong with the first and last
+bytes the counting relay kept; nothing that fails it is stored.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ NEWEST_KNOWN = (1, 16)  # PostgreSQL 17 and 18 write 1.16; a newer header may be
 COMPRESSION_AS_BYTE = (1, 15)  # PostgreSQL 16 replaced the compression level int by an algorithm byte
 TIMESTAMP_INTS = 7
 
-PLAIN_BANNER = b"--\n-- PostgreSQL database dump\n--"  # pg_dumpall's says "database cluster dump"
+PLAIN_BANNER = b"--\n-- PostgreSQL database dump\n--"
+CLUSTER_BANNER = b"--\n-- PostgreSQL database cluster dump\n--"  # pg_dumpall's
+DUMP_COMPLETE = b"-- PostgreSQL database dump complete"
+CLUSTER_DUMP_COMPLETE = b"-- PostgreSQL database cluster dump complete"
+TAIL_BYTES = 4096  # the completion comment and what may follow it (`--`, `\unrestrict <key>`) fit many times
+# After the completion comment: `--` and blank lines, and from the 2025 minor releases on `\unrestrict <key>`.
+_TRAILER = re.compile(rb"^(--|\\unrestrict \S+)?$")
 _SERVER_LINE = b"-- Dumped from database version "
 _DUMP_LINE = b"-- Dumped by pg_dump version "
 _NUMBER = re.compile(r"\d+(?:\.\d+)*")
@@ -45,6 +57,33 @@ def versions_from_dump_head(head: bytes) -> DumpVersions | None:
     if head.startswith(MAGIC):
         return _from_custom_header(head)
     return _from_plain_preamble(head[:HEAD_BYTES].replace(b"\r\n", b"\n"))
+
+
+def ends_like_a_complete_dump(tail: bytes, complete: tuple[bytes, ...] = (DUMP_COMPLETE, CLUSTER_DUMP_COMPLETE)
+                               ) -> bool:
+    """Given the last bytes of a plain SQL dump, return whether its last line that is not `--`, blank or
+    `\\unrestrict <key>` is a completion comment (`complete`: pg_dump's or pg_dumpall's)."""
+    lines = tail.replace(b"\r\n", b"\n").split(b"\n")
+    while lines and _TRAILER.match(lines[-1].strip()):
+        lines.pop()
+    return bool(lines) and lines[-1].strip() in complete
+
+
+def dump_problem(fmt: str, head: bytes, tail: bytes, *, banner: bytes = PLAIN_BANNER,
+                 complete: bytes = DUMP_COMPLETE) -> str | None:
+    """Given the format ("custom" or "plain"), the first and the last bytes a dump program wrote, and for plain
+    SQL its preamble's first lines and its completion comment, return what shows it is not a whole dump, or None.
+    The text names only easybackup's expectations, never the dump's own bytes (they are the database's data)."""
+    if not head:
+        return "it wrote nothing"
+    if fmt == "custom":
+        return None if head.startswith(MAGIC) else "it does not begin with PGDMP, the custom format's signature"
+    if not head.replace(b"\r\n", b"\n").startswith(banner):
+        first = banner.split(b"\n")[1].decode()
+        return f"it does not begin with the plain format's preamble ('{first}')"
+    if not ends_like_a_complete_dump(tail, (complete,)):
+        return f"it does not end with '{complete.decode()}': it was cut short"
+    return None
 
 
 def _from_plain_preamble(head: bytes) -> DumpVersions | None:

@@ -7,6 +7,7 @@ worker's private directory, removed by `cleanup()` (or leaving the `with` block)
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -15,24 +16,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from easybackup.config.model import DatabaseTarget, PgDumpSettings
+from easybackup.config.model import DatabaseTarget, PgDumpSettings, TimeoutSettings
 from easybackup.errors import EasybackupError
+from easybackup.scheduling import format_duration
 from easybackup.secrets import mask, register_secret
 from easybackup.urls import masked_url, url_problem
 from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
-from easybackup.worker.sources.dump_header import versions_from_dump_head
+from easybackup.worker.sources.dump_header import (
+    DUMP_COMPLETE,
+    PLAIN_BANNER,
+    dump_problem,
+    versions_from_dump_head,
+)
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
 PASSFILE_NAME = "pgpass"
-CONNECT_TIMEOUT_S = "30"  # libpq waits forever on a black-holed host otherwise; a URL's connect_timeout wins
+# libpq waits forever on a server that accepts TCP and never answers otherwise; a URL's connect_timeout wins.
+DEFAULT_CONNECT_TIMEOUT_S = TimeoutSettings.connect
+LIBPQ_MIN_CONNECT_TIMEOUT_S = 2  # libpq raises anything shorter to 2 s
 VERSION_QUERY_TIMEOUT_S = 20
 
 
+def is_socket_dir(host: str) -> bool:
+    """Given a host as libpq reads it, return True for a Unix-socket directory (`/run/postgresql`, or Linux's
+    abstract `@name`), False for a host name or address."""
+    return host.startswith(("/", "@"))
+
+
 def url_host(host: str) -> str:
-    """Given a host name or address, return it as a URL's netloc spells it: an IPv6 address bracketed, a name
-    percent-encoded."""
-    return f"[{host}]" if ":" in host else quote(host, safe="")
+    """Given a host name, address or socket directory, return it as a URL's netloc spells it: an IPv6 address
+    bracketed, anything else percent-encoded once (a socket directory's slashes as %2F)."""
+    return f"[{host}]" if ":" in host and not is_socket_dir(host) else quote(host, safe="")
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,13 @@ class PostgresUrl:
     password: str | None
     dbname: str | None
     query: str = ""
+
+    @property
+    def where(self) -> str:
+        """Return where the server listens, for messages: `host:port`, or the socket file in a socket directory."""
+        if is_socket_dir(self.host):
+            return f"socket {self.host.rstrip('/')}/.s.PGSQL.{self.port}"
+        return f"{self.host}:{self.port}"
 
     def conninfo(self) -> str:
         """Return the URL without its password, for `pg_dump --dbname`."""
@@ -60,9 +82,12 @@ class PostgresUrl:
         # (the file serves this one connection only).
         dbname, user = (None if value and ("\n" in value or "\r" in value) else value
                         for value in (self.dbname, self.user))
-        fields = [self.host, str(self.port), dbname or "*", user or "*", self.password or ""]
+        # libpq looks a socket directory up as `localhost` when it is its compiled-in default and as the path
+        # otherwise: a wildcard matches both.
+        host = "*" if is_socket_dir(self.host) else self.host
+        fields = [host, str(self.port), dbname or "*", user or "*", self.password or ""]
         escaped = [_escape_passfile_field(value) for value in fields]
-        for index in (2, 3):
+        for index in (0, 2, 3):
             if fields[index] == "*":
                 escaped[index] = "*"  # a wildcard, not a literal star
         return ":".join(escaped) + "\n"
@@ -82,9 +107,17 @@ def parse_postgres_url(url: str) -> PostgresUrl:
     parts = urlsplit(url)
     dbname = unquote(parts.path.lstrip("/")) or None
     query, query_password = _without_password(parts.query)
+    # libpq lets the query name the host and port (`?host=/run/postgresql&port=5433`), over the netloc's.
+    host = _query_value(parts.query, "host") or unquote(_netloc_host(parts.netloc)) or DEFAULT_HOST
+    port = parts.port or DEFAULT_PORT
+    query_port = _query_value(parts.query, "port")
+    if query_port:
+        if not query_port.isdigit() or not 0 < int(query_port) < 65536:
+            raise ValueError(f"invalid port in database URL {masked_url(url)}")
+        port = int(query_port)
     return PostgresUrl(
-        host=parts.hostname or DEFAULT_HOST,
-        port=parts.port or DEFAULT_PORT,
+        host=host,
+        port=port,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else query_password,
         dbname=dbname,
@@ -105,6 +138,23 @@ def _without_password(query: str) -> tuple[str, str | None]:
     return "&".join(kept), password
 
 
+def _netloc_host(netloc: str) -> str:
+    """Given a URL's netloc, return its host as written: still percent-encoded, its case kept (urlsplit's
+    `hostname` lowercases, and a socket directory's path is case-sensitive), an IPv6 address unbracketed."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        return hostport[1:].partition("]")[0]
+    return hostport.partition(":")[0]
+
+
+def _query_value(query: str, key: str) -> str | None:
+    """Given a URL's raw query and a parameter name, return its last value, percent-decoded as libpq decodes it
+    (no `+` for a space), or None."""
+    values = [unquote(value) for name, _, value in (item.partition("=") for item in query.split("&"))
+              if unquote(name) == key]
+    return values[-1] if values else None
+
+
 @dataclass(frozen=True)
 class _Rule:
     pattern: re.Pattern
@@ -121,13 +171,17 @@ _RULES = (
           "check the database name {dbname} in the strategy's database URL, or create it"),
     _Rule(re.compile(r"permission denied", re.I), "permission", False,
           "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
+    # libpq's connect_timeout ran out: the server (or a proxy before it) took the connection and never answered.
+    _Rule(re.compile(r"timeout expired", re.I), "connection", True,
+          "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
+          "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
     # A reset while connecting (a proxy or load balancer dropping us, a server restarting) is as passing.
     _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
                      r"|connection reset by peer|broken pipe|is the server running on that host"
                      r"|terminating connection due to administrator command"
-                     r"|the database system is (starting up|shutting down)|timeout expired|no route to host"
+                     r"|the database system is (starting up|shutting down)|no route to host"
                      r"|could not translate host name", re.I), "connection", True,
-          "check that PostgreSQL at {host}:{port} is up and reachable from this machine (firewall, tunnel, proxy)"),
+          "check that PostgreSQL at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
 )
 
 
@@ -136,10 +190,13 @@ class PostgresSource:
 
     name = "postgres"
     stage_name = "pg_dump"
+    plain_banner = PLAIN_BANNER  # how pg_dump's plain output begins, and the comment it ends with
+    plain_complete = DUMP_COMPLETE
 
     def __init__(self, target: DatabaseTarget, settings: PgDumpSettings, private_dir: Path,
-                 compress_externally: bool):
+                 compress_externally: bool, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
         self.target = target
+        self.connect_timeout = connect_timeout
         self.settings = settings
         self.private_dir = Path(private_dir)
         # Custom format always gets -Z0: with a compressor it would compress twice, single-threaded;
@@ -175,9 +232,10 @@ class PostgresSource:
 
     def child_env(self) -> dict[str, str]:
         """Return the environment for pg_dump/psql: the basics and PG* settings (PGSSLROOTCERT, ...), never
-        PGPASSWORD or other secrets of ours, and PGPASSFILE when the URL has a password."""
+        PGPASSWORD or other secrets of ours, PGCONNECT_TIMEOUT from timeout.connect (libpq takes whole seconds),
+        and PGPASSFILE when the URL has a password."""
         env = base_env(keep_prefixes=("PG",), drop=("PGPASSWORD",))
-        env.setdefault("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_S)
+        env["PGCONNECT_TIMEOUT"] = str(max(LIBPQ_MIN_CONNECT_TIMEOUT_S, math.ceil(self.connect_timeout)))
         if self.url.password is not None:
             env["PGPASSFILE"] = str(self._ensure_passfile())
         return env
@@ -192,9 +250,13 @@ class PostgresSource:
             # O_EXCL: never write a password into a file someone else prepared (or a symlink).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.url.passfile_line())
+                handle.write(self.passfile_url().passfile_line())
             self.passfile = path
         return self.passfile
+
+    def passfile_url(self) -> PostgresUrl:
+        """Return the URL whose passfile line the program's connections look up: the database's own."""
+        return self.url
 
     def cleanup(self) -> None:
         """Remove the passfile if we wrote one (idempotent)."""
@@ -213,18 +275,38 @@ class PostgresSource:
             return stage_failed
         lines = [mask(line) for line in stage_failed.last_lines]
         rule, evidence = self._match(lines) if stage_failed.signal is None else (None, None)
-        what = f"pg_dump of database {self.target.name}"
+        what = self.dumped()
         if rule is None:
             return EasybackupError(
                 f"{what} failed: pg_dump {stage_failed.description}", detail=_last_nonblank(lines),
                 hint="read pg_dump's last lines below", kind="dump_failed", transient=False,
                 exit_codes=stage_failed.exit_codes, last_lines=lines)
         hint = rule.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
-                                host=self.url.host, port=self.url.port)
+                                where=self.url.where, connect=format_duration(self.connect_timeout))
         return EasybackupError(
             f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
             hint=mask(hint), kind=rule.kind, transient=rule.transient,
             exit_codes=stage_failed.exit_codes, last_lines=lines)
+
+    def dumped(self) -> str:
+        """Return what the dump program dumps, for messages: "pg_dump of database <name>"."""
+        return f"pg_dump of database {self.target.name}"
+
+    def check_dump(self, head: bytes, tail: bytes, size: int | None, last_lines: list[str]) -> None:
+        """Given the first and last bytes the dump program wrote (the counting relay keeps them), their count and
+        its last stderr lines, raise EasybackupError (kind invalid_dump) unless they are a whole dump of the
+        configured format: PGDMP first, or pg_dump's preamble first and its completion comment last."""
+        problem = dump_problem(self.settings.format, head, tail, banner=self.plain_banner,
+                               complete=self.plain_complete)
+        if problem is None:
+            return
+        raise EasybackupError(
+            f"{self.dumped()} is not a whole {self.settings.format}-format dump although {self.stage_name} exited 0: "
+            f"{problem}",
+            detail=f"{self.stage_name} wrote {size if size is not None else len(head)} bytes to easybackup",
+            hint="nothing was stored; check pg_dump.extra_args for an option that sends the dump elsewhere or "
+                 "changes its format, and what wraps pg_dump on the PATH",
+            kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
 
     @staticmethod
     def _match(lines: list[str]) -> tuple[_Rule | None, str | None]:

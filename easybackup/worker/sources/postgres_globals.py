@@ -7,13 +7,15 @@ program, the key (`<base>/<strategy>/_globals/<run timestamp>.sql[.gz|.zst]`) an
 
 from __future__ import annotations
 
+from dataclasses import replace
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.errors import EasybackupError
 from easybackup.storage.layout import GLOBALS, globals_key
 from easybackup.worker.backup import AttemptContext, BackupOutcome, DumpPlan, backup_source_once
 from easybackup.worker.pipeline import StageFailed, StageSpec
-from easybackup.worker.sources.postgres import PostgresSource
+from easybackup.worker.sources.dump_header import CLUSTER_BANNER, CLUSTER_DUMP_COMPLETE
+from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, PostgresUrl
 
 GLOBALS_FORMAT = "plain"
 
@@ -27,12 +29,24 @@ class GlobalsSource(PostgresSource):
     """The globals of the server a URL points at, dumped with `pg_dumpall --globals-only` as plain SQL."""
 
     stage_name = "pg_dumpall"
+    plain_banner = CLUSTER_BANNER
+    plain_complete = CLUSTER_DUMP_COMPLETE
 
-    def __init__(self, target: DatabaseTarget, private_dir, compress_externally: bool):
-        super().__init__(target, PgDumpSettings(format=GLOBALS_FORMAT), private_dir, compress_externally)
+    def __init__(self, target: DatabaseTarget, private_dir, compress_externally: bool,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
+        super().__init__(target, PgDumpSettings(format=GLOBALS_FORMAT), private_dir, compress_externally,
+                         connect_timeout=connect_timeout)
+
+    def passfile_url(self) -> PostgresUrl:
+        """pg_dumpall ignores the database of --dbname and connects to `postgres` (else `template1`): the passfile
+        line names any database, or it would not match."""
+        return replace(self.url, dbname=None)
 
     def describe(self) -> str:
         return f"roles and tablespaces of {self.url.host}:{self.url.port}"
+
+    def dumped(self) -> str:
+        return f"pg_dumpall --globals-only on {self.url.host}:{self.url.port}"
 
     def dump_argv(self) -> list[str]:
         """Return pg_dumpall's argv: globals only, never a password, never a shell."""
@@ -46,9 +60,7 @@ class GlobalsSource(PostgresSource):
         error = super().classify_failure(stage_failed)
         if stage_failed.stage != self.stage_name:
             return error
-        generic = f"pg_dump of database {self.target.name}"
-        message = error.message.replace(generic, f"pg_dumpall --globals-only on {self.url.host}:{self.url.port}", 1)
-        message = message.replace("failed: pg_dump ", "failed: pg_dumpall ", 1)
+        message = error.message.replace("failed: pg_dump ", "failed: pg_dumpall ", 1)
         detail = error.detail.replace("pg_dump ", "pg_dumpall ", 1) if error.detail else error.detail
         hint = error.hint
         if error.kind == "permission":
@@ -68,4 +80,5 @@ def backup_globals_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOu
     key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_timestamp, codec)
     return backup_source_once(ctx, target, DumpPlan(
         database=GLOBALS, key=key, fmt=GLOBALS_FORMAT,
-        make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none")))
+        make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none",
+                                                 connect_timeout=strategy.timeout.connect)))
