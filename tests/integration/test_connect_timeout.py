@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.harness.configs import run_cli, write_config
+from tests.harness.configs import restore_target, run_cli, write_config
 from tests.harness.restore import archive_keys, manifest_keys
 
 CONNECT = 2  # seconds; libpq's least
@@ -65,8 +65,9 @@ def test_the_connectivity_check_and_restore_give_up_on_a_silent_server_within_ti
                         strategies=[{"name": "main", "database_url": pg.url("postgres")}])
     assert run_cli("once", "-c", str(good)).returncode == 0
     started = time.monotonic()
-    restored = run_cli("restore", "-c", str(good), "--strategy", "main", "--yes", "--target-url",
-                       pg.url("nowhere", port=silent_server.port), stdin=subprocess.DEVNULL, timeout=120)
+    silent_target, with_password = restore_target(pg.url("nowhere", port=silent_server.port))
+    restored = run_cli("restore", "-c", str(good), "--strategy", "main", "--yes", "--target-url", silent_target,
+                       env=with_password, stdin=subprocess.DEVNULL, timeout=120)
     assert time.monotonic() - started < 15, restored.stdout + restored.stderr
     assert restored.returncode != 0
     assert "timeout expired" in restored.stdout + restored.stderr

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness.configs import REPO, run_cli, write_config
+from tests.harness.configs import REPO, restore_target, run_cli, write_config
 from tests.harness.restore import archive_keys, download, manifest_keys
 
 SOURCE = "socket_src"
@@ -49,7 +49,8 @@ def test_backup_verify_and_restore_go_through_a_unix_socket(pg, moto, bucket, tm
     assert manifest["verified"] is True and manifest["server_version"] == pg.psql("show server_version")
     verified = run_cli("verify", "-c", str(config), "--backup", key, stdin=subprocess.DEVNULL)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    restored = run_cli("restore", "-c", str(config), "--strategy", "main", "--target-url", target_url, "--create",
-                       "--yes", stdin=subprocess.DEVNULL)
+    bare_target, with_password = restore_target(target_url)  # a password in --target-url is refused
+    restored = run_cli("restore", "-c", str(config), "--strategy", "main", "--target-url", bare_target, "--create",
+                       "--yes", env=with_password, stdin=subprocess.DEVNULL)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert pg.table_fingerprints(target) == socket_source
