@@ -26,6 +26,7 @@ POLL_S = 0.5
 class BatchOutcome:
     results: dict[str, dict] = field(default_factory=dict)  # strategy -> result event fields
     terminated: bool = False
+    signal: int | None = None  # the signal that stopped the run; it chooses the exit code
 
     @property
     def succeeded(self) -> bool:
@@ -82,6 +83,7 @@ class Batch:
         grace = max((s.timeout.shutdown_grace for s in self.strategies), default=60.0)
         log.warning(f"received {signal.Signals(signum).name}: stopping running backups (grace {grace:g} s)")
         self.outcome.terminated = True
+        self.outcome.signal = signum
         started = time.monotonic()
         dropped = self.pool.stop(grace)
         for job in dropped:
