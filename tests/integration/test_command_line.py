@@ -258,3 +258,34 @@ def test_restore_with_create_into_a_non_empty_database_says_to_pick_a_new_name_o
     assert without.returncode == 2
     assert "name a database that does not exist yet in --target-url and add --create, or add --clean" \
         in without.stderr
+
+
+# ---------------------------------------------------------------------------------- schedules people write
+
+
+def test_validate_refuses_schedules_people_write_naming_the_strategy_the_field_and_the_nearest_schedule(tmp_path):
+    phrases = {"nightly-app": "every day", "hourly-app": "hourly", "six-app": "every 6 hours", "one-app": "1 day"}
+    document = {"global": {"s3": {"bucket": "typed-bucket"}, "schedule": "daily"},
+                "strategies": [{"name": name, "database_url": f"postgres://u@db/{name}", "schedule": text}
+                               for name, text in phrases.items()]}
+    path = tmp_path / "phrases.yaml"
+    path.write_text(yaml.safe_dump(document))
+    path.chmod(0o600)
+    done = run_cli("validate", "-c", str(path))
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    forms = "(use <n><unit> with unit s, m, h, d or w and an optional @offset, e.g. 6h, 1d@02:30, 1w@sun-03:00, " \
+            "or a 5-field cron expression such as 0 3 * * *)"
+    assert done.stderr.splitlines() == [
+        f"error: global.schedule: 'daily' is not a valid schedule; did you mean \"1d\"? {forms}",
+        f"error: strategies[0].schedule: strategy nightly-app: 'every day' is not a valid schedule; did you mean "
+        f"\"1d\"? {forms}",
+        f"error: strategies[1].schedule: strategy hourly-app: 'hourly' is not a valid schedule; did you mean "
+        f"\"1h\"? {forms}",
+        f"error: strategies[2].schedule: strategy six-app: 'every 6 hours' is not a valid schedule; did you mean "
+        f"\"6h\"? {forms}",
+        f"error: strategies[3].schedule: strategy one-app: '1 day' is not a valid schedule; did you mean \"1d\"? "
+        f"{forms}",
+        "hint: see the Configuration reference in README.md",
+    ]
+    assert done.stdout == ""
