@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from easybackup import exitcodes
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_config
 from tests.harness.daemon import Daemon, monitoring
 from tests.harness.net import free_port
@@ -289,3 +290,12 @@ def test_validate_refuses_schedules_people_write_naming_the_strategy_the_field_a
         "hint: see the Configuration reference in README.md",
     ]
     assert done.stdout == ""
+
+
+def test_the_readme_lists_every_exit_code_a_command_returns():
+    text = (REPO / "README.md").read_text()
+    section = text.split("### The command line and exit codes", 1)[1].split("\n## ", 1)[0]
+    listed = {int(line.split("`")[1]) for line in section.splitlines() if line.startswith("| `")}
+    codes = {exitcodes.OK, exitcodes.FAILED, exitcodes.CONFIG_ERROR, exitcodes.INTERRUPTED, exitcodes.TERMINATED,
+             exitcodes.OUTPUT_CLOSED}
+    assert listed == codes
