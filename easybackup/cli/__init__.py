@@ -117,11 +117,13 @@ def _quiet_when_stdout_closes(run) -> int:
         try:
             code = run()
         finally:
-            # Here rather than at exit, where a closed pipe could only print "Exception ignored".
-            sys.stdout.flush()
+            # Here rather than at exit, where a closed pipe could only print "Exception ignored". No stdout at all
+            # (started with fd 1 closed: Python sets None, and print() writes nothing) is not an error.
+            if sys.stdout is not None:
+                sys.stdout.flush()
         return code
     except BrokenPipeError:
-        if not stdout_reader_gone():
+        if sys.stdout is None or not stdout_reader_gone():
             raise
         # The Python docs' recipe (library/signal.html, "Note on SIGPIPE"): later writes and the flush at exit
         # go to /dev/null instead of raising again.

@@ -190,6 +190,14 @@ def test_help_and_version_into_a_closed_pipe_print_no_traceback():
         assert done.returncode in (0, 141) and "Traceback" not in done.stderr, done.stderr
 
 
+def test_a_command_started_with_stdout_closed_still_succeeds(tmp_path):
+    line = " ".join(f"'{word}'" for word in [*EASYBACKUP, "validate", "-c", str(offline_config(tmp_path))])
+    done = subprocess.run(["bash", "-c", f"{line} >&-"], env=cli_env(), capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def head_1(*args: str) -> subprocess.CompletedProcess:
     """Run `easybackup ARGS | head -1` in bash with pipefail, so the exit code is easybackup's."""
     line = " ".join(f"'{word}'" for word in [*EASYBACKUP, *args])
