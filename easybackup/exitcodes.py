@@ -1,10 +1,22 @@
 """Named exit codes shared by the CLI, the supervisor and the workers."""
 
+from __future__ import annotations
+
+import signal
+
 # Commands (easybackup once / validate / list / restore / verify / prune).
 OK = 0
 FAILED = 1  # a backup, restore or verification failed
 CONFIG_ERROR = 2  # bad config, bad usage or unknown strategy
+INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C) after aborting cleanly (128 + 2), as shells report it
 TERMINATED = 143  # stopped by SIGTERM after aborting cleanly (128 + 15)
+OUTPUT_CLOSED = 141  # stdout's reader went away (`| head -1`): 128 + SIGPIPE, what `ls | head` reports
+
+
+def stopped_by(signum: int | None) -> int:
+    """Given the signal that stopped a command (`once`), return its exit code: 130 for SIGINT, else 143."""
+    return INTERRUPTED if signum == signal.SIGINT else TERMINATED
+
 
 # Worker processes (`python -m easybackup.worker`). A worker always tries to send its `result` first.
 WORKER_OK = 0  # result sent, every database succeeded

@@ -1,7 +1,7 @@
 """`easybackup once` (and `easybackup-once`): run strategies once through the worker pool, then exit.
 
 Exit 0 when everything succeeded, 1 when a database failed, 2 for a bad config or an unknown strategy,
-143 when stopped by SIGTERM after aborting cleanly.
+143 when stopped by SIGTERM (130 by SIGINT) after aborting cleanly.
 """
 
 from __future__ import annotations
@@ -99,5 +99,5 @@ def run(args) -> int:
         write_metrics_file(metrics, metrics_file)
     print(render_summary(outcome.results), file=sys.stdout)
     if outcome.terminated:
-        return exitcodes.TERMINATED
+        return exitcodes.stopped_by(outcome.signal)
     return exitcodes.OK if outcome.succeeded else exitcodes.FAILED

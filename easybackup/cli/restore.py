@@ -95,7 +95,14 @@ def choose_backup(client, strategy: Strategy, database: str | None, choice: str,
     if want_globals:
         database = GLOBALS_DUMP
     database = database or database_of_key(choice) or pick_database(strategy, None)
-    return select_backup(read_backups(client, strategy, database), choice)
+    backups = read_backups(client, strategy, database)
+    try:
+        return select_backup(backups, choice)
+    except EasybackupError as error:
+        if error.kind != "not_found":
+            raise
+        # README, exit codes: a --backup that names nothing is bad usage (2); nothing was read or changed.
+        raise UsageError(error.message, error.detail, error.hint) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,8 +148,7 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Conne
     tables = 0 if missing or args.globals else user_table_count(target)
     if tables and not args.clean and not args.globals:
         raise UsageError(f"database {target.dbname} is not empty ({tables} user tables); nothing was changed",
-                         hint="add --clean to replace the objects the backup contains, or restore into a new "
-                              "database with --create")
+                         hint=not_empty_hint(args.create, manifest.format))
     _confirm(args, manifest, where, tables, missing)
     if missing:
         create_database(maintenance, target.dbname)
@@ -165,6 +171,15 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Conne
         progress.clear()
     print(f"restored {manifest.key} into {where} in {format_duration(time.monotonic() - started)}")
     return exitcodes.OK
+
+
+def not_empty_hint(create: bool, fmt: str) -> str:
+    """Given --create and the backup's format, return what to do about a target that is not empty: a new name
+    (with --create unless it was given: then the name is what must change), or --clean for a custom archive."""
+    new_name = "name a database that does not exist yet in --target-url" + ("" if create else " and add --create")
+    if fmt != "custom":
+        return f"{new_name} (--clean needs a custom-format archive; this backup is plain SQL)"
+    return f"{new_name}, or add --clean to replace the objects the backup contains"
 
 
 def _check_options(args) -> None:

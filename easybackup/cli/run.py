@@ -1,7 +1,7 @@
 """`easybackup run` (and `easybackup` with no command): the long-lived supervisor.
 
-Schedules every strategy, serves health and metrics, reloads on SIGHUP, stops cleanly on SIGTERM/SIGINT
-(exit 0). Exit 2 when the config is invalid or an endpoint cannot listen.
+Schedules every strategy, serves health and metrics, reloads on SIGHUP, stops cleanly on SIGTERM (exit 0) or
+SIGINT (exit 130, as Ctrl-C). Exit 2 when the config is invalid or an endpoint cannot listen.
 """
 
 from __future__ import annotations

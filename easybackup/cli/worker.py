@@ -3,12 +3,12 @@ easybackup.worker`)."""
 
 from __future__ import annotations
 
-import argparse
 from typing import NoReturn
 
 
 def add_parser(subparsers, common) -> None:
-    parser = subparsers.add_parser("worker", parents=[common], help=argparse.SUPPRESS,
+    # No help=: a command added without one is left out of the list (help=SUPPRESS prints "==SUPPRESS==").
+    parser = subparsers.add_parser("worker", parents=[common],
                                    description="Internal: run one job read from stdin (started by the pool).")
     parser.set_defaults(handler=run)
 

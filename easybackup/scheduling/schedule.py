@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from easybackup.scheduling.durations import UNIT_SECONDS, quote, require_text, split_count_unit
+from easybackup.scheduling.suggestions import suggest_schedule
 
 DAY = 86400
 WEEK = 7 * DAY
@@ -36,6 +37,10 @@ _SCHEDULE_HINT = (
     "or a 5-field cron expression such as 0 3 * * *"
 )
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])", re.ASCII)
+# Text in easybackup's own grammar (`6h`, `1d@2:30`) or shaped like cron (`0 3 * *`): its own error says best what
+# is wrong. Anything else (`daily`, `every 6 hours`, `1 day`) is a phrase, answered with the forms and a suggestion.
+_OWN_INTERVAL = re.compile(r"[0-9]+[smhdw](@.*)?", re.ASCII | re.DOTALL)
+_LETTER = re.compile(r"[A-Za-z]", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,33 @@ class Schedule:
 
 
 def parse_schedule(text: str) -> Schedule:
-    """Given schedule text, return the Schedule; raise ValueError with a one-line reason if it is not one."""
+    """Given schedule text, return the Schedule; raise ValueError with a one-line reason if it is not one — for a
+    phrase (`every day`), the accepted forms and the nearest schedule (`did you mean "1d"?`)."""
+    try:
+        return _parse_schedule(text)
+    except ValueError as error:
+        if not _is_phrase(text):
+            raise
+        suggestions = " or ".join(f'"{choice}"' for choice in suggest_schedule(text))
+        if not suggestions and len(text.split()) == 1:
+            raise  # `6x`, `6.5h`, `1mo`: the interval parser's own reason says more than the forms would
+        did_you_mean = f"; did you mean {suggestions}?" if suggestions else ""
+        raise ValueError(f"{quote(text.strip())} is not a valid schedule{did_you_mean} ({_SCHEDULE_HINT})") from error
+
+
+def _is_phrase(text: object) -> bool:
+    """Given schedule text that did not parse, return whether it is in neither easybackup's interval grammar
+    (`6h`, `1d@2:30`) nor the shape of a cron expression (3 fields or more, no letter in the first two, the minute
+    and the hour): `daily`, `every 6 hours`, `1 day`, `6hrs`."""
+    if not isinstance(text, str) or not text.strip():
+        return False
+    fields = text.split()
+    if len(fields) >= 3 and not any(_LETTER.search(field) for field in fields[:2]):
+        return False
+    return len(fields) > 1 or _OWN_INTERVAL.fullmatch(fields[0]) is None
+
+
+def _parse_schedule(text: str) -> Schedule:
     stripped = require_text(text, "schedule", "6h, 1d@02:30 or 0 3 * * *")
     if not stripped:
         raise ValueError(f"'' is not a valid schedule: it is empty ({_SCHEDULE_HINT})")

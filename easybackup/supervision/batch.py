@@ -28,6 +28,7 @@ POLL_S = 0.5
 class BatchOutcome:
     results: dict[str, dict] = field(default_factory=dict)  # strategy -> result event fields
     terminated: bool = False  # a signal cancelled a backup or kept one from starting
+    signal: int | None = None  # the signal that stopped the run; it chooses the exit code
 
     @property
     def succeeded(self) -> bool:
@@ -89,6 +90,7 @@ class Batch:
         log.warning(f"received {signal.Signals(signum).name}: starting nothing new; {len(running)} running "
                     f"backup(s) may finish for up to {grace:g} s (timeout.shutdown_grace), then they are cancelled; "
                     "a second SIGTERM or SIGINT cancels them now")
+        self.outcome.signal = signum
         started = time.monotonic()
         dropped = self.pool.stop(on_tick=self._cancel_on_second_signal)
         if dropped:

@@ -60,6 +60,7 @@ class Supervisor:
         self._signals: list[int] = []
         self._previous_handlers: dict | None = None
         self._stopping = False
+        self.exit_code = exitcodes.OK  # SIGTERM (systemd, docker stop) ends cleanly with 0; SIGINT with 130
         self._published: dict[str, datetime] = {}
         self._readers: list[StartupReader] = []
         self._succeeded_here: set[str] = set()
@@ -104,6 +105,8 @@ class Supervisor:
         self._stop_or_cancel("SIGTERM")
 
     def handle_int(self) -> None:
+        if not self._stopping:
+            self.exit_code = exitcodes.INTERRUPTED
         self._stop_or_cancel("SIGINT")
 
     def _stop_or_cancel(self, name: str) -> None:
@@ -137,7 +140,7 @@ class Supervisor:
         self._previous_handlers = None
 
     def run(self) -> int:
-        """Run until SIGTERM or SIGINT, then stop cleanly; return the exit code (0)."""
+        """Run until SIGTERM or SIGINT, then stop cleanly; return the exit code (0, or 130 after SIGINT)."""
         self.install_signal_handlers()
         try:
             log.info(f"supervisor started: {len(self.config.strategies)} strategies, "
@@ -152,7 +155,7 @@ class Supervisor:
             self._shutdown()
             self.pool.close()
             self._restore_signal_handlers()
-        return exitcodes.OK
+        return self.exit_code
 
     def step(self) -> None:
         """Run one tick of the loop: signals, S3 answers, due runs, the pool, heartbeat, next runs."""

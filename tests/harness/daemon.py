@@ -20,12 +20,15 @@ from tests.harness.configs import EASYBACKUP, cli_env
 
 
 class Daemon:
-    """One `easybackup run -c CONFIG` process, its log in a file, its health and metrics on `port`."""
+    """One `easybackup run -c CONFIG` process (or the command line `args`, as typed), its log in a file, its health
+    and metrics on `port`."""
 
-    def __init__(self, config: Path, port: int, log: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
+    def __init__(self, config: Path, port: int, log: Path, env: dict | None = None, prefix: tuple[str, ...] = (),
+                 args: tuple[str, ...] | None = None):
         self.config, self.port, self.log = config, port, log
         self._log_file = open(log, "ab")  # noqa: SIM115 — closed in stop()
-        self.process = subprocess.Popen([*prefix, *EASYBACKUP, "run", "-c", str(config)], env=env or cli_env(),
+        argv = args if args is not None else ("run", "-c", str(config))
+        self.process = subprocess.Popen([*prefix, *EASYBACKUP, *argv], env=env or cli_env(),
                                         stdout=subprocess.DEVNULL, stderr=self._log_file)
 
     @property

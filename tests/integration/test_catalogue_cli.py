@@ -186,7 +186,7 @@ def test_restore_globals_recreates_a_dropped_role(pg, moto, bucket, tmp_path):
 def test_restore_names_an_unknown_backup_and_refuses_a_bad_target_url(pg, shared_backup):
     config, _ = shared_backup
     unknown = restore(config, pg.url("x"), "--backup", "1999-01-01T000000Z")
-    assert unknown.returncode == 1 and "no complete backup matches '1999-01-01T000000Z'" in unknown.stderr
+    assert unknown.returncode == 2 and "no complete backup matches '1999-01-01T000000Z'" in unknown.stderr
     bad_url = restore(config, "mysql://nope")
     assert bad_url.returncode == 2 and "--target-url" in bad_url.stderr
     assert pg.password not in bad_url.stderr + unknown.stderr

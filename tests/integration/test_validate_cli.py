@@ -62,7 +62,7 @@ def test_next_run_is_shown_in_local_time_and_utc(easybackup_cmd, tmp_path):
 @pytest.mark.parametrize(("text", "expected"), [
     ("global: [\n", ":2:1: "),
     ("strategies:\n  - {name: app, database_url: 'postgres://u@db/app', schedule: 6x}\n",
-     "error: strategies[0].schedule: '6x' is not a valid interval"),
+     "error: strategies[0].schedule: strategy app: '6x' is not a valid interval"),
     ("global: {s3: {bucket: b-1}, monitoring: {metrics: {port: 99999}}}\n"
      "strategies:\n  - {name: app, database_url: 'postgres://u@db/app'}\n",
      "error: global.monitoring.metrics.port: 99999 is more than the maximum 65535"),
