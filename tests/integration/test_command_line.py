@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from easybackup import exitcodes
-from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_config
+from tests.harness.configs import EASYBACKUP, REPO, cli_env, restore_target, run_cli, write_config
 from tests.harness.daemon import Daemon, monitoring
 from tests.harness.net import free_port
 from tests.harness.restore import archive_keys, manifest_keys
@@ -146,12 +146,12 @@ def test_options_before_run_apply_and_sigint_stops_an_idle_supervisor_with_130(m
 # ------------------------------------------------------------------------------------------------- pipes
 
 
-def run_into_closed_pipe(*args: str, command=EASYBACKUP) -> subprocess.CompletedProcess:
+def run_into_closed_pipe(*args: str, command=EASYBACKUP, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI with stdout a pipe whose reader has already gone (what `| head -1` leaves once head exits)."""
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        return subprocess.run([*command, *args], env=cli_env(), stdout=writer, stderr=subprocess.PIPE,
+        return subprocess.run([*command, *args], env=env or cli_env(), stdout=writer, stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, timeout=300)
     finally:
         os.close(writer)
@@ -180,7 +180,8 @@ def test_once_and_restore_do_their_work_then_exit_141_quietly_when_their_reader_
     assert len(archive_keys(moto, "cli-typed")) == before + 1
 
     pg.create_database("cli_restored")
-    assert_quiet_141(run_into_closed_pipe("restore", "-c", str(backed_up), "--target-url", pg.url("cli_restored")))
+    target, with_password = restore_target(pg.url("cli_restored"))
+    assert_quiet_141(run_into_closed_pipe("restore", "-c", str(backed_up), "--target-url", target, env=with_password))
     assert pg.table_fingerprints("cli_restored") == pg.table_fingerprints(SOURCE)
 
 
@@ -240,7 +241,8 @@ def test_list_json_into_head_1_prints_one_line_and_exits_141_quietly(moto, backe
                                     "backups/main/cli_src/2020-01-01T000000Z.dump.gz"])
 def test_restore_of_a_backup_that_does_not_exist_is_bad_usage_and_changes_nothing(pg, backed_up, choice):
     pg.create_database("cli_untouched")
-    done = run_cli("restore", "-c", str(backed_up), "--target-url", pg.url("cli_untouched"), "--backup", choice,
+    target, with_password = restore_target(pg.url("cli_untouched"))
+    done = run_cli("restore", "-c", str(backed_up), "--target-url", target, "--backup", choice, env=with_password,
                    stdin=subprocess.DEVNULL)
 
     assert done.returncode == 2, done.stdout + done.stderr
@@ -254,7 +256,8 @@ def test_restore_with_create_into_a_non_empty_database_says_to_pick_a_new_name_o
     pg.create_database("cli_full")
     pg.psql("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)", "cli_full")
     before = pg.table_fingerprints("cli_full")
-    done = run_cli("restore", "-c", str(backed_up), "--target-url", pg.url("cli_full"), "--create", "--yes",
+    target, with_password = restore_target(pg.url("cli_full"))
+    done = run_cli("restore", "-c", str(backed_up), "--target-url", target, "--create", "--yes", env=with_password,
                    stdin=subprocess.DEVNULL)
 
     assert done.returncode == 2, done.stdout + done.stderr
@@ -263,7 +266,8 @@ def test_restore_with_create_into_a_non_empty_database_says_to_pick_a_new_name_o
     assert "add --create" not in done.stderr and "with --create" not in done.stderr
     assert pg.table_fingerprints("cli_full") == before
 
-    without = run_cli("restore", "-c", str(backed_up), "--target-url", pg.url("cli_full"), stdin=subprocess.DEVNULL)
+    without = run_cli("restore", "-c", str(backed_up), "--target-url", target, env=with_password,
+                      stdin=subprocess.DEVNULL)
     assert without.returncode == 2
     assert "name a database that does not exist yet in --target-url and add --create, or add --clean" \
         in without.stderr
