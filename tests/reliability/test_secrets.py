@@ -265,9 +265,15 @@ def assert_the_watch_saw_everything(watcher: ProcessWatcher, records: Path) -> N
 def test_the_watcher_and_the_wrappers_find_a_secret_in_a_grandchilds_argv_and_environment(tmp_path):
     path, records = install_wrappers(tmp_path)
     env = {**os.environ, "PATH": path, "LEAKY": AWS_SECRET}
-    process = subprocess.Popen(["sh", "-c", f"gzip -c /dev/null > /dev/null; sleep 0.3 {DB_PASSWORD} || true"],
-                               env=env, stderr=subprocess.DEVNULL)
+    # The grandchild (`|| true` keeps sh from exec'ing it) waits on stdin until the watcher has seen it: a
+    # short-lived one (`sleep 0.3 PASSWORD` exits at once, refusing its argument) could finish unseen under load.
+    script = f"gzip -c /dev/null > /dev/null; sh -c 'read line' sh {DB_PASSWORD} || true"
+    process = subprocess.Popen(["sh", "-c", script], env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
     watcher = ProcessWatcher(process.pid)
+    deadline = time.monotonic() + 10
+    while not any(DB_PASSWORD in hit for hit in watcher.leaks()) and time.monotonic() < deadline:
+        watcher.poll()
+    process.stdin.close()
     process.wait(10)
     watcher.stop()
     assert f"{AWS_SECRET!r} in wrapper record gzip.{list(records.iterdir())[0].name.split('.')[1]}.env" in \
