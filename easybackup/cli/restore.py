@@ -140,7 +140,7 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Conne
 
     started = time.monotonic()
     try:
-        if args.jobs:
+        if args.jobs and args.jobs > 1:  # one job is what the streamed restore runs: no file needed
             restore_parallel(client, strategy.s3.bucket, manifest, target, private, jobs=args.jobs,
                              clean=args.clean, on_line=on_line, on_progress=progress)
         else:
