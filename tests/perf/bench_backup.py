@@ -2,7 +2,7 @@
 
     python -m tests.perf.bench_backup [--rows N] [--runs 3] [--codecs gzip,zstd] [--relay-check]
 
-Starts a throwaway PostgreSQL cluster and a moto S3 server, loads tests/perf/dataset.sql once
+Starts a throwaway PostgreSQL cluster and a moto S3 server, loads tests/fixtures/dataset.sql once
 (rows=4000000 is ~1 GB), then runs these variants interleaved (the order rotates every round, so noise from
 other work on the machine hits them alike) and prints the median of each:
 
@@ -48,7 +48,7 @@ from tests.harness.moto_server import REGION, MotoServer
 from tests.harness.net import free_port
 from tests.harness.postgres import PostgresCluster
 
-DATASET = Path(__file__).with_name("dataset.sql")  # a copy of the design notes' data set, in the repository
+DATASET = REPO / "tests" / "fixtures" / "dataset.sql"  # the design notes' data set (tests/fixtures/README.md)
 DATABASE = "bench"
 BUCKET = "bench"
 MiB = 1024 * 1024

@@ -2,7 +2,7 @@
 
     python -m tests.perf.bench_restore [--rows N] [--runs 3] [--jobs 1,2] [--codec zstd]
 
-The environment is bench_backup.py's (a throwaway cluster and moto server, tests/perf/dataset.sql loaded;
+The environment is bench_backup.py's (a throwaway cluster and moto server, tests/fixtures/dataset.sql loaded;
 rows=4000000 is ~1 GB). The database is backed up once with `easybackup once`; the stored archive and the dump
 inside it are copied to local disk. Then, for each jobs count N, these variants run interleaved (the order
 rotates every round) into a target database that is dropped and created again before every run, untimed:
