@@ -18,6 +18,12 @@ easybackup runs; the download uses easybackup's part size and concurrency. Measu
 time, CPU of the process tree, bytes it wrote to local disk (ru_oublock), and the whole machine's CPU meanwhile
 (the PostgreSQL server's included): divided by the cores, the least wall time any restore doing easybackup's work
 could take here (`floor easybackup/local`). Every run's target is checked to hold every row.
+
+How easybackup's download overlaps the restore: with one job, a thread reads the S3 object in 1 MiB chunks,
+hashes them and writes them into the decompressor's pipe, whose output pg_restore reads: download, decompression
+and restore run at once, paced by pg_restore (a full pipe holds the download back). With N > 1 jobs the download
+and the decompression overlap each other, into the file; pg_restore -j starts once the file is whole and its
+sha256 checked, so that nothing is applied from a bad archive: there the download adds its own time.
 """
 
 from __future__ import annotations
