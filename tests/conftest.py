@@ -15,7 +15,6 @@ from tests.harness.postgres import PostgresCluster
 from tests.harness.slack_server import SlackServer
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 _bucket_numbers = itertools.count(1)
 
 

@@ -5,7 +5,8 @@ pg_restore may already have applied data (the error says so). A restore program 
 at once: its error comes without waiting for the rest of the archive, and says the checksum was not checked.
 With `jobs` (pg_restore -j needs a seekable file) the archive is downloaded, checked and decompressed into a
 0600 file in a private directory first — then nothing is applied from a bad archive — and the file is removed
-afterwards.
+afterwards. That file is the dump as pg_dump wrote it: the manifest's dump_bytes, checked to fit before the
+download starts, and never more (an archive that decompresses to more is refused before it fills the disk).
 
 The password never reaches argv or a child's environment: PostgresSource writes the 0600 passfile.
 """
@@ -275,11 +276,16 @@ def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection
     check_free_space(private_dir, manifest.dump_bytes or manifest.stored_bytes)
     path = private_dir / "archive.dump"
     try:
-        streamed = _download_decompressed(client, bucket, manifest, path, on_line, on_progress)
+        streamed, overflowed = _download_decompressed(client, bucket, manifest, path, on_line, on_progress)
         if (streamed.size, streamed.sha256) != (manifest.stored_bytes, manifest.sha256):
             raise verification_error(f"checksum mismatch: {manifest.key} is not what was backed up",
                                      f"manifest: sha256 {manifest.sha256}; read: sha256 {streamed.sha256}",
                                      f"nothing was restored into {target.dbname}; restore an older backup")
+        if overflowed:
+            raise verification_error(
+                f"{manifest.key} decompresses to more than the {manifest.dump_bytes} bytes its manifest says "
+                "pg_dump wrote", f"the download file in {private_dir} was not written past that size",
+                f"nothing was restored into {target.dbname}; restore without --jobs (no file), or an older backup")
         stage = restore_stage(manifest, target, clean=clean, jobs=jobs, path=path)
         with Pipeline([stage], on_line=on_line) as pipeline:
             _discard(pipeline.output_fd)
@@ -293,15 +299,18 @@ def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection
 
 
 def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_line, on_progress):
-    """Stream the archive through sha256 and the decompressor into `path` (created 0600); return Streamed."""
+    """Stream the archive through sha256 and the decompressor into `path` (created 0600), writing no more than
+    the manifest's dump bytes; return Streamed and whether the dump was longer than that."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    stage = decompress_stage(manifest.compression)
+    sink = _BoundedFile(fd, manifest.stored_bytes if stage is None else manifest.dump_bytes)
     try:
         body = open_object(client, bucket, manifest.key)["Body"]
-        stage = decompress_stage(manifest.compression)
         if stage is None:
-            return stream_object(body, lambda chunk: write_all(fd, chunk) or True, bucket=bucket,
-                                 on_progress=on_progress)
-        return _through_decompressor(body, stage, fd, bucket, on_line, on_progress)
+            streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
+        else:
+            streamed = _through_decompressor(body, stage, sink, bucket, on_line, on_progress)
+        return streamed, sink.overflowed
     except OSError as exc:
         raise EasybackupError(f"cannot write the download to {path}", str(exc),
                               "free space in temp_dir or restore without --jobs", kind="storage") from exc
@@ -309,8 +318,8 @@ def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_li
         os.close(fd)
 
 
-def _through_decompressor(body, stage: StageSpec, fd: int, bucket: str, on_line, on_progress):
-    streamed, failed = stream_through(body, [stage], consume_output=lambda source: _copy(source, fd), bucket=bucket,
+def _through_decompressor(body, stage: StageSpec, sink: _BoundedFile, bucket: str, on_line, on_progress):
+    streamed, failed = stream_through(body, [stage], consume_output=lambda source: _copy(source, sink), bucket=bucket,
                                       on_line=on_line, on_progress=on_progress, name="restore-download")
     if failed is not None:
         raise verification_error(f"cannot decompress {stage.name} archive: {failed.message}",
@@ -318,7 +327,7 @@ def _through_decompressor(body, stage: StageSpec, fd: int, bucket: str, on_line,
     return streamed
 
 
-def _copy(source: int, target: int) -> None:
+def _copy(source: int, target: _BoundedFile) -> None:
     """Given the decompressor's output and the download file, copy the one into the other; raise the first OSError
     (ENOSPC) once the output is drained."""
     error: OSError | None = None
@@ -326,8 +335,27 @@ def _copy(source: int, target: int) -> None:
         if error is not None:
             continue  # keep draining so the decompressor is not stalled; the error is reported
         try:
-            write_all(target, chunk)
+            target(chunk)
         except OSError as exc:
             error = exc
     if error is not None:
         raise error
+
+
+class _BoundedFile:
+    """A sink that writes to `fd` at most `limit` bytes (None: no limit known, an older manifest) and drops the
+    rest, noting it: the download goes on to its end for the checksum without filling the disk."""
+
+    def __init__(self, fd: int, limit: int | None):
+        self.fd = fd
+        self.limit = limit
+        self.written = 0
+        self.overflowed = False
+
+    def __call__(self, chunk: bytes) -> bool:
+        if self.limit is not None and self.written + len(chunk) > self.limit:
+            self.overflowed = True
+            chunk = chunk[:max(self.limit - self.written, 0)]
+        write_all(self.fd, chunk)
+        self.written += len(chunk)
+        return True

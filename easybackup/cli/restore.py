@@ -70,7 +70,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--create", action="store_true",
                         help="create the target database first (connects to the maintenance database 'postgres')")
     parser.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
-                        help="parallel pg_restore jobs; downloads the archive to temp_dir first (custom format)")
+                        help="parallel pg_restore jobs; 2 or more download the archive to temp_dir first (custom "
+                             "format); 1 streams, as without --jobs")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--direct", action="store_true",
                         help="connect to --target-url directly even when the strategy reaches its databases "
@@ -161,7 +162,7 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Conne
 
     started = time.monotonic()
     try:
-        if args.jobs:
+        if args.jobs and args.jobs > 1:  # one job is what the streamed restore runs: no file needed
             restore_parallel(client, strategy.s3.bucket, manifest, target, private, jobs=args.jobs,
                              clean=args.clean, on_line=on_line, on_progress=progress)
         else:

@@ -51,7 +51,7 @@ def _own_value_problems(section: dict, path: tuple) -> list[str]:
     allowed = section_keys()["global" if path == ("global",) else "strategy"]
     found = [f"{format_path((*path, key))}: not supported yet (planned; remove it, or use a release that "
              "supports it)" for key in section if key in NOT_SUPPORTED_YET and key in allowed]
-    found += _parsed(section, path, ("schedule",), parse_schedule, about=_strategy_named(section, path))
+    found += _parsed(section, path, ("schedule",), parse_schedule)
     found += _parsed(section, path, ("timezone",), validate_timezone)
     for key in DURATION_KEYS:
         found += _parsed(section, path, key, _positive_duration)
@@ -59,22 +59,15 @@ def _own_value_problems(section: dict, path: tuple) -> list[str]:
     return found
 
 
-def _parsed(section: dict, path: tuple, key: tuple, parse, about: str = "") -> list[str]:
+def _parsed(section: dict, path: tuple, key: tuple, parse) -> list[str]:
     value = _get(section, key)
     if not isinstance(value, str):
         return []
     try:
         parse(value)
     except ValueError as exc:
-        return [f"{format_path((*path, *key))}: {about}{exc}"]
+        return [f"{format_path((*path, *key))}: {exc}"]
     return []
-
-
-def _strategy_named(section: dict, path: tuple) -> str:
-    """Given a section and its path, return `strategy NAME: ` for a named strategy (its index alone is hard to
-    find among many), else ''."""
-    name = section.get("name") if path[0] == "strategies" else None
-    return f"strategy {name}: " if isinstance(name, str) and name.isprintable() and name.strip() else ""
 
 
 def _positive_duration(text: str) -> float:

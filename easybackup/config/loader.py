@@ -1,7 +1,8 @@
 """Load a config file: read, parse YAML, expand ${VARS}, apply .env and environment overrides, validate against
 the JSON Schema, run the cross-field checks, merge global into strategies and build the frozen Config.
 
-Every problem is collected and raised at once as ConfigError, one `path: message` line each.
+Every problem is collected and raised at once as ConfigError, one `path: message` line each; a path names the
+strategy (and the database in database_urls) it points into: `strategies[1] (staging-db).retention: …`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from easybackup.config.build import build_config
+from easybackup.config.build import build_config, database_entries
 from easybackup.config.checks import check
 from easybackup.config.environment import apply_overrides, effective_environment
 from easybackup.config.expand import Expansion, expand
@@ -136,7 +137,37 @@ def _problems(data: dict, expansion: Expansion, sources: dict[tuple, str]) -> li
     hidden = {format_path(failed) for failed in expansion.failed}
     later = [line for line in _schema_lines(data, expansion.typed_text, sources) + check(data)
              if line.split(": ", 1)[0] not in hidden]
-    return _in_document_order(expansion.problems + later)
+    return [_with_names(line, data, expansion.failed) for line in _in_document_order(expansion.problems + later)]
+
+
+_INDEXED = re.compile(r"strategies\[(\d+)\](?:\.database_urls\[(\d+)\])?")
+
+
+def _with_names(problem: str, data: dict, failed: set[tuple]) -> str:
+    """Given a problem line, return it with the name of each strategy it points into after its index, and the
+    name of a database in its database_urls after that index: in thirty strategies an index is hard to find."""
+    strategies = data.get("strategies") if isinstance(data.get("strategies"), list) else []
+
+    def named(match: re.Match) -> str:
+        index = int(match.group(1))
+        strategy = strategies[index] if index < len(strategies) and isinstance(strategies[index], dict) else {}
+        path = ("strategies", index)
+        text = f"strategies[{index}]" + _label(strategy.get("name"), (*path, "name"), failed)
+        if match.group(2) is not None:
+            item = int(match.group(2))
+            names = {sub[1]: name for sub, name, _url in database_entries(strategy) if sub[0] == "database_urls"}
+            text += f".database_urls[{item}]" + _label(names.get(item), (*path, "database_urls", item), failed)
+        return text
+
+    return _INDEXED.sub(named, problem)
+
+
+def _label(name, path: tuple, failed: set[tuple]) -> str:
+    """Given a name and where it was written, return ` (name)`, or nothing when there is no usable name (missing,
+    not a string, or its ${VAR} could not be expanded)."""
+    if not isinstance(name, str) or not name.strip() or any(bad[:len(path)] == path for bad in failed):
+        return ""
+    return f" ({name})"
 
 
 def _schema_lines(data: dict, typed_text: dict[tuple, str], sources: dict[tuple, str]) -> list[str]:

@@ -291,13 +291,13 @@ def test_validate_refuses_schedules_people_write_naming_the_strategy_the_field_a
             "or a 5-field cron expression such as 0 3 * * *)"
     assert done.stderr.splitlines() == [
         f"error: global.schedule: 'daily' is not a valid schedule; did you mean \"1d\"? {forms}",
-        f"error: strategies[0].schedule: strategy nightly-app: 'every day' is not a valid schedule; did you mean "
+        f"error: strategies[0] (nightly-app).schedule: 'every day' is not a valid schedule; did you mean "
         f"\"1d\"? {forms}",
-        f"error: strategies[1].schedule: strategy hourly-app: 'hourly' is not a valid schedule; did you mean "
+        f"error: strategies[1] (hourly-app).schedule: 'hourly' is not a valid schedule; did you mean "
         f"\"1h\"? {forms}",
-        f"error: strategies[2].schedule: strategy six-app: 'every 6 hours' is not a valid schedule; did you mean "
+        f"error: strategies[2] (six-app).schedule: 'every 6 hours' is not a valid schedule; did you mean "
         f"\"6h\"? {forms}",
-        f"error: strategies[3].schedule: strategy one-app: '1 day' is not a valid schedule; did you mean \"1d\"? "
+        f"error: strategies[3] (one-app).schedule: '1 day' is not a valid schedule; did you mean \"1d\"? "
         f"{forms}",
         "hint: see the Configuration reference in README.md",
     ]

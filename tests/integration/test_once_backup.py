@@ -18,7 +18,7 @@ from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_conf
 from tests.harness.daemon import workers_of
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys, restore_dump, sha256_of
 
-SHARED_DATASET = REPO.parent / "shared" / "bench" / "dataset.sql"
+DATASET = REPO / "tests" / "fixtures" / "dataset.sql"  # the benchmark data set
 EXTENSIONS = {("custom", "gzip"): ".dump.gz", ("custom", "zstd"): ".dump.zst", ("custom", "none"): ".dump",
               ("plain", "gzip"): ".sql.gz", ("plain", "zstd"): ".sql.zst", ("plain", "none"): ".sql"}
 
@@ -27,8 +27,7 @@ EXTENSIONS = {("custom", "gzip"): ".dump.gz", ("custom", "zstd"): ".dump.zst", (
 def sample_db(pg) -> tuple[str, dict]:
     """A database with the benchmark data set (small) plus unicode, NULLs and bytea; its table fingerprints."""
     pg.create_database("sample")
-    if SHARED_DATASET.exists():
-        pg.psql_file(str(SHARED_DATASET), "sample", {"rows": 20000})
+    pg.psql_file(str(DATASET), "sample", {"rows": 20000})
     pg.psql_file(str(REPO / "examples" / "demo-data.sql"), "sample")
     return "sample", pg.table_fingerprints("sample")
 

@@ -276,7 +276,8 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_invalid_and_applies_a_v
     daemon.send(signal.SIGHUP)
     daemon.wait_log("reload failed")
     log = daemon.log_text()
-    assert "'6x' is not a valid interval" in log and "bogus_key" in log
+    assert "config: strategies[0] (alpha).schedule: '6x' is not a valid interval" in log and "bogus_key" in log
+    assert "config: strategies[1] (beta): names no database" in log
     document = daemon.health()
     assert list(document["strategies"]["last_backup_status"]) == ["alpha"]
 

@@ -59,18 +59,48 @@ def test_next_run_is_shown_in_local_time_and_utc(easybackup_cmd, tmp_path):
     assert "02:30 IST (" in done.stdout and "T21:00:00Z)" in done.stdout
 
 
+THREE_STRATEGIES = """\
+global:
+  s3: {bucket: my-backup-bucket}
+  schedule: 1d
+strategies:
+  - name: production-db
+    database_url: postgres://u@prod-db:5432/app
+  - name: staging-db
+  - name: analytics-db
+    retention: 1h
+    database_urls:
+      - postgres://u@analytics-db:5432/events
+      - postgres://u@analytics-db:5432/users
+      - postgres://u@analytics-db:5432/reports
+      - {name: billing, url: "postgres://u@:5432/billing"}
+"""
+
+
+def test_each_error_names_the_strategy_and_the_database_beside_their_index(easybackup_cmd, tmp_path):
+    done = run_cli(easybackup_cmd, "-c", str(write(tmp_path, THREE_STRATEGIES)))
+
+    assert done.returncode == 2
+    assert [line for line in done.stderr.splitlines() if line.startswith("error: ")] == [
+        "error: strategies[1] (staging-db): names no database (set database_url or database_urls, or $DATABASE_URL)",
+        "error: strategies[2] (analytics-db).database_urls[3] (billing): the URL names no host",
+        "error: strategies[2] (analytics-db).retention: 1h is shorter than the schedule's interval (1d); each backup "
+        "would expire before the next one is taken",
+    ]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("global: [\n", ":2:1: "),
     ("strategies:\n  - {name: app, database_url: 'postgres://u@db/app', schedule: 6x}\n",
-     "error: strategies[0].schedule: strategy app: '6x' is not a valid interval"),
+     "error: strategies[0] (app).schedule: '6x' is not a valid interval"),
     ("global: {s3: {bucket: b-1}, monitoring: {metrics: {port: 99999}}}\n"
      "strategies:\n  - {name: app, database_url: 'postgres://u@db/app'}\n",
      "error: global.monitoring.metrics.port: 99999 is more than the maximum 65535"),
     ("global: {s3: {bucket: b-1}}\nstrategies:\n  - {name: app, database_url: 'postgres://u@db/app', "
      "tunnel: {host: bastion}, proxy: {url: 'socks5://p:1080'}}\n",
-     "error: strategies[0].proxy: cannot be combined with tunnel"),
+     "error: strategies[0] (app).proxy: cannot be combined with tunnel"),
     ("global: {s3: {bucket: b-1}}\nstrategies:\n  - {name: app, database_url: '${UNSET_FOR_THIS_TEST}'}\n",
-     "error: strategies[0].database_url: environment variable UNSET_FOR_THIS_TEST is not set"),
+     "error: strategies[0] (app).database_url: environment variable UNSET_FOR_THIS_TEST is not set"),
 ], ids=["bad-yaml", "bad-schedule", "port-out-of-range", "tunnel-and-proxy", "unset-variable"])
 def test_a_malformed_config_exits_2_with_one_line_per_error_and_no_traceback(easybackup_cmd, tmp_path, text,
                                                                              expected):

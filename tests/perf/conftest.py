@@ -16,7 +16,7 @@ DEFAULT_RUNS = 5  # this shared VM varies ±10% run to run: five rounds keep the
 
 @pytest.fixture(scope="session")
 def bench_rows() -> int:
-    """Rows of ../shared/bench/dataset.sql to load (EASYBACKUP_BENCH_ROWS)."""
+    """Rows of tests/fixtures/dataset.sql to load (EASYBACKUP_BENCH_ROWS)."""
     return int(os.environ.get("EASYBACKUP_BENCH_ROWS", DEFAULT_ROWS))
 
 

@@ -235,11 +235,13 @@ def files_in(directory: Path) -> list[str]:
     return sorted(str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file())
 
 
-def restore_with_jobs(tmp_path, pg, moto, bucket: str, temp_dir: Path, target: str, endpoint: str | None = None):
+def restore_with_jobs(tmp_path, pg, moto, bucket: str, temp_dir: Path, target: str, endpoint: str | None = None,
+                      jobs: int = 2):
     config = write_config(tmp_path, bucket=bucket, endpoint=endpoint or moto.endpoint, name="restore.yaml",
                           temp_dir=str(temp_dir), strategies=[{"name": "main", "database_url": pg.url(DATABASE)}])
     url, env = restore_target(pg.url(target), **suite_env())
-    return run_cli("restore", "-c", str(config), "--target-url", url, "--jobs", "2", "--yes", env=env, timeout=120)
+    return run_cli("restore", "-c", str(config), "--target-url", url, "--jobs", str(jobs), "--yes", env=env,
+                   timeout=120)
 
 
 def test_a_parallel_restore_into_a_temp_dir_too_small_fails_clearly_and_touches_nothing(
@@ -253,6 +255,34 @@ def test_a_parallel_restore_into_a_temp_dir_too_small_fails_clearly_and_touches_
     assert "Traceback" not in result.stderr
     assert pg.table_fingerprints("rel_restore_small_disk") == {}, "the target was touched"
     assert files_in(temp_dir) == [], "a file was left in temp_dir"
+
+
+def test_a_restore_with_one_job_streams_and_needs_no_room_in_temp_dir(pg, moto, bucket, tmp_path, stored_backup,
+                                                                       tiny_tmpfs):
+    temp_dir = tiny_tmpfs("1m")  # the dump does not fit (see above): one pg_restore job reads it from a pipe
+    pg.create_database("rel_restore_one_job")
+    result = restore_with_jobs(tmp_path, pg, moto, bucket, temp_dir, "rel_restore_one_job", jobs=1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert pg.table_fingerprints("rel_restore_one_job") == pg.table_fingerprints(DATABASE)
+    assert files_in(temp_dir) == []
+
+
+def test_a_parallel_restore_writes_no_more_than_the_dump_its_manifest_names(pg, moto, bucket, tmp_path,
+                                                                            stored_backup, tiny_tmpfs):
+    # The manifest says the dump is 512 KiB: that much fits in temp_dir, the real dump would not. The restore must
+    # stop writing at 512 KiB (its own clear error), not run the disk full (ENOSPC) nor apply anything.
+    assert stored_backup["dump_bytes"] > 1024 * 1024, "the dump must not fit"
+    [manifest_key] = manifest_keys(moto, bucket)
+    moto.client().put_object(Bucket=bucket, Key=manifest_key,
+                             Body=json.dumps({**stored_backup, "dump_bytes": 512 * 1024}).encode())
+    temp_dir = tiny_tmpfs("1m")
+    pg.create_database("rel_restore_bounded")
+    result = restore_with_jobs(tmp_path, pg, moto, bucket, temp_dir, "rel_restore_bounded")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "decompresses to more than the 524288 bytes its manifest says pg_dump wrote" in result.stderr
+    assert "No space left" not in result.stderr and "Traceback" not in result.stderr
+    assert pg.table_fingerprints("rel_restore_bounded") == {}, "the target was touched"
+    assert files_in(temp_dir) == []
 
 
 def test_a_temp_dir_that_fills_up_during_a_parallel_restore_fails_clearly_and_leaves_no_file(

@@ -377,5 +377,6 @@ def test_a_rejected_config_does_not_echo_the_secrets_it_holds(tmp_path, moto, bu
          "slack": {"bot_token": SLACK_TOKEN}, "s3": {"credentials": {"secret_key": AWS_SECRET}}, "schedule": "6x"}])
     result = run_cli("validate", "-c", str(config), env=environment_without_secrets(os.environ["PATH"]))
     assert result.returncode == 2, result.stderr
-    assert "strategies[0].database_url" in result.stderr and "strategies[0].slack.channel_id" in result.stderr
+    assert "strategies[0] (bad).database_url" in result.stderr
+    assert "strategies[0] (bad).slack.channel_id" in result.stderr
     assert hits(result.stdout + result.stderr, "validate's output") == []

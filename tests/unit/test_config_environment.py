@@ -61,7 +61,7 @@ def test_database_url_fills_only_strategies_without_a_database(tmp_path):
 def test_without_database_url_a_strategy_without_a_database_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path), environ={})
-    assert caught.value.problems[0].startswith("strategies[2]: names no database")
+    assert caught.value.problems[0].startswith("strategies[2] (empty): names no database")
 
 
 def test_the_real_environment_beats_the_dotenv_file(tmp_path):

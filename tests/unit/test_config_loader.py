@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from easybackup.errors import ConfigError
 from easybackup.secrets import mask
 
 REPO = Path(__file__).resolve().parents[2]
-SEED = REPO.parent / "shared" / "seed" / "requirements.md"
+SEED_CONFIG = REPO / "tests" / "fixtures" / "seed_config.yaml"  # the requirements' example (fixtures/README.md)
 EXAMPLE = REPO / "examples" / "config.yaml"
 
 SEED_ENV = {
@@ -54,8 +53,7 @@ def warnings():
 
 
 def test_the_example_config_is_the_seed_example_byte_for_byte():
-    block = re.search(r"### Configuration Example\n\n```yaml\n(.*?)```", SEED.read_text(), re.S).group(1)
-    assert EXAMPLE.read_text() == block
+    assert EXAMPLE.read_text() == SEED_CONFIG.read_text()
 
 
 def test_the_seed_example_loads_unchanged_without_any_environment():

@@ -51,13 +51,13 @@ CASES = [
     ("empty-strategies", patched(strategies=[]), "strategies: must not be an empty list"),
     ("unknown-top-key", patched(globals={}), "globals: unknown key (did you mean 'global'?)"),
     ("unknown-strategy-key", patched(strategies__0__schedual="6h"),
-     "strategies[0].schedual: unknown key (did you mean 'schedule'?)"),
+     "strategies[0] (app).schedual: unknown key (did you mean 'schedule'?)"),
     ("unknown-nested-key", patched(global__s3__buckets="b"), "global.s3.buckets: unknown key"),
     ("string-for-integer", patched(global__max_parallel_strategies="two"),
      "global.max_parallel_strategies: expected an integer, got a string"),
     ("zero-parallelism", patched(global__max_parallel_strategies=0),
      "global.max_parallel_strategies: 0 is less than the minimum 1"),
-    ("negative-keep-last", patched(strategies__0__keep_last=-2), "strategies[0].keep_last: -2 is less than"),
+    ("negative-keep-last", patched(strategies__0__keep_last=-2), "strategies[0] (app).keep_last: -2 is less than"),
     ("zero-attempts", patched(global__retry={"max_attempts": 0}), "global.retry.max_attempts: 0 is less than"),
     ("port-zero", patched(global__monitoring={"metrics": {"port": 0}}), "global.monitoring.metrics.port: 0 is"),
     ("port-too-high", patched(global__monitoring={"health_check": {"port": 65536}}),
@@ -65,43 +65,44 @@ CASES = [
     ("path-without-slash", patched(global__monitoring={"metrics": {"path": "metrics"}}),
      "global.monitoring.metrics.path: 'metrics' must start with /"),
     ("list-for-mapping", patched(global__s3=["my-backup-bucket"]), "global.s3: expected a mapping, got a list"),
-    ("schedule-6x", patched(strategies__0__schedule="6x"), "strategies[0].schedule: strategy app: '6x' is not a valid"),
-    ("schedule-0h", patched(strategies__0__schedule="0h"), "strategies[0].schedule: strategy app: '0h' is not a valid"),
+    ("schedule-6x", patched(strategies__0__schedule="6x"), "strategies[0] (app).schedule: '6x' is not a valid"),
+    ("schedule-0h", patched(strategies__0__schedule="0h"), "strategies[0] (app).schedule: '0h' is not a valid"),
     ("schedule-1.5d", patched(strategies__0__schedule="1.5d"),
-     "strategies[0].schedule: strategy app: '1.5d' is not a valid"),
+     "strategies[0] (app).schedule: '1.5d' is not a valid"),
     ("schedule-5h", patched(global__schedule="5h"), "global.schedule: '5h' does not divide a day"),
-    ("bad-cron", patched(strategies__0__schedule="61 * * * *"), "strategies[0].schedule: strategy app: '61 * * * *'"),
+    ("bad-cron", patched(strategies__0__schedule="61 * * * *"), "strategies[0] (app).schedule: "),
     ("negative-retention", patched(global__retention="-1d"), "global.retention: '-1d' is not a valid duration"),
     ("zero-timeout", patched(global__timeout={"backup": "0s"}), "global.timeout.backup: '0s' is not a valid"),
     ("bad-timezone", patched(strategies__0__timezone="Mars/Olympus"),
-     "strategies[0].timezone: 'Mars/Olympus' is not a known timezone"),
+     "strategies[0] (app).timezone: 'Mars/Olympus' is not a known timezone"),
     ("duplicate-strategy-names", patched(**{"strategies": TWO_STRATEGIES["strategies"]}),
-     "strategies[1].name: 'app' is already the name of strategies[0]"),
+     "strategies[1] (app).name: 'app' is already the name of strategies[0] (app)"),
     ("duplicate-database-names",
      patched(strategies__0__database_urls=["postgres://u@db1/app", "postgres://u@db2/app"]),
-     "strategies[0].database_urls[0]: database name 'app' is already used by strategies[0].database_url"),
-    ("missing-bucket", patched(global__s3=DELETE), "strategies[0].s3.bucket: no bucket"),
-    ("missing-database", patched(strategies__0__database_url=DELETE), "strategies[0]: names no database"),
+     "strategies[0] (app).database_urls[0] (app): database name 'app' is already used by "
+     "strategies[0] (app).database_url"),
+    ("missing-bucket", patched(global__s3=DELETE), "strategies[0] (app).s3.bucket: no bucket"),
+    ("missing-database", patched(strategies__0__database_url=DELETE), "strategies[0] (app): names no database"),
     ("database-without-name", patched(strategies__0__database_url="postgres://u@db:5432"),
-     "strategies[0].database_url: the URL names no database"),
+     "strategies[0] (app).database_url: the URL names no database"),
     ("not-postgres", patched(strategies__0__database_url="mysql://u:hunter22@db/app"),
-     "strategies[0].database_url: 'mysql://u:***@db/app' is not a PostgreSQL URL"),
+     "strategies[0] (app).database_url: 'mysql://u:***@db/app' is not a PostgreSQL URL"),
     ("unset-variable", patched(strategies__0__database_url="${EASYBACKUP_TEST_UNSET_URL}"),
-     "strategies[0].database_url: environment variable EASYBACKUP_TEST_UNSET_URL is not set"),
+     "strategies[0] (app).database_url: environment variable EASYBACKUP_TEST_UNSET_URL is not set"),
     ("malformed-substitution", patched(global__s3__bucket="${S3 BUCKET}"), "global.s3.bucket: malformed"),
     ("global-key-under-strategy", patched(strategies__0__log_level="debug"),
-     "strategies[0].log_level: is a global setting; move it under global"),
+     "strategies[0] (app).log_level: is a global setting; move it under global"),
     ("strategy-key-under-global", patched(global__database_url="postgres://u@db/app"),
      "global.database_url: belongs to a strategy, not global"),
     ("proxy-without-port", patched(strategies__0__proxy={"url": "socks5://p"}),
-     "strategies[0].proxy.url: names no port"),
+     "strategies[0] (app).proxy.url: names no port"),
     ("tunnel-host-smuggling-an-option", patched(strategies__0__tunnel={"host": "-oProxyCommand=x", "user": "u"}),
-     "strategies[0].tunnel.host: '-oProxyCommand=x' is not a valid ssh host"),
+     "strategies[0] (app).tunnel.host: '-oProxyCommand=x' is not a valid ssh host"),
     ("tunnel-and-proxy-together", patched(strategies__0__tunnel={"host": "b"},
                                           strategies__0__proxy={"url": "socks5://p:1080"}),
-     "strategies[0].proxy: cannot be combined with tunnel"),
+     "strategies[0] (app).proxy: cannot be combined with tunnel"),
     ("retention-below-interval", patched(strategies__0__retention="1h"),
-     "strategies[0].retention: 1h is shorter than the schedule's interval"),
+     "strategies[0] (app).retention: 1h is shorter than the schedule's interval"),
     ("unknown-compression", patched(global__s3__compression="lzma"),
      "global.s3.compression: 'lzma' is not one of 'gzip', 'zstd', 'none'"),
     ("gzip-level-too-high", patched(global__s3__compression_level=12),
@@ -111,7 +112,8 @@ CASES = [
     ("token-without-channel", patched(global__slack={"bot_token": "xoxb-1-abc"}),
      "global.slack.channel_id: required when slack.bot_token is set"),
     ("bad-bucket-name", patched(global__s3__bucket="My_Bucket"), "global.s3.bucket: 'My_Bucket' is not a bucket"),
-    ("bad-strategy-name", patched(strategies__0__name="prod/db"), "strategies[0].name: 'prod/db' may hold only"),
+    ("bad-strategy-name", patched(strategies__0__name="prod/db"),
+     "strategies[0] (prod/db).name: 'prod/db' may hold only"),
     ("reserved-pg-dump-arg", patched(global__pg_dump={"extra_args": ["--no-owner", "--file=/tmp/x"]}),
      "global.pg_dump.extra_args[1]: '--file=/tmp/x' is pg_dump's --file, which is set by easybackup"),
     ("delay-order", patched(global__retry={"initial_delay": "10m", "max_delay": "1m"}),
@@ -160,7 +162,7 @@ def test_a_key_whose_feature_is_not_built_is_rejected_not_ignored(tmp_path, caps
     path.write_text(patched(strategies__0__tunnel={"host": "bastion", "user": "backup"}))
 
     assert main(["validate", "-c", str(path)]) == 2
-    assert "error: strategies[0].tunnel: not supported yet (planned;" in capsys.readouterr().err
+    assert "error: strategies[0] (app).tunnel: not supported yet (planned;" in capsys.readouterr().err
 
 
 def test_every_problem_is_reported_at_once(tmp_path, capsys):
@@ -171,8 +173,8 @@ def test_every_problem_is_reported_at_once(tmp_path, capsys):
     assert main(["validate", "-c", str(path)]) == 2
 
     err = capsys.readouterr().err
-    for where in ("strategies[0].schedule:", "strategies[0].timezone:", "global.max_parallel_strategies:",
-                  "strategies[0].keep_last:"):
+    for where in ("strategies[0] (app).schedule:", "strategies[0] (app).timezone:",
+                  "global.max_parallel_strategies:", "strategies[0] (app).keep_last:"):
         assert f"error: {where}" in err
 
 
@@ -183,8 +185,8 @@ def test_an_unset_variable_is_reported_once_not_followed_by_what_its_empty_value
     assert main(["validate", "-c", str(path)]) == 2
 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: strategies[0].database_url: environment variable EASYBACKUP_TEST_UNSET_URL is not "
-                      "set (set it, add it to .env, or write ${EASYBACKUP_TEST_UNSET_URL:-default})"]
+    assert errors == ["error: strategies[0] (app).database_url: environment variable EASYBACKUP_TEST_UNSET_URL is "
+                      "not set (set it, add it to .env, or write ${EASYBACKUP_TEST_UNSET_URL:-default})"]
 
 
 def test_an_error_about_a_secret_does_not_echo_it(tmp_path, capsys):
@@ -208,3 +210,14 @@ def test_an_unset_bucket_variable_is_reported_once_for_every_strategy_that_inher
 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: global.s3.bucket: environment variable")
+
+
+def test_a_strategy_whose_name_is_an_unset_variable_is_named_by_its_index_only(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(patched(strategies__0__name="${EASYBACKUP_TEST_UNSET_NAME}", strategies__0__schedule="6x"))
+
+    assert main(["validate", "-c", str(path)]) == 2
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert errors[0].startswith("error: strategies[0].name: environment variable EASYBACKUP_TEST_UNSET_NAME")
+    assert errors[1].startswith("error: strategies[0].schedule: '6x' is not a valid interval")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from easybackup.monitoring.state import MonitorState
 
 START = datetime(2025, 6, 17, 0, 0, 5, tzinfo=timezone.utc)
 UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+# The requirements' example response (tests/fixtures/README.md): every key of it is in ours, with its type.
+SEED_HEALTH = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "seed_health.json").read_text())
 
 
 class Clock:
@@ -104,6 +107,24 @@ def test_the_document_has_the_seed_keys_with_the_seed_types(state, clock):
             assert view[key] is None or UTC_TEXT.match(view[key]), (key, view[key])
     failed = health["strategies"]["last_backup_status"]["staging-db"]
     assert isinstance(failed["error"], str)
+    assert_has_the_keys_and_types_of(health, SEED_HEALTH, skip={"last_backup_status"})
+    seed_views = SEED_HEALTH["strategies"]["last_backup_status"]
+    views = health["strategies"]["last_backup_status"]
+    assert_has_the_keys_and_types_of(views["production-db"], seed_views["production-db"])  # a success
+    assert_has_the_keys_and_types_of(views["staging-db"], seed_views["analytics-db"])  # a failure
+    assert (views["production-db"]["status"], views["staging-db"]["status"]) == ("success", "failed")
+
+
+def assert_has_the_keys_and_types_of(document: dict, seed: dict, skip: frozenset | set = frozenset()) -> None:
+    """Given a document and the seed's, assert the document has every seed key (nested mappings too, but those
+    in `skip`) with a value of the seed value's type; a time may be None (not known yet)."""
+    for key, value in seed.items():
+        assert key in document, key
+        if isinstance(value, dict):
+            if key not in skip:
+                assert_has_the_keys_and_types_of(document[key], value, skip)
+        elif not (document[key] is None and UTC_TEXT.match(str(value))):
+            assert isinstance(document[key], type(value)), (key, document[key])
 
 
 def test_a_started_run_shows_as_running(state, clock):
