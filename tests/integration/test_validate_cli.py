@@ -83,7 +83,8 @@ def test_each_error_names_the_strategy_and_the_database_beside_their_index(easyb
     assert done.returncode == 2
     assert [line for line in done.stderr.splitlines() if line.startswith("error: ")] == [
         "error: strategies[1] (staging-db): names no database (set database_url or database_urls, or $DATABASE_URL)",
-        "error: strategies[2] (analytics-db).database_urls[3] (billing): the URL names no host",
+        "error: strategies[2] (analytics-db).database_urls[3] (billing): the URL names no host "
+        "(add one, or ?host=/socket/dir)",
         "error: strategies[2] (analytics-db).retention: 1h is shorter than the schedule's interval (1d); each backup "
         "would expire before the next one is taken",
     ]

@@ -78,5 +78,5 @@ def test_a_reserved_spelling_is_one_line_naming_its_path_through_the_config_load
     with pytest.raises(ConfigError) as refused:
         load_config(str(config), environ={})
     [problem] = refused.value.problems
-    assert problem.startswith("strategies[0].pg_dump.extra_args[1]: '-vf/tmp/x' passes pg_dump's -f (--file), "
+    assert problem.startswith("strategies[0] (app).pg_dump.extra_args[1]: '-vf/tmp/x' passes pg_dump's -f (--file), "
                               "which is set by easybackup")
