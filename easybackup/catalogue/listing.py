@@ -109,6 +109,13 @@ def run_timestamp_of(manifest: Manifest) -> str:
     return parsed.run_timestamp if parsed else ""
 
 
+def run_name_of(manifest: Manifest) -> str:
+    """Given a manifest, return its run name (from the key: `2024-05-01T020000Z-3f2a9c1b7d4e`, or the bare run
+    timestamp of an older version's key)."""
+    parsed = parse_archive_key(manifest.key)
+    return parsed.run_name if parsed else ""
+
+
 def database_dir(key: str) -> str:
     """Given an archive key, return its directory: the group retention and `latest` work within."""
     return key.rpartition("/")[0]
@@ -124,8 +131,11 @@ def select_backup(backups: list[Manifest], choice: str | None) -> Manifest:
                                   "run `easybackup list` to see what exists", kind="not_found")
         return max(backups, key=lambda m: (run_timestamp_of(m), m.started_at, m.key))
     wanted = _as_timestamp(choice)
-    for manifest in backups:
-        if choice in (manifest.key, manifest_key(manifest.key)) or (wanted and run_timestamp_of(manifest) == wanted):
+    # Newest first: two runs in one second (a `once` beside the supervisor) share a timestamp, and then the
+    # later one is `latest` for that second too; `<timestamp>-<run id>` names exactly one.
+    for manifest in sorted(backups, key=lambda m: (m.started_at, m.key), reverse=True):
+        if (choice in (manifest.key, manifest_key(manifest.key), run_name_of(manifest))
+                or (wanted and run_timestamp_of(manifest) == wanted)):
             return manifest
     if database_of_key(choice) is not None:
         raise EasybackupError(f"no manifest for {choice}: it is not a complete backup",

@@ -7,6 +7,7 @@ program, the key (`<base>/<strategy>/_globals/<run timestamp>.sql[.gz|.zst]`) an
 
 from __future__ import annotations
 
+import dataclasses
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.errors import EasybackupError
@@ -30,6 +31,9 @@ class GlobalsSource(PostgresSource):
 
     def __init__(self, target: DatabaseTarget, private_dir, compress_externally: bool):
         super().__init__(target, PgDumpSettings(format=GLOBALS_FORMAT), private_dir, compress_externally)
+        # pg_dumpall ignores the database of --dbname and connects to `postgres` (then template1): a passfile line
+        # naming the URL's database would not match, and the password would never be offered.
+        self.url = dataclasses.replace(self.url, dbname=None)
 
     def describe(self) -> str:
         return f"roles and tablespaces of {self.url.host}:{self.url.port}"
@@ -65,7 +69,7 @@ def backup_globals_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOu
     with a manifest; return what was stored. Raise the classified EasybackupError on any failure."""
     strategy = ctx.strategy
     codec = strategy.s3.compression
-    key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_timestamp, codec)
+    key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_name, codec)
     return backup_source_once(ctx, target, DumpPlan(
         database=GLOBALS, key=key, fmt=GLOBALS_FORMAT,
         make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none")))
