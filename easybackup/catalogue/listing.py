@@ -16,11 +16,13 @@ from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.storage.layout import (
     GLOBALS,
+    MANIFEST_SUFFIX,
     database_prefix,
     globals_prefix,
     manifest_key,
     normalize_base_path,
     parse_archive_key,
+    run_name_of_record,
     strategy_prefix,
     unquote_segment,
 )
@@ -44,6 +46,7 @@ class Catalogue:
     backups: tuple[Manifest, ...]
     incomplete: tuple[StoredObject, ...]
     missing_archives: tuple[str, ...]  # archive keys named by a manifest but absent from S3
+    objects: tuple[StoredObject, ...] = ()  # everything under the scanned prefix (`list --all`)
 
 
 def list_objects(client, bucket: str, prefix: str) -> list[StoredObject]:
@@ -94,7 +97,32 @@ def read_catalogue(client, strategy: Strategy, database: str | None = None) -> C
     present = {item.key for item in objects}
     missing = tuple(m.key for m in backups if m.key not in present)
     return Catalogue(backups=tuple(backups), incomplete=tuple(incomplete_archives(objects, strategy)),
-                     missing_archives=missing)
+                     missing_archives=missing, objects=tuple(objects))
+
+
+def other_objects(catalogue: Catalogue, strategy: Strategy, now: datetime,
+                  longest_run_s: float) -> list[tuple[str, StoredObject]]:
+    """Given a catalogue, now and the longest run the strategy allows, return every object that is not a listed
+    backup's archive or manifest, each with what it is: `orphaned` (no manifest, older than the longest run: the
+    supervisor at start and `prune` delete it), `incomplete` (no manifest yet: a run may still commit it), `run
+    record`, `manifest` (of a backup that is not listed: unreadable, or another strategy's), or `foreign`."""
+    listed = {key for m in catalogue.backups for key in (m.key, manifest_key(m.key))}
+    incomplete = {item.key for item in catalogue.incomplete}
+    found = []
+    for item in catalogue.objects:
+        if item.key in listed:
+            continue
+        if item.key in incomplete:
+            old = (now - item.last_modified).total_seconds() > longest_run_s
+            kind = "orphaned" if old else "incomplete"
+        elif run_name_of_record(item.key) is not None:
+            kind = "run record"
+        elif item.key.endswith(MANIFEST_SUFFIX):
+            kind = "manifest"
+        else:
+            kind = "foreign"
+        found.append((kind, item))
+    return found
 
 
 def incomplete_archives(objects: list[StoredObject], strategy: Strategy) -> list[StoredObject]:

@@ -170,3 +170,19 @@ def newest_manifest(client, bucket: str, prefix: str) -> Manifest | None:
 
 def _run_timestamp_of(key: str) -> tuple[str, str]:
     return key.rpartition("/")[2].removesuffix(MANIFEST_SUFFIX), key
+
+
+def newest_manifest_per_directory(client, bucket: str, prefix: str) -> list[Manifest]:
+    """Given a strategy's prefix, return the most recent readable manifest of each database directory under it
+    (one listing; only the newest keys of each directory are read)."""
+    groups: dict[str, list[str]] = {}
+    for key in list_manifest_keys(client, bucket, prefix):
+        groups.setdefault(key.rpartition("/")[0], []).append(key)
+    newest = []
+    for keys in groups.values():
+        for key in sorted(keys, key=_run_timestamp_of, reverse=True):
+            manifest = _read_or_skip(client, bucket, key)
+            if manifest is not None:
+                newest.append(manifest)
+                break
+    return newest

@@ -226,13 +226,13 @@ def put_new_object(client, bucket: str, key: str, body: bytes, **args) -> None:
     except ClientError as exc:
         code = error_code(exc)
         if code in _PRECONDITION_CODES:
-            _same_or_raise(client, bucket, key, body, _read_existing(client, bucket, key))
+            _same_or_raise(client, bucket, key, body, read_object_or_none(client, bucket, key))
             return
         if code not in _CONDITION_UNSUPPORTED_CODES:
             raise classify_s3_error(exc, bucket) from exc
     except BotoCoreError as exc:
         raise classify_s3_error(exc, bucket) from exc
-    existing = _read_existing(client, bucket, key)
+    existing = read_object_or_none(client, bucket, key)
     if existing is not None:
         _same_or_raise(client, bucket, key, body, existing)
         return
@@ -242,7 +242,7 @@ def put_new_object(client, bucket: str, key: str, body: bytes, **args) -> None:
         raise classify_s3_error(exc, bucket) from exc
 
 
-def _read_existing(client, bucket: str, key: str) -> bytes | None:
+def read_object_or_none(client, bucket: str, key: str) -> bytes | None:
     """Return the object at `key`, or None if there is none; raise the classified S3 error otherwise."""
     try:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()
