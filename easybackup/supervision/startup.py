@@ -139,13 +139,16 @@ def abort_stale_uploads(strategy: Strategy, client, started_at: datetime, now: d
 
 class StartupReader:
     """Given the strategies, the supervisor's start and whether to clean stale uploads, read each strategy's
-    state from S3 on a daemon thread; the loop takes the answers with `take()`."""
+    state from S3 on a daemon thread; the loop takes the answers with `take()`. With `read_state=False` it only
+    aborts the stale uploads (what `once` does)."""
 
     def __init__(self, strategies: tuple[Strategy, ...], started_at: datetime, *, clean_uploads: bool = True,
-                 client_factory: Callable = make_client, clock: Callable[[], datetime] | None = None):
+                 read_state: bool = True, client_factory: Callable = make_client,
+                 clock: Callable[[], datetime] | None = None):
         self.strategies = tuple(strategies)
         self.started_at = started_at
         self.clean_uploads = clean_uploads
+        self.read_state = read_state  # False: only abort the stale uploads (`once`)
         self.client_factory = client_factory
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._answers: queue.SimpleQueue[Restored] = queue.SimpleQueue()
@@ -182,6 +185,9 @@ class StartupReader:
         logger = log.bind(strategy=strategy.name)
         try:
             client = self.client_factory(strategy.s3)
+            if not self.read_state:
+                abort_stale_uploads(strategy, client, self.started_at, self._clock())
+                return
             restored = read_state(strategy, client)
             if self.clean_uploads:
                 restored = dataclasses.replace(restored, orphans_deleted=self._delete_orphans(strategy, client))
