@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from easybackup.logs import log
 from easybackup.secrets import mask
-from easybackup.storage.layout import run_name_of_record, run_record_key, runs_prefix
+from easybackup.storage.layout import run_name, run_name_of_record, run_record_key, runs_prefix
 from easybackup.storage.s3 import classify_s3_error, put_new_object, read_object_or_none
 
 RECORD_VERSION = 1
@@ -123,6 +123,19 @@ def write_run_record(client, bucket: str, base_path: str | None, record: RunReco
     put_new_object(client, bucket, key, record.to_json().encode("utf-8"), ContentType="application/json",
                    **(extra_args or {}))
     return key
+
+
+def store_run_record(client, strategy, run_id: str, run_timestamp: str, started_at: str, finished_at: str,
+                     result: dict) -> str:
+    """Given a client, the run's strategy (config.model.Strategy), identity and times and its `result` fields,
+    write the run's record (see `write_run_record`); return its key. Raise the classified S3 error."""
+    from easybackup import __version__
+    from easybackup.storage.s3 import extra_put_args
+
+    record = record_of(strategy.name, run_id, run_name(run_timestamp, run_id), started_at, finished_at, result,
+                       __version__)
+    return write_run_record(client, strategy.s3.bucket, strategy.s3.base_path, record,
+                            extra_put_args(strategy.s3, storage_class=False))
 
 
 def list_run_record_keys(client, bucket: str, base_path: str | None, strategy: str) -> list[str]:

@@ -54,6 +54,7 @@ class Batch:
 
     def _on_finished(self, handle) -> None:
         self.outcome.results[handle.strategy] = handle.result or {}
+        self._aborter.record_unreported(handle)
         self.observer.run_finished(handle)
 
     def _enqueue_signal(self, signum, frame) -> None:

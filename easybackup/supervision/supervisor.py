@@ -90,6 +90,7 @@ class Supervisor:
     def _on_finished(self, handle) -> None:
         if (handle.result or {}).get("status") == "success":
             self._succeeded_here.add(handle.strategy)
+        self.aborter.record_unreported(handle)
         self.observer.run_finished(handle)
 
     def _on_event(self, handle, event: dict) -> None:

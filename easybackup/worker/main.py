@@ -120,20 +120,15 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
 def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
     """Store how this run ended, database by database, failed runs included (storage/runrecord.py): what a
     restarted supervisor shows in health. A failure here is a warning; it never changes the run's result."""
-    from easybackup import __version__
-    from easybackup.storage.layout import run_name
-    from easybackup.storage.runrecord import record_of, write_run_record
-    from easybackup.storage.s3 import classify_s3_error, extra_put_args
+    from easybackup.storage.runrecord import store_run_record
+    from easybackup.storage.s3 import classify_s3_error
     from easybackup.worker.backup import utc_now_text
 
-    s3 = job.strategy.s3
     try:
-        record = record_of(job.strategy.name, job.run_id, run_name(job.run_timestamp, job.run_id), job.started_at,
-                           utc_now_text(), result, __version__)
-        write_run_record(client, s3.bucket, s3.base_path, record, extra_put_args(s3, storage_class=False))
+        store_run_record(client, job.strategy, job.run_id, job.run_timestamp, job.started_at, utc_now_text(), result)
     except Exception as exc:  # noqa: BLE001 — the backups stand whatever became of their record
         emit("log", stream="worker", level="warning",
-             line=f"the run record could not be written: {classify_s3_error(exc, s3.bucket)}")
+             line=f"the run record could not be written: {classify_s3_error(exc, job.strategy.s3.bucket)}")
 
 
 def _apply_retention(client, job: JobSpec, emit) -> None:

@@ -5,6 +5,8 @@ and the manifests — a `_globals` dump that succeeded no longer hides a databas
 from __future__ import annotations
 
 import json
+import os
+import signal
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from easybackup.storage.layout import archive_key, manifest_key
 from easybackup.storage.manifest import Manifest
 from tests.harness.configs import run_cli, write_config
-from tests.harness.daemon import daemon_factory, monitoring
+from tests.harness.daemon import daemon_factory, monitoring, wait_until, workers_of
 from tests.harness.net import free_port
 from tests.harness.restore import download
 
@@ -118,3 +120,37 @@ def test_once_writes_a_run_record_for_a_good_run_and_retention_keeps_the_records
     assert pruned.returncode == 0, pruned.stderr
     assert "deleted 6 run record(s)" in pruned.stdout, pruned.stdout
     assert len([key for key in moto.list_keys(bucket) if "/_runs/" in key]) == 20
+
+
+def test_a_worker_killed_mid_run_leaves_a_record_so_a_restart_does_not_show_the_success_before_it(
+        pg, moto, bucket, tmp_path, fault_proxy, start_daemon):
+    pg.create_database("records_bulky")
+    pg.psql("CREATE TABLE t AS SELECT g, repeat(md5(g::text), 3) AS pad FROM generate_series(1, 30000) g",
+            "records_bulky")
+    good = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, name="good.yaml",
+                        strategies=[{"name": "main", "database_url": pg.url("records_bulky")}])
+    assert run_cli("once", "-c", str(good)).returncode == 0
+    proxy = fault_proxy(pg.host, pg.port, "tcp")
+    proxy.throttle(50_000)  # a minute of pg_dump traffic: time enough to kill the worker mid-run
+    port = free_port()
+    strategies = [{"name": "main", "database_url": pg.url("records_bulky", port=proxy.port), "catch_up": False}]
+    first = start_daemon(write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=strategies,
+                                      run_on_start=True, monitoring=monitoring(port)), port)
+    first.wait_status("main", "running")
+    wait_until(lambda: moto.open_uploads(bucket), 30, "the multipart upload to open")
+    [worker] = workers_of(first.pid)
+    os.kill(worker, signal.SIGKILL)
+    first.wait_status("main", "failed", timeout=15)
+    wait_until(lambda: len(run_records(moto, bucket)) == 2, 15, "the supervisor to write the crashed run's record")
+    assert first.stop() == 0
+    proxy.heal()
+
+    second = start_daemon(write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=strategies,
+                                       monitoring=monitoring(port)), port)
+    document = second.wait_health(lambda doc: doc["strategies"]["last_backup_status"]["main"]["status"] != "pending",
+                                  what="the state from S3")
+    view = document["strategies"]["last_backup_status"]["main"]
+    assert view["status"] == "failed" and view["error_kind"] == "crashed", view
+    assert "killed by signal 9" in view["error"] and view["consecutive_failures"] == 1
+    assert view["last_success"] == run_records(moto, bucket)[0]["finished_at"]
+    assert second.stop() == 0
