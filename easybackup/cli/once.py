@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from easybackup import exitcodes
@@ -20,18 +19,6 @@ from easybackup.supervision.batch import Batch
 from easybackup.supervision.observers import LogObserver, Observers, TerminalProgress
 
 SLACK_DRAIN_S = 30.0
-STALE_UPLOADS_WAIT_S = 30.0
-
-
-def abort_stale_uploads(strategies, started_at: datetime) -> None:
-    """Given the strategies run and when `once` started, abort their stale multipart uploads as the supervisor
-    does at its start (supervision/startup.py): begun before `started_at` and older than `timeout.backup`. Done
-    after the runs, so no backup waits for it (boto3's import alone costs ~0.15 s); bounded, and a failure is
-    logged, never the exit code."""
-    from easybackup.supervision.startup import StartupReader
-
-    reader = StartupReader(strategies, started_at, read_state=False).start()
-    reader.join(STALE_UPLOADS_WAIT_S)
 
 
 def add_parser(subparsers, common) -> None:
@@ -102,11 +89,8 @@ def run(args) -> int:
     metrics_file = getattr(args, "metrics_file", None)
     monitoring, metrics = start_metrics(metrics_file, strategies) if metrics_file else (None, None)
     slack, notifier = start_slack(config, metrics)
-    started_at = datetime.now(timezone.utc)
     outcome = Batch(config, strategies, build_observers([o for o in (monitoring, slack) if o is not None]),
                     spare=getattr(args, "spare_worker", None)).run()
-    if not outcome.terminated:
-        abort_stale_uploads(strategies, started_at)
     if notifier is not None:  # DESIGN.md, "once": drain Slack's queue for up to 30 s before exit
         notifier.drain(SLACK_DRAIN_S)
         log.info(f"Slack: {notifier.stats.sent} sent, {notifier.stats.failed} failed, "

@@ -27,10 +27,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
-from easybackup.scheduling import format_duration
 from easybackup.storage.layout import strategy_prefix
 from easybackup.storage.manifest import Manifest, newest_manifest_per_directory
-from easybackup.storage.multipart import OpenUpload, abort_upload, list_open_uploads
+from easybackup.storage.multipart import abort_stale_uploads
 from easybackup.storage.runrecord import RunRecord, newest_run_records
 from easybackup.storage.s3 import classify_s3_error, make_client
 
@@ -115,40 +114,15 @@ def read_state(strategy: Strategy, client) -> Restored:
     return restored_from(strategy.name, records, [m for m in manifests if m.strategy == strategy.name])
 
 
-def stale_uploads(uploads: list[OpenUpload], started_at: datetime, max_age_s: float, now: datetime) -> list[OpenUpload]:
-    """Given open uploads, the supervisor's start, `timeout.backup` and now, return those no worker can own:
-    begun before the start and older than `max_age_s`."""
-    return [upload for upload in uploads
-            if upload.initiated < started_at and (now - upload.initiated).total_seconds() > max_age_s]
-
-
-def abort_stale_uploads(strategy: Strategy, client, started_at: datetime, now: datetime) -> list[OpenUpload]:
-    """Given a strategy, a client, the supervisor's start and now, abort the stale uploads under the
-    strategy's prefix, warning for each with its key and age; return them. Raise EasybackupError on S3 errors."""
-    prefix = strategy_prefix(strategy.s3.base_path, strategy.name)
-    found = list_open_uploads(client, strategy.s3.bucket, prefix)
-    stale = stale_uploads(found, started_at, strategy.timeout.backup, now)
-    logger = log.bind(strategy=strategy.name)
-    for upload in stale:
-        age = format_duration((now - upload.initiated).total_seconds())
-        logger.warning(f"aborting a stale multipart upload of {upload.key} begun {age} ago "
-                       f"(older than timeout.backup, before this supervisor started)")
-        abort_upload(client, strategy.s3.bucket, upload.key, upload.upload_id)
-    return stale
-
-
 class StartupReader:
     """Given the strategies, the supervisor's start and whether to clean stale uploads, read each strategy's
-    state from S3 on a daemon thread; the loop takes the answers with `take()`. With `read_state=False` it only
-    aborts the stale uploads (what `once` does)."""
+    state from S3 on a daemon thread; the loop takes the answers with `take()`."""
 
     def __init__(self, strategies: tuple[Strategy, ...], started_at: datetime, *, clean_uploads: bool = True,
-                 read_state: bool = True, client_factory: Callable = make_client,
-                 clock: Callable[[], datetime] | None = None):
+                 client_factory: Callable = make_client, clock: Callable[[], datetime] | None = None):
         self.strategies = tuple(strategies)
         self.started_at = started_at
         self.clean_uploads = clean_uploads
-        self.read_state = read_state  # False: only abort the stale uploads (`once`)
         self.client_factory = client_factory
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._answers: queue.SimpleQueue[Restored] = queue.SimpleQueue()
@@ -185,9 +159,6 @@ class StartupReader:
         logger = log.bind(strategy=strategy.name)
         try:
             client = self.client_factory(strategy.s3)
-            if not self.read_state:
-                abort_stale_uploads(strategy, client, self.started_at, self._clock())
-                return
             restored = read_state(strategy, client)
             if self.clean_uploads:
                 restored = dataclasses.replace(restored, orphans_deleted=self._delete_orphans(strategy, client))

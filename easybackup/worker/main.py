@@ -35,6 +35,7 @@ from easybackup.worker.sources.postgres_globals import backup_globals_once, glob
 
 
 RETENTION_MODULE = "easybackup.catalogue.retention"
+STALE_UPLOADS_WAIT_S = 20.0
 BOTO3_MODULE = "boto3"  # ~0.2 s to import; the S3 client is built from it on a thread (s3.BackgroundClient)
 
 
@@ -94,6 +95,7 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     outcomes = []
     try:
         client = BackgroundClient(strategy.s3)  # ready by the time pg_dump's first bytes are
+        cleanup = _abort_stale_uploads_meanwhile(client, job)
         planned = _plan(job, private_dir, emit, cancel)
         emit("started", pid=os.getpid(), databases=[target.name for target, _ in planned.work])
         for target, once in planned.work:
@@ -113,8 +115,28 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
         "databases": outcomes,
         "error": error,
     }
+    cleanup.join(0 if cancel.is_set() else STALE_UPLOADS_WAIT_S)
     _write_run_record(client, job, result, emit)
     return result
+
+
+def _abort_stale_uploads_meanwhile(client, job: JobSpec) -> threading.Thread:
+    """Abort the strategy's multipart uploads left by dead workers (begun before this run, older than
+    timeout.backup), on a thread beside the dump: what the supervisor does at its start, for every run — `once`
+    under cron included — at the cost of one listing on a client the run builds anyway."""
+    def work() -> None:
+        from easybackup.storage.multipart import abort_stale_uploads
+
+        started = datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))
+        try:
+            abort_stale_uploads(job.strategy, client, started, datetime.now(timezone.utc), who="this run",
+                                own_run_id=job.run_id)
+        except Exception as exc:  # noqa: BLE001 — a chore beside the backup; it never changes the run's result
+            logger.warning(f"could not look for stale multipart uploads: {exc}")
+
+    thread = threading.Thread(target=work, name="stale-uploads", daemon=True)
+    thread.start()
+    return thread
 
 
 def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
