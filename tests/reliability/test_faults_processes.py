@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from easybackup.storage.layout import parse_archive_key
 from tests.harness.configs import run_cli, write_config
 from tests.harness.daemon import (
     alive,
@@ -181,8 +182,10 @@ def test_after_a_host_crash_the_next_start_aborts_the_stale_upload_and_shows_the
     assert [u["Key"] for u in moto.open_uploads(bucket)] == [upload["Key"]], "nobody is left to abort it"
 
     # Restart once the upload is older than the new timeout.backup (5 s).
-    age = (datetime.now(timezone.utc) - upload["Initiated"]).total_seconds()
-    time.sleep(max(0.0, 5.5 - age))
+    # Old enough by the store's clock and by the run timestamp in its key (moto's `Initiated` is a fixed date).
+    key_time = datetime.strptime(parse_archive_key(upload["Key"]).run_timestamp, "%Y-%m-%dT%H%M%SZ")
+    begun = max(upload["Initiated"], key_time.replace(tzinfo=timezone.utc))
+    time.sleep(max(0.0, 5.5 - (datetime.now(timezone.utc) - begun).total_seconds()))
     throttled.heal()
     config = streaming_config(tmp_path, pg, throttled, moto, bucket, monitoring=monitoring(port), catch_up=False,
                               timeout={"backup": "5s"}, name="restarted.yaml")
