@@ -92,3 +92,17 @@ def test_the_longest_run_counts_every_attempt_the_waits_verification_and_the_mar
                         retry=RetrySettings(max_attempts=1),
                         timeout=TimeoutSettings(backup=60), verify=VerifySettings(after_backup=True))
     assert longest_run_s(verified) == 120 + ORPHAN_MARGIN_S
+
+
+def test_an_upload_is_stale_only_when_old_by_the_store_and_by_its_key_and_never_the_runs_own():
+    from easybackup.storage.multipart import OpenUpload, stale_uploads
+
+    long_ago = datetime(2010, 11, 10, 20, 48, 33, tzinfo=timezone.utc)  # what moto reports for every upload
+    old_key = "b/main/shop/2025-06-17T080000Z-aaaaaaaaaaaa.dump.gz"
+    young_key = "b/main/shop/2025-06-17T115900Z-bbbbbbbbbbbb.dump.gz"
+    own_key = "b/main/shop/2025-06-17T080000Z-cccccccccccc.dump.gz"
+    legacy_key = "b/main/shop/2025-06-17T080000Z.dump.gz"
+    uploads = [OpenUpload(key, f"id-{i}", long_ago) for i, key in enumerate((old_key, young_key, own_key, legacy_key))]
+    uploads.append(OpenUpload("b/main/shop/2025-06-17T080000Z-dddddddddddd.dump.gz", "id-new", NOW))
+    stale = stale_uploads(uploads, NOW - timedelta(seconds=1), 3600, NOW, own_run_id="cccccccccccc")
+    assert [upload.key for upload in stale] == [old_key, legacy_key]
