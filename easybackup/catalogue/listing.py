@@ -16,11 +16,13 @@ from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.storage.layout import (
     GLOBALS,
+    MANIFEST_SUFFIX,
     database_prefix,
     globals_prefix,
     manifest_key,
     normalize_base_path,
     parse_archive_key,
+    run_name_of_record,
     strategy_prefix,
     unquote_segment,
 )
@@ -44,6 +46,7 @@ class Catalogue:
     backups: tuple[Manifest, ...]
     incomplete: tuple[StoredObject, ...]
     missing_archives: tuple[str, ...]  # archive keys named by a manifest but absent from S3
+    objects: tuple[StoredObject, ...] = ()  # everything under the scanned prefix (`list --all`)
 
 
 def list_objects(client, bucket: str, prefix: str) -> list[StoredObject]:
@@ -94,7 +97,32 @@ def read_catalogue(client, strategy: Strategy, database: str | None = None) -> C
     present = {item.key for item in objects}
     missing = tuple(m.key for m in backups if m.key not in present)
     return Catalogue(backups=tuple(backups), incomplete=tuple(incomplete_archives(objects, strategy)),
-                     missing_archives=missing)
+                     missing_archives=missing, objects=tuple(objects))
+
+
+def other_objects(catalogue: Catalogue, strategy: Strategy, now: datetime,
+                  longest_run_s: float) -> list[tuple[str, StoredObject]]:
+    """Given a catalogue, now and the longest run the strategy allows, return every object that is not a listed
+    backup's archive or manifest, each with what it is: `orphaned` (no manifest, older than the longest run: the
+    supervisor at start and `prune` delete it), `incomplete` (no manifest yet: a run may still commit it), `run
+    record`, `manifest` (of a backup that is not listed: unreadable, or another strategy's), or `foreign`."""
+    listed = {key for m in catalogue.backups for key in (m.key, manifest_key(m.key))}
+    incomplete = {item.key for item in catalogue.incomplete}
+    found = []
+    for item in catalogue.objects:
+        if item.key in listed:
+            continue
+        if item.key in incomplete:
+            old = (now - item.last_modified).total_seconds() > longest_run_s
+            kind = "orphaned" if old else "incomplete"
+        elif run_name_of_record(item.key) is not None:
+            kind = "run record"
+        elif item.key.endswith(MANIFEST_SUFFIX):
+            kind = "manifest"
+        else:
+            kind = "foreign"
+        found.append((kind, item))
+    return found
 
 
 def incomplete_archives(objects: list[StoredObject], strategy: Strategy) -> list[StoredObject]:
@@ -107,6 +135,13 @@ def run_timestamp_of(manifest: Manifest) -> str:
     """Given a manifest, return its run timestamp (from the key: `2024-05-01T020000Z`)."""
     parsed = parse_archive_key(manifest.key)
     return parsed.run_timestamp if parsed else ""
+
+
+def run_name_of(manifest: Manifest) -> str:
+    """Given a manifest, return its run name (from the key: `2024-05-01T020000Z-3f2a9c1b7d4e`, or the bare run
+    timestamp of an older version's key)."""
+    parsed = parse_archive_key(manifest.key)
+    return parsed.run_name if parsed else ""
 
 
 def database_dir(key: str) -> str:
@@ -124,8 +159,11 @@ def select_backup(backups: list[Manifest], choice: str | None) -> Manifest:
                                   "run `easybackup list` to see what exists", kind="not_found")
         return max(backups, key=lambda m: (run_timestamp_of(m), m.started_at, m.key))
     wanted = _as_timestamp(choice)
-    for manifest in backups:
-        if choice in (manifest.key, manifest_key(manifest.key)) or (wanted and run_timestamp_of(manifest) == wanted):
+    # Newest first: two runs in one second (a `once` beside the supervisor) share a timestamp, and then the
+    # later one is `latest` for that second too; `<timestamp>-<run id>` names exactly one.
+    for manifest in sorted(backups, key=lambda m: (m.started_at, m.key), reverse=True):
+        if (choice in (manifest.key, manifest_key(manifest.key), run_name_of(manifest))
+                or (wanted and run_timestamp_of(manifest) == wanted)):
             return manifest
     if database_of_key(choice) is not None:
         raise EasybackupError(f"no manifest for {choice}: it is not a complete backup",

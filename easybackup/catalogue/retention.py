@@ -7,6 +7,13 @@ The rules, in order of strength:
 - of the rest, a backup is deleted when it started more than `retention` seconds before `now`.
 
 Callers run retention only after a successful run (a failed run never deletes anything).
+
+Run records (storage/runrecord.py) follow the same clock: a record older than `retention` is deleted, except the
+newest RUN_RECORDS_KEPT, which a restarted supervisor reads for the last status and the failures in a row.
+
+An archive without a manifest is not a backup, and retention never touches it; but one older than the longest run
+its strategy allows (`longest_run_s`) belongs to no live run: its worker died between completing the upload and
+writing the manifest. `delete_orphans` deletes those (the supervisor at start, and `easybackup prune`).
 """
 
 from __future__ import annotations
@@ -14,18 +21,31 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from easybackup.catalogue.listing import database_dir, parse_utc, read_backups
+from easybackup.catalogue.listing import (
+    StoredObject,
+    database_dir,
+    incomplete_archives,
+    list_objects,
+    parse_utc,
+    read_backups,
+    scan_prefix,
+)
 from easybackup.config.model import Strategy
 from easybackup.logs import log
-from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key
+from easybackup.scheduling import format_duration
+from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, run_name_of_record, split_run_name
+from easybackup.storage.runrecord import list_run_record_keys
 from easybackup.storage.s3 import classify_s3_error
 
 DELETE_BATCH_KEYS = 1000  # S3's DeleteObjects limit
+RUN_RECORDS_KEPT = 20  # whatever their age: a restart reads up to this many for the failures in a row
+# Beyond the timeouts: clock skew between hosts, the manifest's own PUT, a slow store.
+ORPHAN_MARGIN_S = 3600.0
 
 
 class BackupLike(Protocol):
@@ -38,6 +58,7 @@ class RetentionResult:
     deleted: tuple[str, ...]  # archive keys whose backup (archive and manifest) was deleted
     kept: int  # complete backups left
     errors: tuple[str, ...]  # `key: reason` for each object S3 did not delete
+    records_deleted: int = 0  # run records past retention
 
     @property
     def ok(self) -> bool:
@@ -87,13 +108,18 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     backups = read_backups(client, strategy)
     delete, keep = plan_retention(backups, now, strategy.retention, strategy.keep_last)
     bound = log.bind(strategy=strategy.name)
+    records = old_run_records(list_run_record_keys(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name),
+                              now, strategy.retention)
     if dry_run:
         for backup in delete:
             bound.info("retention (dry run) would delete {} and its manifest", backup.key)
-        return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(keep), errors=())
+        return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(keep), errors=(),
+                               records_deleted=len(records))
     failed: dict[str, str] = {}
     for batch in deletion_batches(delete, batch_keys):
         failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound))
+    for start in range(0, len(records), batch_keys):
+        failed.update(_delete_batch(client, strategy.s3.bucket, records[start:start + batch_keys], bound))
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
     deleted = tuple(b.key for b in delete if b.key not in failed and manifest_key(b.key) not in failed)
     kept = len(backups) - len(deleted)
@@ -102,7 +128,61 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     else:
         bound.info("retention: deleted {} backup(s), kept {}{}", len(deleted), kept,
                    f", {len(errors)} object(s) not deleted" if errors else "")
-    return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors))
+    return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors),
+                           records_deleted=len([key for key in records if key not in failed]))
+
+
+def old_run_records(keys: Sequence[str], now: datetime, retention_seconds: float,
+                    keep: int = RUN_RECORDS_KEPT) -> list[str]:
+    """Given run record keys (oldest first), now and `retention`, return those to delete: older than retention
+    (by the run timestamp in the key) and not among the newest `keep`. Pure."""
+    candidates = list(keys)[:max(len(keys) - keep, 0)]
+    old = []
+    for key in candidates:
+        timestamp, _ = split_run_name(run_name_of_record(key))
+        started = datetime.strptime(timestamp, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        if (now - started).total_seconds() > retention_seconds:
+            old.append(key)
+    return old
+
+
+def longest_run_s(strategy: Strategy) -> float:
+    """Given a strategy, return how long after its archive appeared a live run may still write the manifest:
+    every attempt at the full `timeout.backup` (twice that with `verify.after_backup`, which reads the archive
+    back outside the dump's timeout), the longest waits between attempts, and ORPHAN_MARGIN_S. An attempt writes
+    its manifest within the attempt that made the archive, so this over-counts on purpose."""
+    attempts = max(1, strategy.retry.max_attempts)
+    per_attempt = strategy.timeout.backup * (2 if strategy.verify.after_backup else 1)
+    return attempts * per_attempt + (attempts - 1) * strategy.retry.max_delay + ORPHAN_MARGIN_S
+
+
+def orphans(objects: Sequence[StoredObject], strategy: Strategy, now: datetime) -> list[StoredObject]:
+    """Given a listing of the strategy's prefix and now, return its archives without a manifest that are older
+    than `longest_run_s`: no live run can still commit them. Pure."""
+    limit = longest_run_s(strategy)
+    return [item for item in incomplete_archives(list(objects), strategy)
+            if (now - item.last_modified).total_seconds() > limit]
+
+
+def delete_orphans(client, strategy: Strategy, now: datetime, *, dry_run: bool = False) -> list[StoredObject]:
+    """Given a strategy and now, delete its orphaned archives (see `orphans`), warning for each; return those
+    deleted (or, with `dry_run`, those that would be). Raise the classified S3 error if the prefix cannot be
+    listed; an archive S3 refuses to delete is warned about and left out of the answer."""
+    found = orphans(list_objects(client, strategy.s3.bucket, scan_prefix(strategy)), strategy, now)
+    bound = log.bind(strategy=strategy.name)
+    limit = format_duration(longest_run_s(strategy))
+    for item in found:
+        age = format_duration((now - item.last_modified).total_seconds())
+        bound.warning(f"{'would delete' if dry_run else 'deleting'} {item.key}: an archive without a manifest, "
+                      f"{age} old, older than the longest run the strategy allows ({limit}); its run died "
+                      "before committing it")
+    if dry_run or not found:
+        return found
+    keys = [item.key for item in found]
+    failed: dict[str, str] = {}
+    for start in range(0, len(keys), DELETE_BATCH_KEYS):
+        failed.update(_delete_batch(client, strategy.s3.bucket, keys[start:start + DELETE_BATCH_KEYS], bound))
+    return [item for item in found if item.key not in failed]
 
 
 def _delete_manifests_then_archives(client, bucket: str, batch: list[str], bound) -> dict[str, str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from easybackup import exitcodes
-from easybackup.catalogue.listing import Catalogue, parse_utc, read_catalogue
+from easybackup.catalogue.listing import Catalogue, other_objects, parse_utc, read_catalogue
+from easybackup.catalogue.retention import longest_run_s
 from easybackup.cli.summary import render_table
 from easybackup.config import load_config
 from easybackup.config.model import Config, Strategy
@@ -28,6 +30,10 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--strategy", default=None, metavar="NAME", help="only this strategy")
     parser.add_argument("-d", "--database", default=None, metavar="DB", help="only this database")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("-a", "--all", action="store_true",
+                        help="also show every other object under the strategy's prefix: orphaned archives (no "
+                             "manifest, older than the longest run: deleted at the supervisor's start and by "
+                             "`prune`), incomplete ones, run records and foreign objects")
     parser.set_defaults(handler=run)
 
 
@@ -43,11 +49,37 @@ def run(args: argparse.Namespace) -> int:
     strategies = config.select([args.strategy] if args.strategy else None)
     found = [(strategy, read_catalogue(make_client(strategy.s3), strategy, args.database))
              for strategy in strategies]
+    show_all = getattr(args, "all", False)
+    now = datetime.now(timezone.utc)
     if args.json:
-        print(json.dumps({"strategies": [catalogue_json(s, c) for s, c in found]}, indent=1))
+        documents = []
+        for strategy, catalogue in found:
+            document = catalogue_json(strategy, catalogue)
+            if show_all:
+                document["others"] = others_json(strategy, catalogue, now)
+            documents.append(document)
+        print(json.dumps({"strategies": documents}, indent=1))
     else:
-        print("\n\n".join(catalogue_text(s, c) for s, c in found))
+        print("\n\n".join(catalogue_text(s, c) + (others_text(s, c, now) if show_all else "") for s, c in found))
     return exitcodes.OK
+
+
+def others_json(strategy: Strategy, catalogue: Catalogue, now: datetime) -> list[dict]:
+    """Given a strategy and its catalogue, return `--all`'s other objects as JSON-able data."""
+    return [{"kind": kind, "key": item.key, "size": item.size,
+             "last_modified": f"{item.last_modified:%Y-%m-%dT%H:%M:%SZ}"}
+            for kind, item in other_objects(catalogue, strategy, now, longest_run_s(strategy))]
+
+
+def others_text(strategy: Strategy, catalogue: Catalogue, now: datetime) -> str:
+    """Given a strategy and its catalogue, return `--all`'s lines: every other object, with what it is."""
+    limit = longest_run_s(strategy)
+    others = other_objects(catalogue, strategy, now, limit)
+    lines = [f"\nother objects under the prefix ({len(others)}; an archive without a manifest older than "
+             f"{format_duration(limit)} is orphaned: the supervisor at start and `prune` delete it):"]
+    lines += [f"  {kind:<10}  {item.key}  {format_bytes(item.size)}  {item.last_modified:%Y-%m-%dT%H:%M:%SZ}"
+              for kind, item in others]
+    return "\n".join(lines)
 
 
 def local_time(utc_text: str, timezone: str) -> str:

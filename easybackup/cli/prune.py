@@ -1,5 +1,6 @@
-"""`easybackup prune`: apply retention now (the same rules a successful run applies). Exit 0 done, 1 some objects
-could not be deleted, 2 bad usage or config."""
+"""`easybackup prune`: apply retention now (the same rules a successful run applies), and delete the archives
+without a manifest that no run can commit any more (catalogue.retention.delete_orphans). Exit 0 done, 1 some
+objects could not be deleted, 2 bad usage or config."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from easybackup import exitcodes
 from easybackup.catalogue.listing import incomplete_archives, list_objects, scan_prefix
-from easybackup.catalogue.retention import apply_retention
+from easybackup.catalogue.retention import apply_retention, delete_orphans, longest_run_s
 from easybackup.cli.list import load
 from easybackup.humanize import format_bytes
 from easybackup.scheduling.durations import format_duration
@@ -22,8 +23,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     """Register `prune` with the common options."""
     parser = subparsers.add_parser(
         "prune", parents=[common], help="delete backups that retention no longer keeps",
-        description="Delete complete backups older than `retention`, never the newest `keep_last` of a database "
-        "and never an object without an easybackup manifest.")
+        description="Delete complete backups older than `retention`, never the newest `keep_last` of a database; "
+        "delete run records past `retention` (the newest 20 stay), and archives without a manifest older than the "
+        "longest run their strategy allows. Objects that are not easybackup's are never touched.")
     parser.add_argument("-s", "--strategy", default=None, metavar="NAME", help="only this strategy")
     parser.add_argument("-n", "--dry-run", action="store_true", help="show what would be deleted; delete nothing")
     parser.set_defaults(handler=run)
@@ -43,8 +45,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {verb} {key} (and its manifest)")
         for error in result.errors:
             print(f"  NOT DELETED {error}")
+        if result.records_deleted:
+            print(f"  {verb} {result.records_deleted} run record(s) past retention")
         failed = failed or bool(result.errors)
-        for item in incomplete_archives(list_objects(client, strategy.s3.bucket, scan_prefix(strategy)), strategy):
-            if now - item.last_modified > INCOMPLETE_REPORT_AGE:
-                print(f"  incomplete (no manifest, left alone): {item.key} {format_bytes(item.size)}")
+        failed = _prune_orphans(client, strategy, now, args.dry_run) or failed
     return exitcodes.FAILED if failed else exitcodes.OK
+
+
+def _prune_orphans(client, strategy, now: datetime, dry_run: bool) -> bool:
+    """Delete (or list) the strategy's archives without a manifest older than its longest run; show the younger
+    ones left alone. Return True if one could not be deleted."""
+    limit = longest_run_s(strategy)
+    orphaned = delete_orphans(client, strategy, now, dry_run=dry_run)
+    for item in orphaned:
+        print(f"  {'would delete' if dry_run else 'deleted'} {item.key} {format_bytes(item.size)}: no manifest, "
+              f"older than the longest run ({format_duration(limit)})")
+    gone = {item.key for item in orphaned}
+    problem = False
+    for item in incomplete_archives(list_objects(client, strategy.s3.bucket, scan_prefix(strategy)), strategy):
+        age = (now - item.last_modified).total_seconds()
+        if age > limit and item.key not in gone and not dry_run:
+            print(f"  NOT DELETED {item.key}: no manifest, older than the longest run")
+            problem = True
+        elif age > INCOMPLETE_REPORT_AGE.total_seconds() and age <= limit:
+            print(f"  incomplete (no manifest, left alone until {format_duration(limit)} old): {item.key} "
+                  f"{format_bytes(item.size)}")
+    return problem

@@ -66,6 +66,9 @@ class Metrics:
                                 ["strategy", "database"], registry=r)
         self.retention_deleted = Counter("easybackup_retention_deleted_total",
                                          "Backups deleted by retention.", ["strategy"], registry=r)
+        self.orphans = Counter("easybackup_orphaned_archives_deleted_total",
+                               "Archives without a manifest, older than the longest run the strategy allows, "
+                               "deleted by the supervisor at start.", ["strategy"], registry=r)
         self.verify_runs = Counter("easybackup_verify_runs_total", "Archive verifications by outcome.",
                                    ["strategy", "status"], registry=r)
         self.notification_errors = Counter("easybackup_notification_errors_total",
@@ -93,6 +96,7 @@ class Metrics:
             for status in VERIFY_STATUSES:
                 self.verify_runs.labels(strategy=name, status=status)
             self.retention_deleted.labels(strategy=name)
+            self.orphans.labels(strategy=name)
             self.in_progress.labels(strategy=name)  # 0 when new; a running strategy keeps its 1
             for database in _database_names(item):
                 self._database(name, database)
@@ -107,6 +111,7 @@ class Metrics:
         for metric, labels in ((self.runs, [(strategy, s) for s in RUN_STATUSES]),
                                (self.verify_runs, [(strategy, s) for s in VERIFY_STATUSES]),
                                (self.retention_deleted, [(strategy,)]), (self.in_progress, [(strategy,)]),
+                               (self.orphans, [(strategy,)]),
                                (self.last_success, [(strategy,)]), (self.next_run, [(strategy,)])):
             for values in labels:
                 _remove(metric, values)
@@ -166,6 +171,11 @@ class Metrics:
         self.retention_deleted.labels(strategy=strategy)
         if _is_number(deleted) and deleted > 0:
             self.retention_deleted.labels(strategy=strategy).inc(deleted)
+
+    def orphans_deleted(self, strategy: str, count: int) -> None:
+        """Given a strategy and how many archives without a manifest were deleted as garbage, count them."""
+        if _is_number(count) and count > 0:
+            self.orphans.labels(strategy=strategy).inc(count)
 
     def verify(self, strategy: str, status: str) -> None:
         """Given a strategy and a verification's outcome (success or failed), count it."""

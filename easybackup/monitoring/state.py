@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from easybackup import __version__
@@ -64,6 +64,22 @@ def _databases(result: dict) -> list[dict]:
     return [db for db in databases if isinstance(db, dict)] if isinstance(databases, list) else []
 
 
+def _record_databases(entry: StrategyHealth, result: dict, finished_at: datetime) -> None:
+    """Given a finished run's `result`, update the strategy's per-database view: status and error of this run,
+    and the last success of each database that succeeded."""
+    for item in _databases(result):
+        name = item.get("database")
+        if not isinstance(name, str) or not name:
+            continue
+        known = entry.databases.get(name, {})
+        succeeded = item.get("status") == "success"
+        error = item.get("error")
+        line = error_line({"error": error}) if not succeeded and isinstance(error, dict) else None
+        entry.databases[name] = {"status": str(item.get("status") or "failed"),
+                                 "last_success": utc_text(finished_at) if succeeded else known.get("last_success"),
+                                 "error": line}
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -85,6 +101,7 @@ class StrategyHealth:
     consecutive_failures: int = 0
     size_bytes: int | None = None
     duration_seconds: float | None = None
+    databases: dict[str, dict] = field(default_factory=dict)  # name -> {status, last_success, error}
 
 
 def _interval_of(strategy: Strategy) -> timedelta | None:
@@ -145,6 +162,7 @@ class MonitorState:
             duration = result.get("duration_s")
             entry.duration_seconds = float(duration) if _is_number(duration) else None
             entry.size_bytes = stored_bytes(result)
+            _record_databases(entry, result, finished_at)
             if result.get("status") == "success":
                 entry.status, entry.error, entry.error_kind = "success", None, None
                 entry.last_success = finished_at
@@ -157,8 +175,11 @@ class MonitorState:
                 entry.consecutive_failures += 1
 
     def restore_last(self, name: str, last_run: datetime | None, last_success: datetime | None, status: str,
-                     size_bytes: int | None = None) -> None:
-        """Given what S3's newest manifest says about a strategy, fill what this process has not seen itself."""
+                     size_bytes: int | None = None, *, error: str | None = None, error_kind: str | None = None,
+                     consecutive_failures: int = 0, databases: dict[str, dict] | None = None) -> None:
+        """Given what S3 says about a strategy (its last run record and its newest manifests: status, the last
+        run's error, failures in a row, and per database {status, last_success, error}), fill what this process
+        has not seen itself."""
         with self._lock:
             entry = self._entry(name)
             if entry is None:
@@ -166,6 +187,13 @@ class MonitorState:
             if entry.status == "pending" and status in ("success", "failed"):
                 entry.status = status
                 entry.size_bytes = size_bytes if entry.size_bytes is None else entry.size_bytes
+                if status == "failed":
+                    entry.error = mask(error) if error else "the last run failed (no error recorded)"
+                    entry.error_kind = error_kind
+                entry.consecutive_failures = max(entry.consecutive_failures, consecutive_failures)
+            for database, view in (databases or {}).items():
+                entry.databases.setdefault(database, {**view, "error": mask(view["error"]) if view.get("error")
+                                                      else None})
             if last_run and (entry.last_run is None or _aware(last_run) > entry.last_run):
                 entry.last_run = _aware(last_run)
             if last_success and (entry.last_success is None or _aware(last_success) > entry.last_success):
@@ -240,6 +268,7 @@ class MonitorState:
             error_kind=entry.error_kind if entry.status == "failed" else None,
             overdue=self._overdue(entry, now),
             connects=entry.route,
+            databases={name: dict(item) for name, item in sorted(entry.databases.items())},
         )
         return view
 

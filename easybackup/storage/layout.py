@@ -1,8 +1,13 @@
 """Object keys in S3 (DESIGN.md, Objects in S3). Pure functions, no I/O.
 
-    <base_path>/<strategy>/<database>/<run timestamp>.<dump|sql>[.gz|.zst]   the archive
-    <base_path>/<strategy>/<database>/<run timestamp>.manifest.json          the commit marker, written last
-    <base_path>/<strategy>/_globals/<run timestamp>.sql[.gz|.zst]            roles and tablespaces
+    <base_path>/<strategy>/<database>/<run name>.<dump|sql>[.gz|.zst]   the archive
+    <base_path>/<strategy>/<database>/<run name>.manifest.json          the commit marker, written last
+    <base_path>/<strategy>/_globals/<run name>.sql[.gz|.zst]            roles and tablespaces
+    <base_path>/<strategy>/_runs/<run name>.run.json                    the run record: how each database ended
+
+The run name is `<run timestamp>-<run id>` (`2024-05-01T020000Z-3f2a9c1b7d4e`): two runs of one strategy started in
+the same second (a `once` beside the supervisor) never share a key. Keys of older versions carry the bare run
+timestamp (`2024-05-01T020000Z`); they parse as before, with no run id.
 
 Strategy and database names are percent-encoded into one segment each, so a name with `/`, `..`, spaces,
 quotes or unicode can neither escape its directory nor collide with another name. A leading `_` is encoded
@@ -17,13 +22,18 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 GLOBALS = "_globals"
+RUNS = "_runs"  # run records; `_` keeps the directory apart from every database (quote_segment encodes a leading `_`)
 MANIFEST_SUFFIX = ".manifest.json"
+RUN_RECORD_SUFFIX = ".run.json"
 FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql"}
 COMPRESSION_EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 
 _TIMESTAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
-_ARCHIVE_NAME = re.compile(rf"^(?P<ts>{_TIMESTAMP})\.(?P<ext>dump|sql)(?P<comp>\.gz|\.zst)?$")
-_TIMESTAMP_ONLY = re.compile(rf"^{_TIMESTAMP}$")
+_RUN_ID = r"[0-9a-z]{1,32}"
+_RUN_NAME = rf"(?P<name>(?P<ts>{_TIMESTAMP})(?:-(?P<run>{_RUN_ID}))?)"
+_ARCHIVE_NAME = re.compile(rf"^{_RUN_NAME}\.(?P<ext>dump|sql)(?P<comp>\.gz|\.zst)?$")
+_RUN_NAME_ONLY = re.compile(rf"^{_RUN_NAME}$")
+_RUN_RECORD_NAME = re.compile(rf"^{_RUN_NAME}{re.escape(RUN_RECORD_SUFFIX)}$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,11 @@ class ArchiveKey:
     format: str  # custom | plain
     compression: str  # gzip | zstd | none
     is_globals: bool = False
+    run_id: str | None = None  # None in the keys of versions before run names
+
+    @property
+    def run_name(self) -> str:
+        return run_name(self.run_timestamp, self.run_id)
 
 
 def quote_segment(text: str) -> str:
@@ -81,9 +96,23 @@ def globals_prefix(base_path: str | None, strategy: str) -> str:
     return strategy_prefix(base_path, strategy) + GLOBALS + "/"
 
 
-def _check_timestamp(run_timestamp: str) -> None:
-    if not _TIMESTAMP_ONLY.match(run_timestamp):
-        raise ValueError(f"'{run_timestamp}' is not a run timestamp (YYYY-mm-ddTHHMMSSZ)")
+def run_name(run_timestamp: str, run_id: str | None = None) -> str:
+    """Given a run timestamp and the run id (None for the bare timestamp of older keys), return the run name
+    that keys carry; raise ValueError if either is malformed."""
+    name = f"{run_timestamp}-{run_id}" if run_id is not None else run_timestamp
+    _check_run_name(name)
+    return name
+
+
+def split_run_name(text: str) -> tuple[str, str | None] | None:
+    """Given text, return (run timestamp, run id or None) if it is a run name, else None."""
+    match = _RUN_NAME_ONLY.match(text)
+    return (match["ts"], match["run"]) if match else None
+
+
+def _check_run_name(name: str) -> None:
+    if not _RUN_NAME_ONLY.match(name):
+        raise ValueError(f"'{name}' is not a run name (YYYY-mm-ddTHHMMSSZ, optionally -<run id>)")
 
 
 def archive_extension(fmt: str, compression: str) -> str:
@@ -95,17 +124,37 @@ def archive_extension(fmt: str, compression: str) -> str:
     return FORMAT_EXTENSIONS[fmt] + COMPRESSION_EXTENSIONS[compression]
 
 
-def archive_key(base_path: str | None, strategy: str, database: str, run_timestamp: str, fmt: str,
-                compression: str) -> str:
-    """Given where, what and when, return the archive's key; raise ValueError on an unknown format or codec."""
-    _check_timestamp(run_timestamp)
-    return f"{database_prefix(base_path, strategy, database)}{run_timestamp}.{archive_extension(fmt, compression)}"
+def archive_key(base_path: str | None, strategy: str, database: str, run: str, fmt: str, compression: str) -> str:
+    """Given where, what and the run name (or a bare run timestamp), return the archive's key; raise ValueError on
+    an unknown format or codec or a malformed run name."""
+    _check_run_name(run)
+    return f"{database_prefix(base_path, strategy, database)}{run}.{archive_extension(fmt, compression)}"
 
 
-def globals_key(base_path: str | None, strategy: str, run_timestamp: str, compression: str) -> str:
-    """Given where and when, return the key of the run's globals dump (always plain SQL)."""
-    _check_timestamp(run_timestamp)
-    return f"{globals_prefix(base_path, strategy)}{run_timestamp}.{archive_extension('plain', compression)}"
+def globals_key(base_path: str | None, strategy: str, run: str, compression: str) -> str:
+    """Given where and the run name, return the key of the run's globals dump (always plain SQL)."""
+    _check_run_name(run)
+    return f"{globals_prefix(base_path, strategy)}{run}.{archive_extension('plain', compression)}"
+
+
+def runs_prefix(base_path: str | None, strategy: str) -> str:
+    """Given the base path and strategy name, return the prefix of the strategy's run records."""
+    return strategy_prefix(base_path, strategy) + RUNS + "/"
+
+
+def run_record_key(base_path: str | None, strategy: str, run: str) -> str:
+    """Given where and the run name, return the key of the run's record. It is no archive (`parse_archive_key`
+    says None) and no manifest (another suffix), so listing, restore and retention of backups never take it
+    for one."""
+    _check_run_name(run)
+    return f"{runs_prefix(base_path, strategy)}{run}{RUN_RECORD_SUFFIX}"
+
+
+def run_name_of_record(key: str) -> str | None:
+    """Given any key, return the run name if it is a run record's key (`…/_runs/<run name>.run.json`), else None."""
+    directory, _, name = key.rpartition("/")
+    match = _RUN_RECORD_NAME.match(name)
+    return match["name"] if match and directory.rpartition("/")[2] == RUNS else None
 
 
 def manifest_key(archive: str) -> str:
@@ -114,7 +163,7 @@ def manifest_key(archive: str) -> str:
     match = _ARCHIVE_NAME.match(name)
     if not match:
         raise ValueError(f"'{archive}' is not an archive key")
-    return _join(prefix, match["ts"] + MANIFEST_SUFFIX)
+    return _join(prefix, match["name"] + MANIFEST_SUFFIX)
 
 
 def parse_archive_key(key: str) -> ArchiveKey | None:
@@ -136,7 +185,8 @@ def parse_archive_key(key: str) -> ArchiveKey | None:
     if is_globals and fmt != "plain":
         return None
     return ArchiveKey(base_path="/".join(base), strategy=strategy, database=database,
-                      run_timestamp=match["ts"], format=fmt, compression=compression, is_globals=is_globals)
+                      run_timestamp=match["ts"], format=fmt, compression=compression, is_globals=is_globals,
+                      run_id=match["run"])
 
 
 def _decode_canonical(segment: str) -> str | None:

@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from easybackup.logs import log
 from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key
-from easybackup.storage.s3 import classify_s3_error, error_code
+from easybackup.storage.s3 import classify_s3_error, error_code, put_new_object
 
 FORMAT_VERSION = 1
 # Reading manifests one by one is latency-bound; a few in parallel keep a listing of thousands quick.
@@ -92,15 +92,13 @@ def _check_types(values: dict) -> None:
 
 def write_manifest(client, bucket: str, manifest: Manifest, extra_args: dict | None = None) -> str:
     """Given a manifest, store it beside its archive — the commit marker, so write it last; return its key.
+    A manifest never replaces another: raise s3.ObjectExists if a different one is there (s3.put_new_object).
 
     `extra_args` carries server-side encryption settings (see s3.extra_put_args(s3, storage_class=False)).
     """
     key = manifest_key(manifest.key)
-    try:
-        client.put_object(Bucket=bucket, Key=key, Body=manifest.to_json().encode("utf-8"),
-                          ContentType="application/json", **(extra_args or {}))
-    except (ClientError, BotoCoreError) as exc:
-        raise classify_s3_error(exc, bucket) from exc
+    put_new_object(client, bucket, key, manifest.to_json().encode("utf-8"), ContentType="application/json",
+                   **(extra_args or {}))
     return key
 
 
@@ -172,3 +170,19 @@ def newest_manifest(client, bucket: str, prefix: str) -> Manifest | None:
 
 def _run_timestamp_of(key: str) -> tuple[str, str]:
     return key.rpartition("/")[2].removesuffix(MANIFEST_SUFFIX), key
+
+
+def newest_manifest_per_directory(client, bucket: str, prefix: str) -> list[Manifest]:
+    """Given a strategy's prefix, return the most recent readable manifest of each database directory under it
+    (one listing; only the newest keys of each directory are read)."""
+    groups: dict[str, list[str]] = {}
+    for key in list_manifest_keys(client, bucket, prefix):
+        groups.setdefault(key.rpartition("/")[0], []).append(key)
+    newest = []
+    for keys in groups.values():
+        for key in sorted(keys, key=_run_timestamp_of, reverse=True):
+            manifest = _read_or_skip(client, bucket, key)
+            if manifest is not None:
+                newest.append(manifest)
+                break
+    return newest

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -465,3 +465,46 @@ def list_open_uploads(client, bucket: str, prefix: str = "") -> list[OpenUpload]
     except (ClientError, BotoCoreError) as exc:
         raise classify_s3_error(exc, bucket) from exc
     return uploads
+
+
+def stale_uploads(uploads: list[OpenUpload], started_at: datetime, max_age_s: float, now: datetime,
+                  own_run_id: str | None = None) -> list[OpenUpload]:
+    """Given open uploads, when the caller started (a supervisor, a run), `timeout.backup`, now and the caller's
+    own run id, return those no worker can own: begun before that start and older than `max_age_s` — by the
+    store's `Initiated` and, for a key of ours, by the run timestamp in the key too (a store may report a bogus
+    `Initiated`: moto's is a fixed date in 2010) — and not of the caller's own run."""
+    from easybackup.storage.layout import parse_archive_key
+
+    stale = []
+    for upload in uploads:
+        parsed = parse_archive_key(upload.key)
+        if parsed is not None and own_run_id is not None and parsed.run_id == own_run_id:
+            continue
+        if upload.initiated >= started_at or (now - upload.initiated).total_seconds() <= max_age_s:
+            continue
+        if parsed is not None:
+            run_started = datetime.strptime(parsed.run_timestamp, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+            if (now - run_started).total_seconds() <= max_age_s:
+                continue
+        stale.append(upload)
+    return stale
+
+
+def abort_stale_uploads(strategy, client, started_at: datetime, now: datetime, who: str = "this supervisor",
+                        own_run_id: str | None = None) -> list[OpenUpload]:
+    """Given a strategy (config.model.Strategy), a client, when `who` started, now and `who`'s run id (if a run),
+    abort the stale uploads under the strategy's prefix (see `stale_uploads`), warning for each with its key and
+    age; return them. Raise EasybackupError on S3 errors."""
+    from easybackup.scheduling.durations import format_duration
+    from easybackup.storage.layout import strategy_prefix
+
+    prefix = strategy_prefix(strategy.s3.base_path, strategy.name)
+    found = list_open_uploads(client, strategy.s3.bucket, prefix)
+    stale = stale_uploads(found, started_at, strategy.timeout.backup, now, own_run_id)
+    logger = log.bind(strategy=strategy.name)
+    for upload in stale:
+        age = format_duration((now - upload.initiated).total_seconds())
+        logger.warning(f"aborting a stale multipart upload of {upload.key} begun {age} ago "
+                       f"(older than timeout.backup, before {who} started)")
+        abort_upload(client, strategy.s3.bucket, upload.key, upload.upload_id)
+    return stale

@@ -202,3 +202,63 @@ def _classify_client_error(exc: ClientError, bucket: str | None) -> EasybackupEr
     if code in _NOT_FOUND_CODES:
         return EasybackupError("S3 object or upload not found", detail, kind="not_found", transient=False)
     return EasybackupError("S3 request failed", detail, kind="storage", transient=False)
+
+
+# What a store says when it does not implement `If-None-Match` on PutObject (AWS has it since August 2024; MinIO,
+# Ceph RGW and moto have it; some others answer 501 NotImplemented): then a HEAD and a plain PUT stand in.
+_CONDITION_UNSUPPORTED_CODES = {"NotImplemented", "501"}
+_PRECONDITION_CODES = {"PreconditionFailed", "412"}
+
+
+class ObjectExists(EasybackupError):
+    """Another object already holds the key a new object was meant for: nothing was written, and it is not ours."""
+
+
+def put_new_object(client, bucket: str, key: str, body: bytes, **args) -> None:
+    """Given a key and the bytes for it, store them only if no object is there yet (PutObject with
+    `If-None-Match: *`; where the store does not implement that condition, a HEAD then a plain PUT — racy by a
+    request's length, and the keys are per run anyway). An object already there with exactly these bytes counts as
+    written: our own PUT landed and boto3 retried it after a lost answer. Raise ObjectExists if different bytes are
+    there, and the classified S3 error for anything else."""
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", **args)
+        return
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in _PRECONDITION_CODES:
+            _same_or_raise(client, bucket, key, body, read_object_or_none(client, bucket, key))
+            return
+        if code not in _CONDITION_UNSUPPORTED_CODES:
+            raise classify_s3_error(exc, bucket) from exc
+    except BotoCoreError as exc:
+        raise classify_s3_error(exc, bucket) from exc
+    existing = read_object_or_none(client, bucket, key)
+    if existing is not None:
+        _same_or_raise(client, bucket, key, body, existing)
+        return
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, **args)
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_s3_error(exc, bucket) from exc
+
+
+def read_object_or_none(client, bucket: str, key: str) -> bytes | None:
+    """Return the object at `key`, or None if there is none; raise the classified S3 error otherwise."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if error_code(exc) in _NOT_FOUND_CODES:
+            return None
+        raise classify_s3_error(exc, bucket) from exc
+    except BotoCoreError as exc:
+        raise classify_s3_error(exc, bucket) from exc
+
+
+def _same_or_raise(client, bucket: str, key: str, body: bytes, existing: bytes | None) -> None:
+    if existing == body:
+        return
+    raise ObjectExists(f"s3://{bucket}/{key} already exists; it was not overwritten",
+                       "another object holds this key (a run with the same run name, or a store that lost our "
+                       "condition)" if existing is not None else "the key was taken and then removed meanwhile",
+                       "run `easybackup list --all` to see what is there; nothing of the other object was touched",
+                       kind="storage", transient=False)

@@ -1,10 +1,12 @@
-"""Aborting the multipart uploads of workers that died, off the caller's thread: the loop never waits on S3."""
+"""Cleaning up after workers that died, off the caller's thread (the loop never waits on S3): aborting their
+multipart uploads, and writing the run record a worker that sent no result could not write itself."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
@@ -31,7 +33,34 @@ class UploadAborter:
             except EasybackupError as error:
                 logger.error(f"could not abort the multipart upload {upload_id} of {key}: {error}")
 
-        thread = threading.Thread(target=work, name=f"abort-{handle.run_id}", daemon=True)
+        self._start(work, f"abort-{handle.run_id}")
+
+    def record_unreported(self, handle) -> None:
+        """Given a finished run, write its run record if its worker could not: it sent no result (killed,
+        crashed, stopped at shutdown), so the pool made one up (`synthetic`). Health after a restart then shows
+        this run, not the one before it."""
+        result = handle.result if isinstance(handle.result, dict) else {}
+        if not result.get("synthetic"):
+            return
+        job = handle.job
+        logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)
+
+        def work() -> None:
+            from easybackup.storage.runrecord import store_run_record
+            from easybackup.storage.s3 import classify_s3_error, make_client
+
+            finished = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            try:
+                store_run_record(make_client(job.strategy.s3), job.strategy, job.run_id, job.run_timestamp,
+                                 job.started_at, finished, result)
+            except Exception as exc:  # noqa: BLE001 — logged; the run's outcome is already known
+                logger.error("could not write the run record of the worker that sent no result: "
+                             f"{classify_s3_error(exc, job.strategy.s3.bucket)}")
+
+        self._start(work, f"record-{handle.run_id}")
+
+    def _start(self, work: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=work, name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
 

@@ -58,6 +58,7 @@ class Batch:
 
     def _on_finished(self, handle) -> None:
         self.outcome.results[handle.strategy] = handle.result or {}
+        self._aborter.record_unreported(handle)
         if handle.stop_reason == "shutdown" and (handle.result or {}).get("status") != "success":
             self.outcome.terminated = True  # cancelled by a signal, not ended by its own failure
         self.observer.run_finished(handle)

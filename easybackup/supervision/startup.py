@@ -1,8 +1,12 @@
 """What the supervisor learns from S3 at start, and the stale uploads it cleans up (DESIGN.md, "Objects in S3").
 
-S3 is the state store: each strategy's newest manifest says when it last ran and succeeded. Multipart uploads
-under a strategy's prefix that began before this supervisor started and are older than `timeout.backup` belong
-to no live worker (a crashed host, a killed supervisor): they are aborted, since they cost storage forever.
+S3 is the state store. Each strategy's newest run record (storage/runrecord.py) says how its last run ended —
+failed, with which error, while its `_globals` dump succeeded — and how many runs failed in a row; the newest
+manifest of each database says when that database last succeeded. Buckets written by versions before run records
+have only manifests: then the newest manifest stands for the strategy, as it did. Multipart uploads under a
+strategy's prefix that began before this supervisor started and are older than `timeout.backup` belong to no live
+worker (a crashed host, a killed supervisor): they are aborted, since they cost storage forever. Archives without
+a manifest older than the longest run the strategy allows (catalogue.retention.longest_run_s) are deleted.
 
 All of it runs on one daemon thread, so a slow or unreachable S3 never delays the loop or the HTTP endpoints.
 The thread only does I/O: it hands each strategy's `Restored` to a queue that the supervisor loop drains, so
@@ -11,10 +15,11 @@ health, metrics and the scheduler are only ever changed from the loop. Failures 
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,62 +27,91 @@ from botocore.exceptions import BotoCoreError, ClientError
 from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
-from easybackup.scheduling import format_duration
 from easybackup.storage.layout import strategy_prefix
-from easybackup.storage.manifest import Manifest, newest_manifest
-from easybackup.storage.multipart import OpenUpload, abort_upload, list_open_uploads
+from easybackup.storage.manifest import Manifest, newest_manifest_per_directory
+from easybackup.storage.multipart import abort_stale_uploads
+from easybackup.storage.runrecord import RunRecord, newest_run_records
 from easybackup.storage.s3 import classify_s3_error, make_client
+
+# Run records read at start, newest first, until a successful run: more failures in a row than this are shown as
+# this many (retention keeps at least as many records: catalogue.retention.RUN_RECORDS_KEPT).
+RECORDS_READ = 20
+
+
+@dataclass(frozen=True)
+class DatabaseRestored:
+    """What S3 says about one database of a strategy: its newest backup, and how it ended in the last run."""
+
+    last_success: datetime | None = None  # when its newest backup finished
+    key: str | None = None  # that backup's archive
+    status: str | None = None  # in the last run with a record: success, failed, timed_out, cancelled
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class Restored:
-    """What S3 says about one strategy: its newest backup (None when it has none)."""
+    """What S3 says about one strategy (all None when it never ran)."""
 
     strategy: str
-    last_run: datetime | None = None  # when the newest backup started
-    last_success: datetime | None = None  # when it finished
+    last_run: datetime | None = None  # when the last run started
+    last_success: datetime | None = None  # when the last run in which every database succeeded finished
     size_bytes: int | None = None
+    status: str | None = None  # success | failed
+    error: str | None = None  # the last run's error, masked, when it failed
+    error_kind: str | None = None
+    consecutive_failures: int = 0
+    databases: dict[str, DatabaseRestored] = field(default_factory=dict)
+    orphans_deleted: int = 0  # archives without a manifest deleted at start
 
 
 def _parse_utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
-def restored_from(strategy: str, manifest: Manifest | None) -> Restored:
-    """Given a strategy name and its newest manifest (or None), return what it tells about the strategy."""
-    if manifest is None:
-        return Restored(strategy)
-    return Restored(strategy, last_run=_parse_utc(manifest.started_at), last_success=_parse_utc(manifest.finished_at),
-                    size_bytes=manifest.stored_bytes)
+def restored_from(strategy: str, records: list[RunRecord], manifests: list[Manifest]) -> Restored:
+    """Given a strategy name, its newest run records (newest first) and the newest manifest of each database,
+    return what they tell. Without records (versions before them), or when the newest manifest is newer than the
+    newest record's run, the newest manifest stands for the strategy: a success. Pure."""
+    newest = max(manifests, key=lambda m: (m.started_at, m.key), default=None)
+    databases = {m.database: DatabaseRestored(last_success=_parse_utc(m.finished_at), key=m.key) for m in manifests}
+    last = records[0] if records else None
+    if last is None or (newest is not None and newest.started_at > last.finished_at):
+        if newest is None:
+            return Restored(strategy)
+        return Restored(strategy, last_run=_parse_utc(newest.started_at), last_success=_parse_utc(newest.finished_at),
+                        size_bytes=newest.stored_bytes, status="success", databases=databases)
+    for outcome in last.databases:
+        known = databases.get(outcome.database, DatabaseRestored())
+        databases[outcome.database] = DatabaseRestored(last_success=known.last_success, key=known.key,
+                                                       status=outcome.status, error=outcome.error)
+    success = next((record for record in records if record.status == "success"), None)
+    failures = next((index for index, record in enumerate(records) if record.status == "success"), len(records))
+    sizes = [d.size for d in last.databases if d.status == "success" and d.size is not None]
+    return Restored(strategy, last_run=_parse_utc(last.started_at),
+                    last_success=_parse_utc(success.finished_at) if success else None,
+                    size_bytes=sum(sizes) if sizes else None, status=last.status,
+                    error=last.error if last.status != "success" else None,
+                    error_kind=last.error_kind if last.status != "success" else None,
+                    consecutive_failures=failures, databases=databases)
 
 
-def read_newest(strategy: Strategy, client) -> Restored:
-    """Given a strategy and an S3 client, return what its newest manifest says; raise EasybackupError on S3
-    errors."""
-    prefix = strategy_prefix(strategy.s3.base_path, strategy.name)
-    return restored_from(strategy.name, newest_manifest(client, strategy.s3.bucket, prefix))
+def restored_details(restored: Restored) -> dict:
+    """Given what S3 said about a strategy, return the keyword arguments of MonitorState.restore_last beyond
+    the times, status and size: the last error, failures in a row, and each database's view."""
+    databases = {name: {"status": item.status, "error": item.error,
+                        "last_success": f"{item.last_success:%Y-%m-%dT%H:%M:%SZ}" if item.last_success else None}
+                 for name, item in restored.databases.items()}
+    return {"error": restored.error, "error_kind": restored.error_kind,
+            "consecutive_failures": restored.consecutive_failures, "databases": databases}
 
 
-def stale_uploads(uploads: list[OpenUpload], started_at: datetime, max_age_s: float, now: datetime) -> list[OpenUpload]:
-    """Given open uploads, the supervisor's start, `timeout.backup` and now, return those no worker can own:
-    begun before the start and older than `max_age_s`."""
-    return [upload for upload in uploads
-            if upload.initiated < started_at and (now - upload.initiated).total_seconds() > max_age_s]
-
-
-def abort_stale_uploads(strategy: Strategy, client, started_at: datetime, now: datetime) -> list[OpenUpload]:
-    """Given a strategy, a client, the supervisor's start and now, abort the stale uploads under the
-    strategy's prefix, warning for each with its key and age; return them. Raise EasybackupError on S3 errors."""
-    prefix = strategy_prefix(strategy.s3.base_path, strategy.name)
-    found = list_open_uploads(client, strategy.s3.bucket, prefix)
-    stale = stale_uploads(found, started_at, strategy.timeout.backup, now)
-    logger = log.bind(strategy=strategy.name)
-    for upload in stale:
-        age = format_duration((now - upload.initiated).total_seconds())
-        logger.warning(f"aborting a stale multipart upload of {upload.key} begun {age} ago "
-                       f"(older than timeout.backup, before this supervisor started)")
-        abort_upload(client, strategy.s3.bucket, upload.key, upload.upload_id)
-    return stale
+def read_state(strategy: Strategy, client) -> Restored:
+    """Given a strategy and an S3 client, return what its run records and manifests say; raise EasybackupError on
+    S3 errors."""
+    s3 = strategy.s3
+    records = newest_run_records(client, s3.bucket, s3.base_path, strategy.name, RECORDS_READ)
+    manifests = newest_manifest_per_directory(client, s3.bucket, strategy_prefix(s3.base_path, strategy.name))
+    return restored_from(strategy.name, records, [m for m in manifests if m.strategy == strategy.name])
 
 
 class StartupReader:
@@ -125,13 +159,27 @@ class StartupReader:
         logger = log.bind(strategy=strategy.name)
         try:
             client = self.client_factory(strategy.s3)
-            restored = read_newest(strategy, client)
+            restored = read_state(strategy, client)
+            if self.clean_uploads:
+                restored = dataclasses.replace(restored, orphans_deleted=self._delete_orphans(strategy, client))
             self._answers.put(restored)
-            logger.info("newest backup in S3: " + (f"finished {restored.last_success:%Y-%m-%dT%H:%M:%SZ}"
-                                                    if restored.last_success else "none"))
+            logger.info(f"last run in S3: {restored.status or 'none'}" + (
+                f", last success finished {restored.last_success:%Y-%m-%dT%H:%M:%SZ}" if restored.last_success
+                else ", no success"))
             if self.clean_uploads:
                 abort_stale_uploads(strategy, client, self.started_at, self._clock())
         except EasybackupError as error:
             logger.error(f"could not read the state from S3 at start: {error}")
         except (BotoCoreError, ClientError, ValueError) as exc:  # client construction or an odd manifest date
             logger.error(f"could not read the state from S3 at start: {classify_s3_error(exc, strategy.s3.bucket)}")
+
+    def _delete_orphans(self, strategy: Strategy, client) -> int:
+        """Delete the strategy's archives that no run will commit any more; return how many. A failure is logged:
+        the state read before still counts."""
+        from easybackup.catalogue.retention import delete_orphans
+
+        try:
+            return len(delete_orphans(client, strategy, self._clock()))
+        except EasybackupError as error:
+            log.bind(strategy=strategy.name).error(f"could not delete archives without a manifest: {error}")
+            return 0

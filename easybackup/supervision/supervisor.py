@@ -29,7 +29,7 @@ from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import LogObserver, Observers, RunObserver
 from easybackup.supervision.pool import WorkerPool, silence_limit
 from easybackup.supervision.scheduler import Due, Scheduler
-from easybackup.supervision.startup import Restored, StartupReader
+from easybackup.supervision.startup import Restored, StartupReader, restored_details
 
 TICK_S = 1.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -83,6 +83,7 @@ class Supervisor:
     def _on_finished(self, handle) -> None:
         if (handle.result or {}).get("status") == "success":
             self._succeeded_here.add(handle.strategy)
+        self.aborter.record_unreported(handle)
         self.observer.run_finished(handle)
 
     def _on_event(self, handle, event: dict) -> None:
@@ -205,8 +206,9 @@ class Supervisor:
         name = restored.strategy
         if name not in self._published:  # removed by a reload meanwhile
             return
-        status = "success" if restored.last_success else "pending"
-        self.state.restore_last(name, restored.last_run, restored.last_success, status, restored.size_bytes)
+        self.state.restore_last(name, restored.last_run, restored.last_success, restored.status or "pending",
+                                restored.size_bytes, **restored_details(restored))
+        self.metrics.orphans_deleted(name, restored.orphans_deleted)
         if restored.last_success and not self._has_succeeded_here(name):
             self.metrics.set_last_success(name, restored.last_success)
         if self.scheduler.catch_up(name, restored.last_run):

@@ -16,10 +16,10 @@ from pathlib import Path
 from easybackup import __version__
 from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.errors import EasybackupError
-from easybackup.storage.layout import archive_key, manifest_key
+from easybackup.storage.layout import archive_key, manifest_key, run_name
 from easybackup.storage.manifest import Manifest, write_manifest
 from easybackup.storage.multipart import StreamingUpload, UploadResult
-from easybackup.storage.s3 import classify_s3_error, extra_put_args
+from easybackup.storage.s3 import ObjectExists, classify_s3_error, extra_put_args
 from easybackup.worker.compressors import compressor_stage
 from easybackup.worker.pipeline import Pipeline, StageFailed
 from easybackup.worker.routes import open_route
@@ -42,6 +42,11 @@ class AttemptContext:
     emit: Callable[..., None]
     cancel: threading.Event
     parent_pid: int | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The run timestamp and run id that this run's keys carry: no other run's key can equal one of ours."""
+        return run_name(self.run_timestamp, self.run_id)
 
 
 @dataclass
@@ -80,8 +85,8 @@ def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
     """
     strategy = ctx.strategy
     codec = strategy.s3.compression
-    key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_timestamp,
-                      strategy.pg_dump.format, codec)
+    key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_name, strategy.pg_dump.format,
+                      codec)
     return backup_source_once(ctx, target, DumpPlan(
         database=target.name, key=key, fmt=strategy.pg_dump.format,
         make_source=lambda routed: PostgresSource(routed, strategy.pg_dump, ctx.private_dir,
@@ -187,10 +192,13 @@ def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResu
 
 def _commit(ctx: AttemptContext, manifest: Manifest) -> None:
     """Write the manifest (the commit marker); if that fails, remove the archive so nothing half-made is left —
-    and the manifest first, in case the PUT landed although its answer was lost."""
+    and the manifest first, in case the PUT landed although its answer was lost. A manifest that is another's
+    (ObjectExists) is not ours to delete, and neither is the archive it names."""
     s3 = ctx.strategy.s3
     try:
         write_manifest(ctx.client, s3.bucket, manifest, extra_args=extra_put_args(s3, storage_class=False))
+    except ObjectExists:
+        raise
     except EasybackupError:
         _delete_quietly(ctx, manifest_key(manifest.key))
         _delete_quietly(ctx, manifest.key)

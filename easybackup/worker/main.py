@@ -38,6 +38,7 @@ RETENTION_MODULE = "easybackup.catalogue.retention"
 # The supervisor kills a worker that sends nothing for its silence limit (60 s by default): a pg_dump waiting on a
 # lock, a long verification, the manifest and retention send nothing themselves, so a thread beats for them all.
 HEARTBEAT_S = 1.0
+STALE_UPLOADS_WAIT_S = 20.0
 BOTO3_MODULE = "boto3"  # ~0.2 s to import; the S3 client is built from it on a thread (s3.BackgroundClient)
 
 
@@ -126,6 +127,7 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     outcomes = []
     try:
         client = BackgroundClient(strategy.s3)  # ready by the time pg_dump's first bytes are
+        cleanup = _abort_stale_uploads_meanwhile(client, job)
         planned = _plan(job, private_dir, emit, cancel)
         emit("started", pid=os.getpid(), databases=[target.name for target, _ in planned.work])
         for target, once in planned.work:
@@ -139,12 +141,48 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
         shutil.rmtree(private_dir, ignore_errors=True)
     failures = [o for o in outcomes if o["status"] != "success"]
     error = planned.error.to_dict() if planned.error else (failures[0]["error"] if failures else None)
-    return {
+    result = {
         "status": "failed" if failures or planned.error else "success",
         "duration_s": round(time.monotonic() - started, 3),
         "databases": outcomes,
         "error": error,
     }
+    cleanup.join(0 if cancel.is_set() else STALE_UPLOADS_WAIT_S)
+    _write_run_record(client, job, result, emit)
+    return result
+
+
+def _abort_stale_uploads_meanwhile(client, job: JobSpec) -> threading.Thread:
+    """Abort the strategy's multipart uploads left by dead workers (begun before this run, older than
+    timeout.backup), on a thread beside the dump: what the supervisor does at its start, for every run — `once`
+    under cron included — at the cost of one listing on a client the run builds anyway."""
+    def work() -> None:
+        from easybackup.storage.multipart import abort_stale_uploads
+
+        started = datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))
+        try:
+            abort_stale_uploads(job.strategy, client, started, datetime.now(timezone.utc), who="this run",
+                                own_run_id=job.run_id)
+        except Exception as exc:  # noqa: BLE001 — a chore beside the backup; it never changes the run's result
+            logger.warning(f"could not look for stale multipart uploads: {exc}")
+
+    thread = threading.Thread(target=work, name="stale-uploads", daemon=True)
+    thread.start()
+    return thread
+
+
+def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
+    """Store how this run ended, database by database, failed runs included (storage/runrecord.py): what a
+    restarted supervisor shows in health. A failure here is a warning; it never changes the run's result."""
+    from easybackup.storage.runrecord import store_run_record
+    from easybackup.storage.s3 import classify_s3_error
+    from easybackup.worker.backup import utc_now_text
+
+    try:
+        store_run_record(client, job.strategy, job.run_id, job.run_timestamp, job.started_at, utc_now_text(), result)
+    except Exception as exc:  # noqa: BLE001 — the backups stand whatever became of their record
+        emit("log", stream="worker", level="warning",
+             line=f"the run record could not be written: {classify_s3_error(exc, job.strategy.s3.bucket)}")
 
 
 def _apply_retention(client, job: JobSpec, emit) -> None:

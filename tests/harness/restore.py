@@ -35,8 +35,12 @@ def restore_dump(pg, dump: bytes, fmt: str, database: str) -> None:
 
 
 def archive_keys(moto, bucket: str) -> list[str]:
-    """Return the keys in `bucket` that are archives (not manifests)."""
-    return [key for key in moto.list_keys(bucket) if not key.endswith(".manifest.json")]
+    """Return the keys in `bucket` that are archives (not manifests, not run records)."""
+    return [key for key in moto.list_keys(bucket) if not key.endswith((".manifest.json", ".run.json"))]
+
+
+def run_record_keys(moto, bucket: str) -> list[str]:
+    return [key for key in moto.list_keys(bucket) if key.endswith(".run.json")]
 
 
 def manifest_keys(moto, bucket: str) -> list[str]:

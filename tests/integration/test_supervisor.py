@@ -16,7 +16,7 @@ from easybackup.scheduling import next_run
 from tests.harness.configs import REPO, cli_env, write_config
 from tests.harness.daemon import Daemon, alive, daemon_factory, group_of, monitoring, parse_utc, wait_until, workers_of
 from tests.harness.net import free_port
-from tests.harness.restore import archive_keys, download, manifest_keys
+from tests.harness.restore import archive_keys, download, manifest_keys, run_record_keys
 
 SEED = REPO / "examples" / "config.yaml"
 THROTTLE = 50_000  # bytes/s between pg_dump and PostgreSQL: the bulky database then takes about a minute
@@ -235,6 +235,10 @@ def test_a_restarted_supervisor_reads_the_last_success_from_s3_and_aborts_stale_
     assert first.stop() == 0
     [manifest_key] = manifest_keys(moto, bucket)
     manifest = json.loads(download(moto, bucket, manifest_key))
+    # The strategy's last success is its run's end, in the run record; its manifest was written just before.
+    [record_key] = run_record_keys(moto, bucket)
+    finished = json.loads(download(moto, bucket, record_key))["finished_at"]
+    assert 0 <= (parse_utc(finished) - parse_utc(manifest["finished_at"])).total_seconds() <= 2
 
     client = moto.client()
     stale_key = f"backups/keep/{tiny_db}/2020-01-01T000000Z.dump.gz"
@@ -248,12 +252,12 @@ def test_a_restarted_supervisor_reads_the_last_success_from_s3_and_aborts_stale_
                                   what="last_success from S3")
     view = document["strategies"]["last_backup_status"]["keep"]
     assert view["status"] == "success"
-    assert view["last_success"] == manifest["finished_at"]
+    assert view["last_success"] == finished
     assert abs((parse_utc(view["last_success"]) - parse_utc(before["last_success"])).total_seconds()) <= 2
     samples = second.metrics()
     assert samples[("easybackup_backup_runs_total", (("status", "success"), ("strategy", "keep")))] == 0
     assert samples[("easybackup_last_success_timestamp_seconds", (("strategy", "keep"),))] == \
-        parse_utc(manifest["finished_at"]).timestamp()
+        parse_utc(finished).timestamp()
     wait_until(lambda: [u["Key"] for u in moto.open_uploads(bucket)] == ["not-ours/2020-01-01T000000Z.dump.gz"], 15,
                "the stale upload under the strategy's prefix to be aborted")
     second.wait_log(f"aborting a stale multipart upload of {stale_key}")

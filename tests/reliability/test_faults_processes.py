@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from easybackup.storage.layout import parse_archive_key
 from tests.harness.configs import restore_target, run_cli, write_config
 from tests.harness.daemon import (
     alive,
@@ -31,7 +32,7 @@ from tests.harness.daemon import (
     workers_of,
 )
 from tests.harness.net import free_port
-from tests.harness.restore import download, manifest_keys
+from tests.harness.restore import download, manifest_keys, run_record_keys
 from tests.reliability.conftest import (
     assert_nothing_stored,
     assert_one_whole_backup,
@@ -161,6 +162,10 @@ def test_after_a_host_crash_the_next_start_aborts_the_stale_upload_and_shows_the
     assert first.wait() == 0, first.output()
     [manifest_key] = manifest_keys(moto, bucket)
     manifest = json.loads(download(moto, bucket, manifest_key))
+    # The strategy's last success is its run's end, in the run record; its manifest was written just before.
+    [record_key] = run_record_keys(moto, bucket)
+    finished = json.loads(download(moto, bucket, record_key))["finished_at"]
+    assert 0 <= (parse_utc(finished) - parse_utc(manifest["finished_at"])).total_seconds() <= 2
 
     throttled.throttle(THROTTLE)
     port = free_port()
@@ -177,8 +182,10 @@ def test_after_a_host_crash_the_next_start_aborts_the_stale_upload_and_shows_the
     assert [u["Key"] for u in moto.open_uploads(bucket)] == [upload["Key"]], "nobody is left to abort it"
 
     # Restart once the upload is older than the new timeout.backup (5 s).
-    age = (datetime.now(timezone.utc) - upload["Initiated"]).total_seconds()
-    time.sleep(max(0.0, 5.5 - age))
+    # Old enough by the store's clock and by the run timestamp in its key (moto's `Initiated` is a fixed date).
+    key_time = datetime.strptime(parse_archive_key(upload["Key"]).run_timestamp, "%Y-%m-%dT%H%M%SZ")
+    begun = max(upload["Initiated"], key_time.replace(tzinfo=timezone.utc))
+    time.sleep(max(0.0, 5.5 - (datetime.now(timezone.utc) - begun).total_seconds()))
     throttled.heal()
     config = streaming_config(tmp_path, pg, throttled, moto, bucket, monitoring=monitoring(port), catch_up=False,
                               timeout={"backup": "5s"}, name="restarted.yaml")
@@ -187,10 +194,10 @@ def test_after_a_host_crash_the_next_start_aborts_the_stale_upload_and_shows_the
     wait_until(lambda: moto.open_uploads(bucket) == [], 15, "the stale upload to be aborted")
     view = restarted.wait_health(lambda doc: doc["strategies"]["last_backup_status"]["main"].get("last_success"),
                                  what="the last success read from S3")["strategies"]["last_backup_status"]["main"]
-    assert view["status"] == "success" and view["last_success"] == manifest["finished_at"]
+    assert view["status"] == "success" and view["last_success"] == finished
     samples = restarted.metrics()
     assert samples[("easybackup_last_success_timestamp_seconds", (("strategy", "main"),))] == \
-        parse_utc(manifest["finished_at"]).timestamp()
+        parse_utc(finished).timestamp()
     assert runs_total(samples, "main", "success") == 0, "nothing ran in the restarted supervisor"
     assert restarted.stop() == 0
     assert manifest_keys(moto, bucket) == [manifest_key]

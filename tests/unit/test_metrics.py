@@ -30,6 +30,7 @@ EXPECTED = {  # family name (as the parser reports it) -> (type, label names of 
     "easybackup_backup_in_progress": ("gauge", {"strategy"}),
     "easybackup_uploaded_bytes": ("counter", {"strategy", "database"}),
     "easybackup_retention_deleted": ("counter", {"strategy"}),
+    "easybackup_orphaned_archives_deleted": ("counter", {"strategy"}),
     "easybackup_verify_runs": ("counter", {"strategy", "status"}),
     "easybackup_notification_errors": ("counter", {"kind"}),
     "easybackup_build_info": ("gauge", {"version", "python"}),

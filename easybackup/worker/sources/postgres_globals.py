@@ -77,7 +77,7 @@ def backup_globals_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOu
     with a manifest; return what was stored. Raise the classified EasybackupError on any failure."""
     strategy = ctx.strategy
     codec = strategy.s3.compression
-    key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_timestamp, codec)
+    key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_name, codec)
     return backup_source_once(ctx, target, DumpPlan(
         database=GLOBALS, key=key, fmt=GLOBALS_FORMAT,
         make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none",
