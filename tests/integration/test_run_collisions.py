@@ -18,7 +18,7 @@ from easybackup.storage.layout import archive_key, manifest_key, parse_archive_k
 from easybackup.storage.manifest import Manifest, read_manifest, write_manifest
 from easybackup.storage.s3 import ObjectExists, make_client
 from easybackup.worker.backup import AttemptContext, _commit
-from tests.harness.configs import cli_env, run_cli, write_config
+from tests.harness.configs import cli_env, restore_target, run_cli, write_config
 from tests.harness.moto_server import ACCESS_KEY, SECRET_KEY
 from tests.harness.restore import archive_keys, download, manifest_keys, sha256_of
 
@@ -68,8 +68,9 @@ def test_two_runs_started_in_the_same_second_keep_two_backups_each_restorable_by
     assert len(json.loads(listed.stdout)["strategies"][0]["backups"]) == 4
     pg.create_database("collide_back")
     wanted = jobs[0].run_timestamp + "-" + jobs[0].run_id
+    target, with_password = restore_target(pg.url("collide_back"))
     restored = run_cli("restore", "-c", str(config), "--database", small_db, "--backup", wanted,
-                       "--target-url", pg.url("collide_back"))
+                       "--target-url", target, env=with_password)
     assert restored.returncode == 0, restored.stderr
     assert pg.table_fingerprints("collide_back") == pg.table_fingerprints(small_db)
 
