@@ -127,7 +127,7 @@ def test_a_url_that_does_not_parse_is_named_masked_with_a_percent_encoding_hint_
     validated = run_cli("validate", "-c", str(config))
     assert validated.returncode == 2, validated.stdout + validated.stderr
     assert shown(validated.stdout + validated.stderr, secret) == [], validated.stderr
-    assert "strategies[0].database_url:" in validated.stderr
+    assert "strategies[0] (main).database_url:" in validated.stderr
     good = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, name="good.yaml",
                         strategies=[{"name": "main", "database_url": "postgres://app@db.example/app"}])
     restored = run_cli("restore", "-c", str(good), "--target-url", url, "--yes")
@@ -147,6 +147,6 @@ def test_a_proxy_url_whose_password_breaks_it_is_named_masked_with_a_percent_enc
          "proxy": {"url": f"socks5://backup:{secret}@proxy.example:1080"}}])
     validated = run_cli("validate", "-c", str(config))
     assert validated.returncode == 2, validated.stdout + validated.stderr
-    assert "strategies[0].proxy.url: the URL does not parse (socks5://***" in validated.stderr, validated.stderr
+    assert "strategies[0] (main).proxy.url: the URL does not parse (socks5://***" in validated.stderr, validated.stderr
     assert "@ as %40, / as %2F" in validated.stderr
     assert shown(validated.stdout + validated.stderr, secret) == []

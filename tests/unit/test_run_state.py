@@ -63,16 +63,17 @@ def test_nothing_at_all_restores_nothing():
     assert restored.status is None and restored.last_run is None and restored.databases == {}
 
 
+# A secret of 8 characters or more: shorter ones are masked only where they stand (secrets.MIN_MASKABLE).
 def test_a_record_masks_the_error_and_names_the_failed_database():
-    result = {"status": "failed", "error": {"kind": "authentication", "message": "password hunter2 refused"},
+    result = {"status": "failed", "error": {"kind": "authentication", "message": "password hunter2-ledger-9 refused"},
               "databases": [{"database": "_globals", "status": "success", "key": "k", "size": 3},
-                            {"database": "shop", "status": "failed", "error": {"kind": "authentication",
-                                                                                "message": "password hunter2"}}]}
+                            {"database": "shop", "status": "failed",
+                             "error": {"kind": "authentication", "message": "password hunter2-ledger-9"}}]}
     from easybackup.secrets import register_secret
 
-    register_secret("hunter2")
+    register_secret("hunter2-ledger-9")
     made = record_of("main", "r1", "2025-06-17T120000Z-r1", text(NOW), text(NOW), result)
-    assert made.status == "failed" and made.error.startswith("shop: ") and "hunter2" not in made.to_json()
+    assert made.status == "failed" and made.error.startswith("shop: ") and "hunter2-ledger-9" not in made.to_json()
     assert RunRecord.from_json(made.to_json()) == made
 
 
