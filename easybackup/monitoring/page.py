@@ -17,7 +17,7 @@ from easybackup.humanize import format_bytes
 from easybackup.monitoring.history import HistoryPoint
 from easybackup.scheduling import format_duration
 
-CHART_WIDTH, CHART_HEIGHT = 200, 44
+CHART_WIDTH, CHART_HEIGHT = 160, 40
 STATUS_LABELS = {"success": "succeeded", "failed": "failed", "running": "running", "pending": "pending"}
 
 
@@ -59,7 +59,7 @@ def _when(text: str | None, now: datetime, empty: str) -> str:
     moment = _parse(text)
     if moment is None:
         return f'<span class="muted">{_e(empty)}</span>'
-    return f'<span class="abs">{_e(moment.strftime("%Y-%m-%d %H:%M UTC"))}</span>' \
+    return f'<span class="abs">{_e(moment.strftime("%Y-%m-%d %H:%M"))}</span>' \
            f'<span class="rel">{_e(relative(moment, now))}</span>'
 
 
@@ -92,8 +92,10 @@ def _next_run_cell(row: StrategyRow, now: datetime) -> str:
 def _size_cell(row: StrategyRow, now: datetime) -> str:
     size = row.view.get("size_bytes")
     duration = row.view.get("duration_seconds")
-    took = format_duration(duration) if isinstance(duration, (int, float)) else "-"
-    return f'<span>{_e(format_bytes(size))}</span><span class="sub">took {_e(took)}</span>'
+    cell = f'<span>{_e(format_bytes(size))}</span>'
+    if isinstance(duration, (int, float)):
+        cell += f'<span class="sub">took {_e(format_duration(duration))}</span>'
+    return cell
 
 
 def _error_cell(row: StrategyRow, now: datetime) -> str:
@@ -110,8 +112,8 @@ def _chart_cell(row: StrategyRow, now: datetime) -> str:
 
 COLUMNS: tuple[Column, ...] = (
     Column("Strategy", _strategy_cell), Column("Status", _status_cell),
-    Column("Last success", _last_success_cell), Column("Next run", _next_run_cell),
-    Column("Last size", _size_cell), Column("Error", _error_cell), Column("Recent backups", _chart_cell),
+    Column("Last success (UTC)", _last_success_cell), Column("Next run (UTC)", _next_run_cell),
+    Column("Last backup", _size_cell), Column("Error", _error_cell), Column("Recent backups", _chart_cell),
 )
 # Hook for drills (issue 18): drill status is one more Column, passed to render_page(extra_columns=...) by the
 # server once the supervisor knows drill results; nothing shows a drill column before then.
@@ -164,6 +166,7 @@ tr.running td:first-child{box-shadow:inset 4px 0 #0969da}
 tr.pending td:first-child{box-shadow:inset 4px 0 #8c959f}
 .name{font-weight:600;display:block}
 .sub,.rel,.abs{display:block}
+.abs,th,.pill{white-space:nowrap}
 .sub,.rel{color:#57606a;font-size:12px}
 .muted{color:#8c959f}
 .pill{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;margin-right:4px;
@@ -173,7 +176,7 @@ color:#fff}
 .overall.healthy{color:#1a7f37}.overall.degraded{color:#bf8700}.overall.unhealthy{color:#cf222e}
 .kind{display:inline-block;font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#ffebe9;
 color:#82071e;border-radius:4px;padding:0 5px;margin-bottom:2px}
-.err{display:block;max-width:360px;overflow-wrap:anywhere;font-size:13px}
+.err{display:block;min-width:240px;max-width:440px;overflow-wrap:anywhere;font-size:13px}
 .chart .size rect{fill:#54aeff}
 .chart .dur{fill:none;stroke:#bc4c00;stroke-width:1.5}
 .legend{color:#57606a;font-size:12px}
