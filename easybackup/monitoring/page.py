@@ -9,6 +9,7 @@ host, with JavaScript off, under a Content-Security-Policy that forbids scripts 
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,11 +24,12 @@ STATUS_LABELS = {"success": "succeeded", "failed": "failed", "running": "running
 
 @dataclass(frozen=True)
 class StrategyRow:
-    """What one row shows: the strategy's health view (state.MonitorState's) and its recent backups."""
+    """What one row shows: the strategy's health view (state.MonitorState's), its recent backups and their chart."""
 
     name: str
     view: dict
     history: tuple[HistoryPoint, ...]
+    chart: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _error_cell(row: StrategyRow, now: datetime) -> str:
 
 
 def _chart_cell(row: StrategyRow, now: datetime) -> str:
-    return chart(row.history)
+    return row.chart
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -196,18 +198,50 @@ def _header(document: dict, now: datetime) -> str:
             f'<span class="legend">charts:<i class="lsize"></i>size<i class="ldur"></i>duration</span></header>')
 
 
-def rows_of(document: dict, histories: dict[str, tuple[HistoryPoint, ...]]) -> list[StrategyRow]:
-    """Given a health document and each strategy's history, return the rows: failed first, then by name."""
+class ChartCache:
+    """Charts drawn once per history: a strategy's history is an immutable tuple that the state replaces when a
+    run finishes, so the same tuple (identity, kept alive here) always draws the same chart. Drawing 50 charts
+    is most of a page's cost; most requests come between two runs."""
+
+    def __init__(self):
+        self._charts: dict[str, tuple[tuple[HistoryPoint, ...], str]] = {}
+        self._lock = threading.Lock()  # the server answers on several threads
+
+    def __call__(self, name: str, history: tuple[HistoryPoint, ...]) -> str:
+        with self._lock:
+            known = self._charts.get(name)
+        if known is not None and known[0] is history:
+            return known[1]
+        drawn = chart(history)
+        with self._lock:
+            self._charts[name] = (history, drawn)
+        return drawn
+
+    def keep_only(self, names) -> None:
+        """Forget the charts of strategies no longer shown (a reload removed them)."""
+        with self._lock:
+            for name in set(self._charts) - set(names):
+                del self._charts[name]
+
+
+def rows_of(document: dict, histories: dict[str, tuple[HistoryPoint, ...]],
+            chart_of: Callable[[str, tuple[HistoryPoint, ...]], str] | None = None) -> list[StrategyRow]:
+    """Given a health document, each strategy's history and how to draw a chart (default: `chart`), return the
+    rows: failed first, then overdue, then by name."""
     views = (document.get("strategies") or {}).get("last_backup_status") or {}
-    rows = [StrategyRow(name, view, histories.get(name, ())) for name, view in views.items()]
+    draw = chart_of or (lambda _name, history: chart(history))
+    rows = [StrategyRow(name, view, histories.get(name, ()), draw(name, histories.get(name, ())))
+            for name, view in views.items()]
     return sorted(rows, key=lambda row: (row.view.get("status") != "failed", not row.view.get("overdue"), row.name))
 
 
 def render_page(document: dict, histories: dict[str, tuple[HistoryPoint, ...]], *, now: datetime | None = None,
-                refresh_s: int | None = 60, extra_columns: Sequence[Column] = ()) -> str:
+                refresh_s: int | None = 60, extra_columns: Sequence[Column] = (),
+                chart_of: Callable[[str, tuple[HistoryPoint, ...]], str] | None = None) -> str:
     """Given a health document (MonitorState.snapshot's), each strategy's history and now, return the page.
 
-    `refresh_s` adds a `<meta http-equiv=refresh>` (None: none); `extra_columns` are appended (drills, later).
+    `refresh_s` adds a `<meta http-equiv=refresh>` (None: none); `extra_columns` are appended (drills, later);
+    `chart_of(name, history)` draws a chart (a ChartCache; default: `chart` each time).
     """
     now = now or datetime.now(timezone.utc)
     columns = (*COLUMNS, *extra_columns)
@@ -215,7 +249,7 @@ def render_page(document: dict, histories: dict[str, tuple[HistoryPoint, ...]], 
     body = "".join(
         f'<tr class="{_e(row.view.get("status") or "pending")}" id="strategy-{_e(row.name)}">'
         + "".join(f"<td>{column.cell(row, now)}</td>" for column in columns) + "</tr>"
-        for row in rows_of(document, histories))
+        for row in rows_of(document, histories, chart_of))
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s else ""
     empty = "" if body else f'<tr><td colspan="{len(columns)}" class="muted">no strategies configured</td></tr>'
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{refresh}'

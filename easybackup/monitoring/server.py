@@ -19,7 +19,7 @@ from easybackup.config.model import Endpoint
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.monitoring.metrics import CONTENT_TYPE, Metrics
-from easybackup.monitoring.page import render_page
+from easybackup.monitoring.page import ChartCache, render_page
 from easybackup.monitoring.state import MonitorState
 
 REQUEST_TIMEOUT_S = 10.0  # a client that sends nothing does not hold a thread forever
@@ -97,6 +97,7 @@ class MonitoringServer:
     def __init__(self, health: Endpoint, metrics_endpoint: Endpoint, state: MonitorState, metrics: Metrics):
         self.state = state
         self.metrics = metrics
+        self._charts = ChartCache()
         self._groups: dict[tuple[str, int], dict] = {}  # (bind, port) -> {path: (name, route)}
         routes = (("health", health, health.path, self._health), ("page", health, health.page_path, self._page),
                   ("metrics", metrics_endpoint, metrics_endpoint.path, self._metrics))
@@ -118,7 +119,8 @@ class MonitoringServer:
 
     def _page(self) -> tuple[int, str, bytes, dict]:
         status, document, histories = self.state.page_snapshot()
-        return status, HTML, render_page(document, histories).encode(), PAGE_HEADERS
+        self._charts.keep_only(histories)
+        return status, HTML, render_page(document, histories, chart_of=self._charts).encode(), PAGE_HEADERS
 
     def _metrics(self) -> tuple[int, str, bytes]:
         return HTTPStatus.OK, CONTENT_TYPE, self.metrics.render()

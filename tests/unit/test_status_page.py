@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.monitoring.history import (HISTORY_RUNS, HistoryPoint, merge_history, newest_run_keys,
                                            points_from_manifests)
-from easybackup.monitoring.page import Column, chart, relative, render_page, rows_of
+from easybackup.monitoring.page import ChartCache, Column, chart, relative, render_page, rows_of
 from easybackup.monitoring.state import MonitorState
 
 NOW = datetime(2025, 6, 17, 12, 0, 0, tzinfo=timezone.utc)
@@ -198,3 +198,20 @@ def test_rows_put_failed_then_overdue_first():
         "a": {"status": "success", "overdue": False}, "b": {"status": "success", "overdue": True},
         "c": {"status": "failed", "overdue": False}}}}
     assert [r.name for r in rows_of(document, {})] == ["c", "b", "a"]
+
+
+def test_the_chart_cache_draws_a_history_once_and_again_when_the_state_replaces_it(monkeypatch):
+    from easybackup.monitoring import page
+
+    drawn = []
+    monkeypatch.setattr(page, "chart", lambda history: drawn.append(history) or f"chart of {len(history)}")
+    cache = ChartCache()
+    first = (point(1), point(2))
+    assert cache("a", first) == "chart of 2" and cache("a", first) == "chart of 2"
+    assert drawn == [first], "the same tuple is drawn once"
+    replaced = merge_history((point(3),), first)
+    assert cache("a", replaced) == "chart of 3" and drawn == [first, replaced]
+    assert cache("a", tuple(list(replaced))) == "chart of 3" and len(drawn) == 3, "an equal copy is drawn again"
+    cache.keep_only(["b"])
+    cache("a", replaced)
+    assert len(drawn) == 4, "a forgotten strategy is drawn again"
