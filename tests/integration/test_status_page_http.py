@@ -6,6 +6,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,18 @@ def test_the_history_is_read_from_the_newest_runs_manifests_in_s3(moto, bucket):
     points = read_history(target, client)
     assert [p.run_id for p in points] == [f"run{day:04d}" for day in range(7, 36)]
     assert points[-1].size_bytes == 1000 + 35 + 10 and points[-1].duration_s == 100.0
+
+
+def test_page_path_loads_from_the_config_and_must_start_with_a_slash(tmp_path, moto, bucket):
+    from easybackup.config import load_config
+    from easybackup.errors import ConfigError
+    from tests.harness.configs import write_config
+
+    def config(page_path: str) -> Path:
+        return write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
+                            monitoring={"health_check": {"page_path": page_path}},
+                            strategies=[{"name": "a", "database_url": "postgres://h/app"}])
+
+    assert load_config(config("/status")).health_check.page_path == "/status"
+    with pytest.raises(ConfigError, match="page_path"):
+        load_config(config("status"))
