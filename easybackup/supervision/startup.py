@@ -2,7 +2,8 @@
 
 S3 is the state store. Each strategy's newest run record (storage/runrecord.py) says how its last run ended —
 failed, with which error, while its `_globals` dump succeeded — and how many runs failed in a row; the newest
-manifest of each database says when that database last succeeded. Buckets written by versions before run records
+manifest of each database says when that database last succeeded; the newest runs' manifests give the status
+page's charts (their size and duration). Buckets written by versions before run records
 have only manifests: then the newest manifest stands for the strategy, as it did. Multipart uploads under a
 strategy's prefix that began before this supervisor started and are older than `timeout.backup` belong to no live
 worker (a crashed host, a killed supervisor): they are aborted, since they cost storage forever. Archives without
