@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -152,3 +153,17 @@ def test_page_path_loads_from_the_config_and_must_start_with_a_slash(tmp_path, m
     assert load_config(config("/status")).health_check.page_path == "/status"
     with pytest.raises(ConfigError, match="page_path"):
         load_config(config("status"))
+
+
+def test_an_s3_that_cannot_give_the_history_leaves_the_charts_empty_and_is_logged(moto, bucket, capfd):
+    from easybackup.logs import setup_logging
+    from easybackup.storage.s3 import make_client
+    from easybackup.supervision.startup import StartupReader
+    from tests.harness.net import free_port
+
+    setup_logging("info")
+    unreachable = strategy("far", bucket=bucket, endpoint=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    assert StartupReader._history(unreachable, make_client(unreachable.s3)) == ()
+    assert time.monotonic() - started < 60
+    assert "could not read the recent backups for the status page" in capfd.readouterr().err
