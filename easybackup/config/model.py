@@ -131,6 +131,7 @@ class Endpoint:
     port: int = 8080
     path: str = "/health"
     bind: str = "0.0.0.0"
+    page_path: str = "/"  # health only: the HTML status page beside it (monitoring/page.py)
 
 
 @dataclass(frozen=True)

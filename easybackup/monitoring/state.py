@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from easybackup import __version__
 from easybackup.config.model import Strategy
 from easybackup.logs import log
+from easybackup.monitoring.history import HistoryPoint, merge_history
 from easybackup.scheduling import interval
 from easybackup.worker.routes import describe_route
 from easybackup.secrets import mask
@@ -102,6 +103,7 @@ class StrategyHealth:
     size_bytes: int | None = None
     duration_seconds: float | None = None
     databases: dict[str, dict] = field(default_factory=dict)  # name -> {status, last_success, error}
+    history: tuple[HistoryPoint, ...] = ()  # recent runs that stored something, oldest first (immutable: shared)
 
 
 def _interval_of(strategy: Strategy) -> timedelta | None:
@@ -157,11 +159,16 @@ class MonitorState:
             if entry is None:
                 return
             entry.last_run = entry.run_started or finished_at
+            run_id = entry.run_id
             entry.run_id, entry.run_started = None, None
             # Size and duration describe the last finished run; a failed run keeps the archives that succeeded.
             duration = result.get("duration_s")
             entry.duration_seconds = float(duration) if _is_number(duration) else None
             entry.size_bytes = stored_bytes(result)
+            if entry.size_bytes is not None:
+                point = HistoryPoint(run_id or f"finished-{utc_text(finished_at)}", finished_at, entry.size_bytes,
+                                     entry.duration_seconds)
+                entry.history = merge_history((point,), entry.history)
             _record_databases(entry, result, finished_at)
             if result.get("status") == "success":
                 entry.status, entry.error, entry.error_kind = "success", None, None
@@ -198,6 +205,12 @@ class MonitorState:
                 entry.last_run = _aware(last_run)
             if last_success and (entry.last_success is None or _aware(last_success) > entry.last_success):
                 entry.last_success = _aware(last_success)
+
+    def restore_history(self, name: str, points: tuple[HistoryPoint, ...]) -> None:
+        """Given a strategy's recent runs read from its manifests, add them to what this process saw itself."""
+        with self._lock:
+            if entry := self._entry(name):
+                entry.history = merge_history(entry.history, points)
 
     def loop_heartbeat(self, when: datetime | float | None = None) -> None:
         """Record that the scheduler loop is alive (now, or at `when`: a datetime or epoch seconds)."""
@@ -236,10 +249,21 @@ class MonitorState:
     def snapshot(self) -> tuple[int, dict]:
         """Return (HTTP status, health document): 503 when the loop stalled, else 200."""
         with self._lock:
-            now = self._now()
-            strategies = {name: self._strategy_view(entry, now) for name, entry in self._strategies.items()}
-            stalled = (now - self._heartbeat).total_seconds() > self.stall_after
-            s3, slack = self._s3, self._slack
+            return self._document()
+
+    def page_snapshot(self) -> tuple[int, dict, dict[str, tuple[HistoryPoint, ...]]]:
+        """Return (HTTP status, health document, each strategy's history) as of one instant: copies and immutable
+        tuples, so the status page renders them after the lock is released."""
+        with self._lock:
+            status, document = self._document()
+            return status, document, {name: entry.history for name, entry in self._strategies.items()}
+
+    def _document(self) -> tuple[int, dict]:
+        """The health document; the caller holds the lock. It only copies memory: microseconds."""
+        now = self._now()
+        strategies = {name: self._strategy_view(entry, now) for name, entry in self._strategies.items()}
+        stalled = (now - self._heartbeat).total_seconds() > self.stall_after
+        s3, slack = self._s3, self._slack
         if stalled:
             status = "unhealthy"
         elif s3 == "error" or any(view["overdue"] for view in strategies.values()):

@@ -2,7 +2,8 @@
 
 S3 is the state store. Each strategy's newest run record (storage/runrecord.py) says how its last run ended —
 failed, with which error, while its `_globals` dump succeeded — and how many runs failed in a row; the newest
-manifest of each database says when that database last succeeded. Buckets written by versions before run records
+manifest of each database says when that database last succeeded; the newest runs' manifests give the status
+page's charts (their size and duration). Buckets written by versions before run records
 have only manifests: then the newest manifest stands for the strategy, as it did. Multipart uploads under a
 strategy's prefix that began before this supervisor started and are older than `timeout.backup` belong to no live
 worker (a crashed host, a killed supervisor): they are aborted, since they cost storage forever. Archives without
@@ -15,6 +16,7 @@ health, metrics and the scheduler are only ever changed from the loop. Failures 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import queue
 import threading
@@ -27,8 +29,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
+from easybackup.monitoring.history import HistoryPoint, newest_run_keys, points_from_manifests
 from easybackup.storage.layout import strategy_prefix
-from easybackup.storage.manifest import Manifest, newest_manifest_per_directory
+from easybackup.storage.manifest import (READ_CONCURRENCY, Manifest, list_manifest_keys, newest_manifest_per_directory,
+                                         read_manifest)
 from easybackup.storage.multipart import abort_stale_uploads
 from easybackup.storage.runrecord import RunRecord, newest_run_records
 from easybackup.storage.s3 import classify_s3_error, make_client
@@ -62,6 +66,7 @@ class Restored:
     consecutive_failures: int = 0
     databases: dict[str, DatabaseRestored] = field(default_factory=dict)
     orphans_deleted: int = 0  # archives without a manifest deleted at start
+    history: tuple[HistoryPoint, ...] = ()  # the newest runs' sizes and durations, for the status page
 
 
 def _parse_utc(text: str) -> datetime:
@@ -114,6 +119,25 @@ def read_state(strategy: Strategy, client) -> Restored:
     return restored_from(strategy.name, records, [m for m in manifests if m.strategy == strategy.name])
 
 
+def read_history(strategy: Strategy, client) -> tuple[HistoryPoint, ...]:
+    """Given a strategy and an S3 client, return the size and duration of its newest runs from their manifests
+    (one listing, then only the newest runs' manifests); raise EasybackupError on S3 errors. A manifest that
+    cannot be read (gone to retention since the listing, or not one) is left out of a chart, not fatal."""
+    s3 = strategy.s3
+    keys = newest_run_keys(list_manifest_keys(client, s3.bucket, strategy_prefix(s3.base_path, strategy.name)))
+
+    def read(key: str) -> Manifest | None:
+        try:
+            return read_manifest(client, s3.bucket, key)
+        except (EasybackupError, ValueError) as exc:
+            log.bind(strategy=strategy.name).warning(f"status page history: skipped {key}: {exc}")
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="history") as pool:
+        manifests = [m for m in pool.map(read, keys) if m is not None and m.strategy == strategy.name]
+    return points_from_manifests(manifests)
+
+
 class StartupReader:
     """Given the strategies, the supervisor's start and whether to clean stale uploads, read each strategy's
     state from S3 on a daemon thread; the loop takes the answers with `take()`."""
@@ -160,6 +184,7 @@ class StartupReader:
         try:
             client = self.client_factory(strategy.s3)
             restored = read_state(strategy, client)
+            restored = dataclasses.replace(restored, history=self._history(strategy, client))
             if self.clean_uploads:
                 restored = dataclasses.replace(restored, orphans_deleted=self._delete_orphans(strategy, client))
             self._answers.put(restored)
@@ -172,6 +197,15 @@ class StartupReader:
             logger.error(f"could not read the state from S3 at start: {error}")
         except (BotoCoreError, ClientError, ValueError) as exc:  # client construction or an odd manifest date
             logger.error(f"could not read the state from S3 at start: {classify_s3_error(exc, strategy.s3.bucket)}")
+
+    @staticmethod
+    def _history(strategy: Strategy, client) -> tuple[HistoryPoint, ...]:
+        """The status page's charts are a side view: S3 failing to give them leaves them empty, nothing more."""
+        try:
+            return read_history(strategy, client)
+        except EasybackupError as error:
+            log.bind(strategy=strategy.name).warning(f"could not read the recent backups for the status page: {error}")
+            return ()
 
     def _delete_orphans(self, strategy: Strategy, client) -> int:
         """Delete the strategy's archives that no run will commit any more; return how many. A failure is logged:

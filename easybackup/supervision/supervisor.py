@@ -208,6 +208,7 @@ class Supervisor:
             return
         self.state.restore_last(name, restored.last_run, restored.last_success, restored.status or "pending",
                                 restored.size_bytes, **restored_details(restored))
+        self.state.restore_history(name, restored.history)
         self.metrics.orphans_deleted(name, restored.orphans_deleted)
         if restored.last_success and not self._has_succeeded_here(name):
             self.metrics.set_last_success(name, restored.last_success)

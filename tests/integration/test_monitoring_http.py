@@ -96,7 +96,7 @@ def test_health_and_metrics_share_one_port(serve):
 def test_health_and_metrics_on_separate_ports(serve):
     health_port, metrics_port = free_port(), free_port()
     server = serve(local(health_port, "/healthz"), local(metrics_port, "/prom"))
-    assert server.ports == {"health": health_port, "metrics": metrics_port}
+    assert server.ports == {"health": health_port, "page": health_port, "metrics": metrics_port}
     assert get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
     assert get(f"http://127.0.0.1:{metrics_port}/prom")[0] == 200
     assert get(f"http://127.0.0.1:{health_port}/prom")[0] == 404
@@ -108,7 +108,7 @@ def test_other_paths_and_a_disabled_endpoint_answer_404(serve):
     port = server.ports["health"]
     assert "metrics" not in server.ports
     assert get(f"http://127.0.0.1:{port}/metrics")[0] == 404
-    assert get(f"http://127.0.0.1:{port}/")[0] == 404
+    assert get(f"http://127.0.0.1:{port}/index.html")[0] == 404
     assert get(f"http://127.0.0.1:{port}/health/extra")[0] == 404
     assert get(f"http://127.0.0.1:{port}/health?verbose=1")[0] == 200
 

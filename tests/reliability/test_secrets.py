@@ -356,6 +356,8 @@ def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, m
             metrics = response.read().decode()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             health = response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            page = response.read().decode()
     finally:
         watcher.stop()
         code = daemon.stop()
@@ -366,7 +368,9 @@ def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, m
     assert len(secret_slack.calls_to("chat.update")) >= 2, "Slack was not told about both runs"
     assert_the_watch_saw_everything(watcher, records)
 
+    assert "no_such_db" in page, "the status page shows the failure"
     leaks = hits(daemon.log_text(), "the supervisor's log") + hits(health, "health") + hits(metrics, "metrics")
+    leaks += hits(page, "the status page")
     leaks += slack_leaks(secret_slack) + stored_leaks(moto, bucket) + watcher.leaks() + record_leaks(records)
     assert leaks == []
 

@@ -99,6 +99,7 @@ def duration(text):
     ("global.monitoring.health_check.port", Endpoint.port, int),
     ("global.monitoring.health_check.path", Endpoint.path, str),
     ("global.monitoring.health_check.bind", Endpoint.bind, str),
+    ("global.monitoring.health_check.page_path", Endpoint.page_path, str),
     ("global.schedule", Strategy.schedule, str),
     ("global.timezone", Strategy.timezone, str),
     ("global.retention", Strategy.retention, duration),
