@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning(f"{args.config} holds secrets literally ({', '.join(literal)}): the config is rendered as the "
                     f"Secret {options.config_name}, not a ConfigMap; write them as ${{VARIABLES}} and put the "
                     f"values in the Secret {options.secret}")
-    header = (f"# Rendered by `easybackup render kubernetes` from {os.path.basename(args.config)}: change the config "
-              "and render again rather than editing this file.\n")
+    header = (f"# Rendered by `{command_line(args, options)}`:\n"
+              "# change the config and render again rather than editing this file.\n")
     if args.output is None:
         print(header + "---\n".join(to_yaml(manifest) for manifest in manifests), end="")
         return exitcodes.OK
@@ -63,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(header + to_yaml(manifest), encoding="utf-8")
         print(path)
     return exitcodes.OK
+
+
+def command_line(args: argparse.Namespace, options: RenderOptions) -> str:
+    """Given the arguments and the options they made, return the command that renders the same again (the options
+    that differ from their defaults; the config by its file name, as it sits beside the manifests)."""
+    words = ["easybackup", "render", args.target, "-c", os.path.basename(args.config)]
+    defaults = RenderOptions()
+    for field in ("image", "namespace", "secret", "config_name", "push_metrics"):
+        if getattr(options, field) != getattr(defaults, field):
+            words += [f"--{field.replace('_', '-')}", getattr(options, field)]
+    return " ".join(words)
 
 
 def file_name(manifest: dict) -> str:
