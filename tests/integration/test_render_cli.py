@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from tests.harness.configs import cli_env, run_cli
+from tests.integration.test_validate_cli import write
 from tests.unit.test_render_kubernetes import assert_valid
 from tests.unit.test_render_schedules import runs, transitions
 
@@ -38,13 +39,6 @@ strategies:
 """
 SECRETS = {"AWS_KEY": "AKIAEXAMPLEKEY1234567", "AWS_SECRET": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
            "DB_PASSWORD": "s3cr3t-p4ssw0rd-long"}
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
 
 
 def test_render_prints_valid_manifests_whose_cronjobs_run_at_the_strategies_own_slots(tmp_path):
