@@ -10,7 +10,7 @@ from kubernetes_validate import utils as k8s
 from easybackup.config import load_config
 from easybackup.config.loader import literal_secret_paths
 from easybackup.deploy.kubernetes import RenderOptions, render
-from easybackup.errors import UsageError
+from easybackup.errors import ConfigError, UsageError
 
 
 def newest_minors(count: int = 3) -> list[str]:
@@ -167,3 +167,20 @@ def test_a_temp_dir_elsewhere_gets_its_parent_as_scratch_and_tmp_too(tmp_path):
         config, text, literal = load(tmp_path, BASE.replace("temp_dir: /tmp/easybackup", "temp_dir: /easybackup"),
                                      SECRETS)
         render(config, text, literal, RenderOptions())
+
+
+def test_kubernetes_keys_under_global_are_defaults_a_strategy_merges_key_by_key(tmp_path):
+    text = BASE.replace("  retry: {max_attempts: 3", "  kubernetes: {node_selector: {pool: general, zone: a}, "
+                        "resources: {limits: {memory: 2Gi}}}\n  retry: {max_attempts: 3")
+    config, text, literal = load(tmp_path, text, SECRETS)
+    main, nightly = (cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+                     for cronjob in render(config, text, literal, RenderOptions())[1:])
+    assert main["nodeSelector"] == {"pool": "backup", "zone": "a"}  # the strategy's pool wins, global's zone stays
+    assert main["containers"][0]["resources"]["limits"] == {"memory": "1Gi"}
+    assert nightly["nodeSelector"] == {"pool": "general", "zone": "a"}
+    assert nightly["containers"][0]["resources"] == {"limits": {"memory": "2Gi"}}
+
+
+def test_an_unknown_kubernetes_key_is_a_config_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"strategies\[0\] \(main_DB\)\.kubernetes"):
+        load(tmp_path, BASE.replace("node_selector: {pool: backup}", "node_selektor: {pool: backup}"), SECRETS)
