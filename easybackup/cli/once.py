@@ -16,7 +16,7 @@ from easybackup.config import load_config
 from easybackup.errors import UsageError
 from easybackup.logs import log, setup_logging
 from easybackup.supervision.batch import Batch
-from easybackup.urls import masked_url
+from easybackup.urls import masked_url, url_secrets
 from easybackup.supervision.observers import LogObserver, Observers, TerminalProgress
 
 SLACK_DRAIN_S = 30.0
@@ -58,6 +58,13 @@ def write_metrics_file(metrics, path: str) -> None:
         log.error(f"could not write --metrics-file {path}: {exc}")
         return
     log.debug(f"metrics written to {path}")
+
+
+def check_push_url(url: str) -> None:
+    """Given --push-metrics, raise UsageError if it holds a password: it is on the command line (a pod's spec)."""
+    if url_secrets(url):
+        raise UsageError(f"--push-metrics {masked_url(url)} holds a password, which would stand on the command line",
+                         hint="give the Pushgateway's URL without credentials (reach it inside the cluster)")
 
 
 def push_metrics(metrics, url: str, strategies) -> None:
@@ -106,6 +113,8 @@ def run(args) -> int:
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     strategies = config.select(args.strategy)
     metrics_file, push_url = getattr(args, "metrics_file", None), getattr(args, "push_metrics", None)
+    if push_url:
+        check_push_url(push_url)
     monitoring, metrics = start_metrics(metrics_file, strategies) if metrics_file or push_url else (None, None)
     slack, notifier = start_slack(config, metrics)
     outcome = Batch(config, strategies, build_observers([o for o in (monitoring, slack) if o is not None]),

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from easybackup import exitcodes
+from easybackup.cli.once import check_push_url
 from easybackup.config.loader import literal_secret_paths, load_config, parse_yaml, read_config_text
 from easybackup.deploy.kubernetes import RenderOptions, render
 from easybackup.logs import log
@@ -41,6 +42,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Given parsed arguments, render the manifests and return the exit code; ConfigError and UsageError
     propagate to the command dispatcher (exit 2)."""
+    if args.push_metrics:
+        check_push_url(args.push_metrics)
     config = load_config(args.config, env_file=args.env_file)  # checked as the pod will read it
     text = read_config_text(Path(args.config))  # rendered as written: ${VARIABLES} are the pod's to expand
     literal = literal_secret_paths(parse_yaml(text, str(args.config)))

@@ -41,3 +41,14 @@ def test_a_pushgateway_that_fails_or_is_gone_leaves_the_exit_code_as_the_backup_
     assert gone.returncode == 0, gone.stderr
     assert "could not push metrics to" in gone.stderr
     assert len(moto.list_keys(bucket)) >= 4  # both runs stored their archive and manifest
+
+
+def test_a_push_url_holding_a_password_is_refused_before_any_backup_and_by_render(pg, moto, bucket, tmp_path):
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
+                          strategies=[{"name": "main", "database_url": pg.url("postgres")}])
+    url = "http://metrics:pushpassword123@pushgateway:9091"
+    for command in (("once",), ("render", "kubernetes")):
+        done = run_cli(*command, "-c", str(config), "--push-metrics", url)
+        assert done.returncode == 2, done.stderr
+        assert "holds a password" in done.stderr and "pushpassword123" not in done.stderr + done.stdout
+    assert moto.list_keys(bucket) == []
