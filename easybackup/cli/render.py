@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,7 @@ import yaml
 from easybackup import exitcodes
 from easybackup.cli.once import check_push_url
 from easybackup.config.loader import literal_secret_paths, load_config, parse_yaml, read_config_text
+from easybackup.deploy.cron import dst_clash
 from easybackup.deploy.kubernetes import RenderOptions, render
 from easybackup.logs import log
 
@@ -50,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
     options = RenderOptions(image=args.image, namespace=args.namespace, secret=args.secret,
                             config_name=args.config_name, push_metrics=args.push_metrics)
     manifests = render(config, text, literal, options)
+    for strategy in config.strategies:
+        clash = dst_clash(strategy.schedule, strategy.timezone, datetime.now(timezone.utc))
+        if clash is not None:
+            log.warning(f"strategy {strategy.name}: its run at {clash:%H:%M} on {clash:%Y-%m-%d} falls in a DST change "
+                        f"in {strategy.timezone}, where Kubernetes' cron (robfig/cron) skips a time the clock jumps "
+                        "over and runs a repeated one twice, unlike the supervisor; choose a time outside the change "
+                        "or the timezone UTC if that matters")
     if literal:
         log.warning(f"{args.config} holds secrets literally ({', '.join(literal)}): the config is rendered as the "
                     f"Secret {options.config_name}, not a ConfigMap; write them as ${{VARIABLES}} and put the "

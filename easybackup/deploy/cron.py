@@ -8,7 +8,10 @@ times of day are such a product (`6h@00:30`, `15m`), and a lattice of days only 
 
 from __future__ import annotations
 
-from easybackup.scheduling.schedule import DAY, WEEK, CronFields, Schedule, parse_schedule
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from easybackup.scheduling.schedule import DAY, WEEK, CronFields, Schedule, next_local_time, parse_schedule
 
 _THURSDAY = 4  # 1970-01-01, where the lattice of days starts, in cron's weekday numbers (0 = Sunday)
 
@@ -81,3 +84,43 @@ def _runs(ordered: list[int]) -> list[str]:
         else:
             runs.append([value])
     return [f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs]
+
+
+def dst_clash(text: str, zone_name: str, start: datetime, days: int = 800) -> datetime | None:
+    """Given schedule text, a timezone and an aware instant, return the first local time (naive) the schedule names
+    within `days` that a DST change skips or repeats, or None. There Kubernetes' cron (robfig/cron) and the
+    supervisor part ways: robfig skips a time in a gap and runs a repeated one twice; the supervisor runs the first
+    at the gap's end and the second once."""
+    for low, high in dst_windows(zone_name, start, days):
+        slot = next_local_time(text, low - timedelta(microseconds=1))
+        if slot < high:
+            return slot
+    return None
+
+
+def dst_windows(zone_name: str, start: datetime, days: int) -> list[tuple[datetime, datetime]]:
+    """Given a timezone, an aware instant and a span, return the local wall-clock windows [low, high) its DST
+    changes skip (spring forward) or repeat (fall back) in that span, as naive times."""
+    zone, windows = ZoneInfo(zone_name), []
+    moment, end = start.astimezone(timezone.utc), start + timedelta(days=days)
+    step = timedelta(minutes=15)  # no zone changes its offset twice within 15 minutes
+    while moment < end:
+        before, after = moment.astimezone(zone).utcoffset(), (moment + step).astimezone(zone).utcoffset()
+        if before != after:
+            change = _change_within(zone, moment, step)
+            low, high = sorted((change + before, change + after))
+            windows.append((low.replace(tzinfo=None), high.replace(tzinfo=None)))
+        moment += step
+    return windows
+
+
+def _change_within(zone: ZoneInfo, moment: datetime, step: timedelta) -> datetime:
+    """Given a UTC instant and a step across which the zone's offset changes, return the instant it changes."""
+    low, high = moment, moment + step
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).utcoffset() == low.astimezone(zone).utcoffset():
+            low = middle
+        else:
+            high = middle
+    return high.replace(microsecond=0)

@@ -51,6 +51,9 @@ def test_render_prints_valid_manifests_whose_cronjobs_run_at_the_strategies_own_
     assert_valid(manifests)
     assert manifests[0]["data"]["config.yaml"] == CONFIG  # as written, ${VARIABLES} kept
     assert not any(value in done.stdout for value in SECRETS.values())
+    # 02:30 in Berlin and New York falls in their spring change, where Kubernetes' cron parts from the supervisor
+    assert "strategy nightly: its run at 02:30 on " in done.stderr
+    assert "strategy weekly: its run at 02:30 on " in done.stderr
     sources = yaml.safe_load(CONFIG)["strategies"]
     for source, cronjob in zip(sources, manifests[1:], strict=True):
         zone, schedule = cronjob["spec"]["timeZone"], cronjob["spec"]["schedule"]

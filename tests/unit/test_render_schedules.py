@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from easybackup.deploy.cron import cron_expression
+from easybackup.deploy.cron import cron_expression, dst_clash
 from easybackup.scheduling import next_run, parse_schedule
 
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata")
@@ -82,3 +82,18 @@ def test_a_schedule_cron_cannot_express_exactly_is_refused_with_the_reason(text,
     with pytest.raises(ValueError, match=reason.replace("(", r"\(")) as caught:
         cron_expression(text)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "zone", "clash"), [
+    ("1d@02:30", "Europe/Berlin", datetime(2026, 3, 29, 2, 30)),  # skipped by the spring change
+    ("30 1 * * *", "America/New_York", datetime(2026, 11, 1, 1, 30)),  # repeated by the fall change
+    ("1d@02:00", "Australia/Lord_Howe", datetime(2026, 10, 4, 2, 0)),  # October skips 02:00-02:30
+    ("1d@01:45", "Australia/Lord_Howe", datetime(2026, 4, 5, 1, 45)),  # April repeats 01:30-02:00
+    ("1h", "Europe/Berlin", datetime(2026, 3, 29, 2, 0)),
+    ("1d@03:30", "Europe/Berlin", None),
+    ("6h", "America/New_York", None),
+    ("1h", "UTC", None),
+    ("15m", "Asia/Kolkata", None),
+])
+def test_a_run_inside_a_dst_change_is_found_where_kubernetes_and_the_supervisor_part_ways(text, zone, clash):
+    assert dst_clash(text, zone, datetime(2026, 1, 1, tzinfo=timezone.utc), days=365) == clash
