@@ -184,3 +184,9 @@ def test_kubernetes_keys_under_global_are_defaults_a_strategy_merges_key_by_key(
 def test_an_unknown_kubernetes_key_is_a_config_error_naming_it(tmp_path):
     with pytest.raises(ConfigError, match=r"strategies\[0\] \(main_DB\)\.kubernetes"):
         load(tmp_path, BASE.replace("node_selector: {pool: backup}", "node_selektor: {pool: backup}"), SECRETS)
+
+
+def test_a_resource_that_is_not_a_kubernetes_quantity_is_a_config_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"strategies\[0\] \(main_DB\)\.kubernetes\.resources\.limits\.memory: "
+                                          r"'1 GB' is not a Kubernetes quantity"):
+        load(tmp_path, BASE.replace('limits: {memory: "1Gi"}', 'limits: {memory: "1 GB"}'), SECRETS)
