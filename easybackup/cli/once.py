@@ -16,6 +16,7 @@ from easybackup.config import load_config
 from easybackup.errors import UsageError
 from easybackup.logs import log, setup_logging
 from easybackup.supervision.batch import Batch
+from easybackup.urls import masked_url, url_secrets
 from easybackup.supervision.observers import LogObserver, Observers, TerminalProgress
 
 SLACK_DRAIN_S = 30.0
@@ -29,6 +30,10 @@ def add_parser(subparsers, common) -> None:
     parser.add_argument("--metrics-file", default=None, metavar="PATH",
                         help="after the run, write the metrics there (atomically) for node_exporter's textfile "
                              "collector; name it *.prom")
+    parser.add_argument("--push-metrics", default=None, metavar="URL",
+                        help="after the run, push each strategy's metrics to this Prometheus Pushgateway (job "
+                             "label = the strategy), e.g. http://pushgateway:9091; a failure is logged, never "
+                             "changes the exit code")
     parser.set_defaults(handler=run)
 
 
@@ -55,11 +60,32 @@ def write_metrics_file(metrics, path: str) -> None:
     log.debug(f"metrics written to {path}")
 
 
-def start_metrics(path: str, strategies) -> tuple:
-    """Given --metrics-file and the strategies to run, return (observer, metrics) for the run; raise UsageError
-    before any backup runs if the file cannot be written. Prometheus' code (and boto3, through the health
+def check_push_url(url: str) -> None:
+    """Given --push-metrics, raise UsageError if it holds a password: it is on the command line (a pod's spec)."""
+    if url_secrets(url):
+        raise UsageError(f"--push-metrics {masked_url(url)} holds a password, which would stand on the command line",
+                         hint="give the Pushgateway's URL without credentials (reach it inside the cluster)")
+
+
+def push_metrics(metrics, url: str, strategies) -> None:
+    """Given the metrics of the run, --push-metrics and the strategies run, push each strategy's series to the
+    Pushgateway; a failure of any kind is logged, the backups and the exit code stand (a side channel)."""
+    shown = masked_url(url) if "://" in url else url  # `host:9091` is a URL to push_to_gateway
+    for strategy in strategies:
+        try:
+            metrics.push(url, strategy.name)
+        except Exception as exc:  # noqa: BLE001 - urllib, http.client and bad URLs raise many kinds
+            log.bind(strategy=strategy.name).error(f"could not push metrics to {shown}: {exc}")
+        else:
+            log.bind(strategy=strategy.name).debug(f"metrics pushed to {shown}")
+
+
+def start_metrics(path: str | None, strategies) -> tuple:
+    """Given --metrics-file (or None) and the strategies to run, return (observer, metrics) for the run; raise
+    UsageError before any backup runs if the file cannot be written. Prometheus' code (and boto3, through the health
     state) is imported only then: it would add ~0.2 s to every run's start."""
-    check_metrics_file(path)
+    if path:
+        check_metrics_file(path)
     from easybackup.monitoring.metrics import Metrics
     from easybackup.monitoring.observer import MonitoringObserver
     from easybackup.monitoring.state import MonitorState
@@ -86,8 +112,10 @@ def run(args) -> int:
     config = load_config(args.config, env_file=args.env_file)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     strategies = config.select(args.strategy)
-    metrics_file = getattr(args, "metrics_file", None)
-    monitoring, metrics = start_metrics(metrics_file, strategies) if metrics_file else (None, None)
+    metrics_file, push_url = getattr(args, "metrics_file", None), getattr(args, "push_metrics", None)
+    if push_url:
+        check_push_url(push_url)
+    monitoring, metrics = start_metrics(metrics_file, strategies) if metrics_file or push_url else (None, None)
     slack, notifier = start_slack(config, metrics)
     outcome = Batch(config, strategies, build_observers([o for o in (monitoring, slack) if o is not None]),
                     spare=getattr(args, "spare_worker", None)).run()
@@ -95,8 +123,10 @@ def run(args) -> int:
         notifier.drain(SLACK_DRAIN_S)
         log.info(f"Slack: {notifier.stats.sent} sent, {notifier.stats.failed} failed, "
                  f"{notifier.stats.dropped} dropped")
-    if metrics is not None:
+    if metrics_file:
         write_metrics_file(metrics, metrics_file)
+    if push_url:
+        push_metrics(metrics, push_url, strategies)
     print(render_summary(outcome.results), file=sys.stdout)
     if outcome.terminated:
         return exitcodes.stopped_by(outcome.signal)

@@ -9,6 +9,7 @@ from easybackup.config.model import (
     Config,
     DatabaseTarget,
     Endpoint,
+    KubernetesSettings,
     PgDumpSettings,
     ProxySettings,
     RetrySettings,
@@ -73,6 +74,7 @@ def build_strategy(merged: dict) -> Strategy:
         slack=_slack(merged.get("slack") or {}),
         pg_dump=_pg_dump(merged.get("pg_dump") or {}),
         verify=VerifySettings(**(merged.get("verify") or {})),
+        kubernetes=_kubernetes(merged.get("kubernetes") or {}),
         tunnel=_tunnel(merged.get("tunnel")),
         proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
         **_durations(_pick(merged, "retention"), "retention"),
@@ -114,6 +116,12 @@ def _slack(slack: dict) -> SlackSettings:
 
 def _pg_dump(pg_dump: dict) -> PgDumpSettings:
     return PgDumpSettings(**_pick(pg_dump, "format"), extra_args=tuple(pg_dump.get("extra_args", ())))
+
+
+def _kubernetes(kubernetes: dict) -> KubernetesSettings:
+    return KubernetesSettings(**_durations(_pick(kubernetes, "resources", "node_selector", "active_deadline"),
+                                           "active_deadline"),
+                              tolerations=tuple(kubernetes.get("tolerations", ())))
 
 
 def _tunnel(tunnel: dict | None) -> TunnelSettings | None:

@@ -22,7 +22,7 @@ NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
                  ("timeout", "upload"), ("timeout", "shutdown_grace"), ("timeout", "connect"),
-                 ("slack", "progress_interval"))
+                 ("slack", "progress_interval"), ("kubernetes", "active_deadline"))
 MAX_LEVEL = {"gzip": 9, "zstd": 19}
 
 

@@ -237,15 +237,21 @@ def _warn_if_readable_with_secrets(path: Path, raw) -> None:
                     f"chmod 600 it, or move the secrets to the environment or a .env file")
 
 
-def _holds_literal_secret(node, key=None) -> bool:
+def _holds_literal_secret(raw) -> bool:
     """Given raw parsed YAML (before expansion), return True if a secret is written in the file itself."""
+    return bool(literal_secret_paths(raw))
+
+
+def literal_secret_paths(node, path: tuple = ()) -> list[str]:
+    """Given raw parsed YAML (before expansion), return where a secret is written in the file itself, not as a
+    `${VARIABLE}` (`global.slack.bot_token`, `strategies[0].database_url`), in document order."""
     if isinstance(node, dict):
-        return any(_holds_literal_secret(value, k) for k, value in node.items())
+        return [found for key, value in node.items() for found in literal_secret_paths(value, (*path, key))]
     if isinstance(node, list):
-        return any(_holds_literal_secret(item) for item in node)
+        return [found for index, item in enumerate(node) for found in literal_secret_paths(item, (*path, index))]
     if not isinstance(node, str) or not node:
-        return False
-    if key in SECRET_KEYS:
-        return "${" not in node
+        return []
+    if path and path[-1] in SECRET_KEYS:
+        return [format_path(path)] if "${" not in node else []
     secrets = url_secrets(node) if "://" in node else []
-    return any("${" not in secret for secret in secrets)
+    return [format_path(path)] if any("${" not in secret for secret in secrets) else []

@@ -74,6 +74,17 @@ class VerifySettings:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """How `render kubernetes` shapes the strategy's CronJob (the supervisor ignores it). `resources` is
+    {"requests": {...}, "limits": {...}} and `tolerations` Kubernetes' own mappings, copied as written."""
+
+    resources: dict = field(default_factory=dict)
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple[dict, ...] = ()
+    active_deadline: float | None = None
+
+
+@dataclass(frozen=True)
 class DatabaseTarget:
     name: str  # the archive's name in S3; the dbname of the URL unless given
     url: str
@@ -112,6 +123,7 @@ class Strategy:
     slack: SlackSettings = field(default_factory=SlackSettings)
     pg_dump: PgDumpSettings = field(default_factory=PgDumpSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     tunnel: TunnelSettings | None = None
     proxy: ProxySettings | None = None
 

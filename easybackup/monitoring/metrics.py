@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, push_to_gateway
+from prometheus_client.metrics_core import Metric
 from prometheus_client.metrics import disable_created_metrics
 
 from easybackup import __version__
@@ -26,6 +27,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest() writes
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, float("inf"))
 RUN_STATUSES = ("success", "failed", "skipped")
 VERIFY_STATUSES = ("success", "failed")
+PUSH_TIMEOUT_S = 10.0  # a Pushgateway that does not answer must not hold a finished backup's pod for long
 
 
 def _strategy_name(item) -> str:
@@ -203,6 +205,26 @@ class Metrics:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+
+    def push(self, gateway: str, strategy: str, timeout: float = PUSH_TIMEOUT_S) -> None:
+        """Given a Prometheus Pushgateway URL and a strategy, replace the group `job=<strategy>` there with the
+        strategy's series and those of no strategy (build info); raise what the HTTP request raised."""
+        push_to_gateway(gateway, job=strategy, registry=_OneStrategy(self.registry, strategy), timeout=timeout)
+
+
+class _OneStrategy:
+    """A collector of one strategy's samples of a registry: a run of several strategies pushes each to its own
+    group, so one strategy's next run replaces its series and leaves the others' alone."""
+
+    def __init__(self, registry: CollectorRegistry, strategy: str):
+        self.registry, self.strategy = registry, strategy
+
+    def collect(self):
+        for family in self.registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = [sample for sample in family.samples
+                            if sample.labels.get("strategy", self.strategy) == self.strategy]
+            yield kept
 
 
 def _is_number(value) -> bool:

@@ -455,6 +455,12 @@ def _cron_days(cron: CronFields, start: date, stop: date) -> Iterator[date]:
         day = _cron_next_day_or_fail(cron, day + timedelta(days=1), 1)
 
 
+def next_local_time(schedule: Schedule | str, local: datetime) -> datetime:
+    """Given a schedule and a naive local wall-clock time, return the first scheduled local time strictly after it
+    (before any DST rule maps it to an instant)."""
+    return _next_local(_as_schedule(schedule), local.replace(tzinfo=None))
+
+
 def validate_timezone(name: str) -> str:
     """Given an IANA timezone name, return it stripped; raise ValueError if it is not a known timezone."""
     text = require_text(name, "timezone", "UTC or Europe/Berlin")

@@ -61,8 +61,17 @@ def kubernetes_objects(kind: str) -> list[dict]:
 
 
 def configmap_config() -> str:
-    (configmap,) = kubernetes_objects("ConfigMap")
-    return configmap["data"]["config.yaml"]
+    """Return the config the manifests mount: `render kubernetes` writes it as a ConfigMap, or as a Secret when it
+    holds secrets literally (examples/config.yaml does)."""
+    (holder,) = [doc for kind in ("ConfigMap", "Secret") for doc in kubernetes_objects(kind)
+                 if doc["metadata"]["name"] == "easybackup-config"]
+    return (holder.get("data") or holder["stringData"])["config.yaml"]
+
+
+def config_volume(volumes: dict, name: str) -> str:
+    """Given a pod's volumes by name and a volume's name, return the ConfigMap or Secret it mounts."""
+    volume = volumes[name]
+    return volume["configMap"]["name"] if "configMap" in volume else volume["secret"]["secretName"]
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -386,13 +395,13 @@ def test_the_config_in_the_kubernetes_configmap_passes_validate(tmp_path):
     config.chmod(0o600)
     done = validate(config, KUBERNETES_ENV)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "valid, 2 strategies" in done.stdout
+    assert "valid, 3 strategies" in done.stdout  # examples/config.yaml, which `render kubernetes` rendered
 
 
 def test_the_kubernetes_secret_provides_every_variable_the_configmap_reads():
-    (secret,) = kubernetes_objects("Secret")
+    (secret,) = [doc for doc in kubernetes_objects("Secret") if doc["metadata"]["name"] == "easybackup-env"]
     used = set(re.findall(r"\$\{(\w+)", configmap_config()))
-    assert used and used <= set(secret["stringData"])
+    assert used <= set(secret["stringData"])
 
 
 def test_the_deployment_runs_one_supervisor_that_outlives_its_shutdown_grace():
@@ -400,7 +409,8 @@ def test_the_deployment_runs_one_supervisor_that_outlives_its_shutdown_grace():
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
     pod = spec["template"]["spec"]
-    grace = parse_duration(yaml.safe_load(configmap_config())["global"]["timeout"]["shutdown_grace"])
+    timeout = yaml.safe_load(configmap_config())["global"]["timeout"]
+    grace = parse_duration(timeout.get("shutdown_grace", "60s"))
     assert pod["terminationGracePeriodSeconds"] == 90 > grace
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
     (container,) = pod["containers"]
@@ -415,7 +425,7 @@ def test_the_deployment_runs_one_supervisor_that_outlives_its_shutdown_grace():
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     temp_dir = yaml.safe_load(configmap_config())["global"]["temp_dir"]
     assert temp_dir.startswith("/tmp/") and "emptyDir" in volumes[mounts["/tmp"]]
-    assert volumes[mounts["/etc/easybackup"]]["configMap"]["name"] == "easybackup-config"
+    assert config_volume(volumes, mounts["/etc/easybackup"]) == "easybackup-config"
 
 
 def test_there_is_one_cronjob_per_strategy_running_easybackup_once():
@@ -428,7 +438,7 @@ def test_there_is_one_cronjob_per_strategy_running_easybackup_once():
         job = cronjob["spec"]["jobTemplate"]["spec"]
         assert job["backoffLimit"] >= 0 and job["activeDeadlineSeconds"] > 0
         pod = job["template"]["spec"]
-        assert pod["restartPolicy"] == "Never" and pod["terminationGracePeriodSeconds"] == 90
+        assert pod["restartPolicy"] == "Never" and pod["terminationGracePeriodSeconds"] == 60 + 15
         (container,) = pod["containers"]
         assert container["command"][-1] == "easybackup-once"
         assert container["args"][0] == "--strategy"

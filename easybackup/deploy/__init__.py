@@ -1,0 +1,1 @@
+"""Deployment manifests rendered from a loaded config (kubernetes.py: one CronJob per strategy)."""
