@@ -112,6 +112,8 @@ CASES = [
     ("token-without-channel", patched(global__slack={"bot_token": "xoxb-1-abc"}),
      "global.slack.channel_id: required when slack.bot_token is set"),
     ("bad-bucket-name", patched(global__s3__bucket="My_Bucket"), "global.s3.bucket: 'My_Bucket' is not a bucket"),
+    ("node-selector-int-key", patched(strategies__0__kubernetes={"node_selector": {0: "", "bad key!": "x"}}),
+     "strategies[0] (app).kubernetes.node_selector: expected a string, got an integer (0)"),
     ("bad-strategy-name", patched(strategies__0__name="prod/db"),
      "strategies[0] (prod/db).name: 'prod/db' may hold only"),
     ("reserved-pg-dump-arg", patched(global__pg_dump={"extra_args": ["--no-owner", "--file=/tmp/x"]}),
