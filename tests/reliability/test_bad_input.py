@@ -115,8 +115,12 @@ def schema_value(draw, node: dict, key: str | None = None, depth: int = 0):
     kind = node.get("type")
     if kind == "object":
         properties = node.get("properties", {})
-        keys = draw(st.lists(st.sampled_from(sorted(properties)), unique=True, max_size=min(6, len(properties))))
+        keys = draw(st.lists(st.sampled_from(sorted(properties)), unique=True, max_size=min(6, len(properties)))
+                    ) if properties else []
         value = {name: draw(schema_value(properties[name], name, depth + 1)) for name in keys}
+        if isinstance(node.get("additionalProperties"), dict):  # a map (node_selector): keys of its own choosing
+            names = draw(st.lists(st.sampled_from(["pool", "zone", "kubernetes.io/os"]) | HOSTILE_KEYS, max_size=3))
+            value.update({name: draw(schema_value(node["additionalProperties"], key, depth + 1)) for name in names})
         if draw(st.integers(0, 7)) == 0:
             value[draw(HOSTILE_KEYS)] = draw(HOSTILE)
         return value
