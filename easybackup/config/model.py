@@ -96,6 +96,19 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class RetentionTiers:
+    """`retention` as a mapping: the newest `keep_last`, and the newest backup of each of the newest N hours, days,
+    ISO weeks, months and years that hold one (catalogue.tiers)."""
+
+    keep_last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     databases: tuple[DatabaseTarget, ...]
@@ -114,6 +127,7 @@ class Strategy:
     verify: VerifySettings = field(default_factory=VerifySettings)
     tunnel: TunnelSettings | None = None
     proxy: ProxySettings | None = None
+    tiers: RetentionTiers | None = None  # `retention` written as tiers; then `retention` is the span they cover
 
     def to_dict(self) -> dict:
         return to_dict(self)
