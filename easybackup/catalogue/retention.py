@@ -4,6 +4,7 @@ The rules, in order of strength:
 - only complete backups of ours are candidates: an object without an easybackup manifest is never touched
   (foreign objects, and incomplete archives, which `easybackup list` shows instead);
 - the newest complete backup of each database is always kept, and so are the newest `keep_last`, however old;
+- a pinned backup (catalogue.pins) is kept while its pin holds; an expired pin goes with its backup;
 - of the rest, a backup is deleted when it started more than `retention` seconds before `now`, or, when
   retention is written as tiers, when no tier keeps it (catalogue.tiers, which says why for each backup).
 
@@ -26,11 +27,12 @@ from datetime import datetime, timezone
 from botocore.exceptions import BotoCoreError, ClientError
 
 from easybackup.catalogue.listing import StoredObject, incomplete_archives, list_objects, read_backups, scan_prefix
+from easybackup.catalogue.pins import pin_reason, read_pins
 from easybackup.catalogue.tiers import BackupLike, Decision, decide
 from easybackup.config.model import RetentionTiers, Strategy
 from easybackup.logs import log
 from easybackup.scheduling import format_duration
-from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, run_name_of_record, split_run_name
+from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, pin_key, run_name_of_record, split_run_name
 from easybackup.storage.runrecord import list_run_record_keys
 from easybackup.storage.s3 import classify_s3_error
 
@@ -86,8 +88,9 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     refuses to delete is reported in `errors`, and the others are still deleted.
     """
     backups = read_backups(client, strategy)
+    pins = read_pins(client, strategy)
     decisions = tuple(decide(backups, now, retention_seconds=strategy.retention, keep_last=strategy.keep_last,
-                             tiers=strategy.tiers, timezone=strategy.timezone))
+                             tiers=strategy.tiers, timezone=strategy.timezone, protected=pin_reason(pins, now)))
     delete = [d.backup for d in decisions if not d.keep]
     bound = log.bind(strategy=strategy.name)
     _log_decisions(bound, decisions, dry_run, explain)
@@ -99,6 +102,8 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     failed: dict[str, str] = {}
     for batch in deletion_batches(delete, batch_keys):
         failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound))
+    # the expired pins of the backups deleted, with the run records: a pin left behind would pin nothing
+    records = records + [pin_key(b.key) for b in delete if pin_key(b.key) in pins and b.key not in failed]
     for start in range(0, len(records), batch_keys):
         failed.update(_delete_batch(client, strategy.s3.bucket, records[start:start + batch_keys], bound))
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
@@ -110,7 +115,8 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
         bound.info("retention: deleted {} backup(s), kept {}{}", len(deleted), kept,
                    f", {len(errors)} object(s) not deleted" if errors else "")
     return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors),
-                           records_deleted=len([key for key in records if key not in failed]), decisions=decisions)
+                           records_deleted=len([key for key in records if key not in failed and key not in pins]),
+                           decisions=decisions)
 
 
 def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool) -> None:
