@@ -5,6 +5,8 @@ The rules, in order of strength:
   (foreign objects, and incomplete archives, which `easybackup list` shows instead);
 - the newest complete backup of each database is always kept, and so are the newest `keep_last`, however old;
 - a pinned backup (catalogue.pins) is kept while its pin holds; an expired pin goes with its backup;
+- while the newest backups of a database are suspicious (catalogue.anomaly: a size drop), the newest normal one
+  is kept;
 - of the rest, a backup is deleted when it started more than `retention` seconds before `now`, or, when
   retention is written as tiers, when no tier keeps it (catalogue.tiers, which says why for each backup).
 
@@ -20,19 +22,30 @@ writing the manifest. `delete_orphans` deletes those (the supervisor at start, a
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from easybackup.catalogue.listing import StoredObject, incomplete_archives, list_objects, read_backups, scan_prefix
+from easybackup.catalogue.anomaly import suspicious
+from easybackup.catalogue.listing import (
+    StoredObject,
+    database_dir,
+    incomplete_archives,
+    list_objects,
+    parse_utc,
+    read_backups,
+    scan_prefix,
+)
 from easybackup.catalogue.pins import pin_reason, read_pins
 from easybackup.catalogue.tiers import BackupLike, Decision, decide
-from easybackup.config.model import RetentionTiers, Strategy
+from easybackup.config.model import AnomalySettings, RetentionTiers, Strategy
 from easybackup.logs import log
 from easybackup.scheduling import format_duration
 from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, pin_key, run_name_of_record, split_run_name
+from easybackup.storage.manifest import Manifest
 from easybackup.storage.runrecord import list_run_record_keys
 from easybackup.storage.s3 import classify_s3_error
 
@@ -64,6 +77,24 @@ def plan_retention(backups: Sequence[BackupLike], now: datetime, retention_secon
     return [d.backup for d in decisions if not d.keep], [d.backup for d in decisions if d.keep]
 
 
+def newest_normal(backups: Sequence[Manifest], settings: AnomalySettings) -> dict[str, str]:
+    """Given complete backups and the size-drop settings, return {key: reason} for the newest backup of each
+    database that is not suspicious, where newer ones are (catalogue.anomaly): a run of suspicious backups must not
+    push the last normal one out. Pure."""
+    groups: dict[str, list] = defaultdict(list)
+    for backup in backups:
+        groups[database_dir(backup.key)].append(backup)
+    found = {}
+    for members in groups.values():
+        ordered = sorted(members, key=lambda b: (parse_utc(b.started_at), b.key))
+        flagged = suspicious([(b.key, b.stored_bytes) for b in ordered], settings)
+        normal = [index for index, b in enumerate(ordered) if b.key not in flagged]
+        if normal and normal[-1] < len(ordered) - 1:
+            newer = len(ordered) - 1 - normal[-1]
+            found[ordered[normal[-1]].key] = f"the newest normal backup ({newer} newer one(s) suspicious: size drop)"
+    return found
+
+
 def deletion_batches(backups: Sequence[BackupLike], batch_keys: int = DELETE_BATCH_KEYS) -> list[list[str]]:
     """Given backups to delete, return lists of keys of at most `batch_keys`, an archive always in the same batch
     as its manifest."""
@@ -89,8 +120,10 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     """
     backups = read_backups(client, strategy)
     pins = read_pins(client, strategy)
+    pinned, normal = pin_reason(pins, now), newest_normal(backups, strategy.anomaly)
     decisions = tuple(decide(backups, now, retention_seconds=strategy.retention, keep_last=strategy.keep_last,
-                             tiers=strategy.tiers, timezone=strategy.timezone, protected=pin_reason(pins, now)))
+                             tiers=strategy.tiers, timezone=strategy.timezone,
+                             protected=lambda backup: pinned(backup) or normal.get(backup.key)))
     delete = [d.backup for d in decisions if not d.keep]
     bound = log.bind(strategy=strategy.name)
     _log_decisions(bound, decisions, dry_run, explain)

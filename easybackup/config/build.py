@@ -6,6 +6,7 @@ from urllib.parse import unquote, urlsplit
 
 from easybackup.config.merge import effective_strategy
 from easybackup.config.model import (
+    AnomalySettings,
     Config,
     DatabaseTarget,
     Endpoint,
@@ -76,6 +77,7 @@ def build_strategy(merged: dict) -> Strategy:
         verify=VerifySettings(**(merged.get("verify") or {})),
         tunnel=_tunnel(merged.get("tunnel")),
         proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
+        anomaly=AnomalySettings(**(merged.get("anomaly") or {})),
         **{**_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
            **_retention(merged.get("retention"))},
     )

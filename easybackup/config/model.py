@@ -96,6 +96,14 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class AnomalySettings:
+    """The size-drop alarm (catalogue.anomaly)."""
+
+    min_ratio: float = 0.5
+    window: int = 7
+
+
+@dataclass(frozen=True)
 class RetentionTiers:
     """`retention` as a mapping: the newest `keep_last`, and the newest backup of each of the newest N hours, days,
     ISO weeks, months and years that hold one (catalogue.tiers)."""
@@ -128,6 +136,7 @@ class Strategy:
     tunnel: TunnelSettings | None = None
     proxy: ProxySettings | None = None
     tiers: RetentionTiers | None = None  # `retention` written as tiers; then `retention` is the span they cover
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
 
     def to_dict(self) -> dict:
         return to_dict(self)
