@@ -17,6 +17,7 @@ from easybackup.errors import EasybackupError, UsageError
 from easybackup.storage.layout import (
     GLOBALS,
     MANIFEST_SUFFIX,
+    PIN_SUFFIX,
     database_prefix,
     globals_prefix,
     manifest_key,
@@ -105,7 +106,7 @@ def other_objects(catalogue: Catalogue, strategy: Strategy, now: datetime,
     """Given a catalogue, now and the longest run the strategy allows, return every object that is not a listed
     backup's archive or manifest, each with what it is: `orphaned` (no manifest, older than the longest run: the
     supervisor at start and `prune` delete it), `incomplete` (no manifest yet: a run may still commit it), `run
-    record`, `manifest` (of a backup that is not listed: unreadable, or another strategy's), or `foreign`."""
+    record`, `pin`, `manifest` (of a backup that is not listed: unreadable, or another strategy's), or `foreign`."""
     listed = {key for m in catalogue.backups for key in (m.key, manifest_key(m.key))}
     incomplete = {item.key for item in catalogue.incomplete}
     found = []
@@ -117,6 +118,8 @@ def other_objects(catalogue: Catalogue, strategy: Strategy, now: datetime,
             kind = "orphaned" if old else "incomplete"
         elif run_name_of_record(item.key) is not None:
             kind = "run record"
+        elif item.key.endswith(PIN_SUFFIX):
+            kind = "pin"
         elif item.key.endswith(MANIFEST_SUFFIX):
             kind = "manifest"
         else:

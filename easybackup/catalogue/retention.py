@@ -3,8 +3,12 @@
 The rules, in order of strength:
 - only complete backups of ours are candidates: an object without an easybackup manifest is never touched
   (foreign objects, and incomplete archives, which `easybackup list` shows instead);
-- the newest `keep_last` backups of each database are kept, however old;
-- of the rest, a backup is deleted when it started more than `retention` seconds before `now`.
+- the newest complete backup of each database is always kept, and so are the newest `keep_last`, however old;
+- a pinned backup (catalogue.pins) is kept while its pin holds; an expired pin goes with its backup;
+- while the newest backups of a database are suspicious (catalogue.anomaly: a size drop), the newest normal one
+  is kept;
+- of the rest, a backup is deleted when it started more than `retention` seconds before `now`, or, when
+  retention is written as tiers, when no tier keeps it (catalogue.tiers, which says why for each backup).
 
 Callers run retention only after a successful run (a failed run never deletes anything).
 
@@ -22,10 +26,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from easybackup.catalogue.anomaly import suspicious
 from easybackup.catalogue.listing import (
     StoredObject,
     database_dir,
@@ -35,10 +39,13 @@ from easybackup.catalogue.listing import (
     read_backups,
     scan_prefix,
 )
-from easybackup.config.model import Strategy
+from easybackup.catalogue.pins import pin_reason, read_pins
+from easybackup.catalogue.tiers import BackupLike, Decision, decide
+from easybackup.config.model import AnomalySettings, RetentionTiers, Strategy
 from easybackup.logs import log
 from easybackup.scheduling import format_duration
-from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, run_name_of_record, split_run_name
+from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, pin_key, run_name_of_record, split_run_name
+from easybackup.storage.manifest import Manifest
 from easybackup.storage.runrecord import list_run_record_keys
 from easybackup.storage.s3 import classify_s3_error
 
@@ -48,17 +55,13 @@ RUN_RECORDS_KEPT = 20  # whatever their age: a restart reads up to this many for
 ORPHAN_MARGIN_S = 3600.0
 
 
-class BackupLike(Protocol):
-    key: str
-    started_at: str
-
-
 @dataclass(frozen=True)
 class RetentionResult:
     deleted: tuple[str, ...]  # archive keys whose backup (archive and manifest) was deleted
     kept: int  # complete backups left
     errors: tuple[str, ...]  # `key: reason` for each object S3 did not delete
     records_deleted: int = 0  # run records past retention
+    decisions: tuple[Decision, ...] = ()  # every complete backup, kept or not, and why (oldest first)
 
     @property
     def ok(self) -> bool:
@@ -66,22 +69,30 @@ class RetentionResult:
 
 
 def plan_retention(backups: Sequence[BackupLike], now: datetime, retention_seconds: float,
-                   keep_last: int) -> tuple[list, list]:
-    """Given complete backups, the current time (aware), `retention` and `keep_last`, return (delete, keep), each
-    oldest first. Pure: reads nothing but its arguments."""
+                   keep_last: int, *, tiers: RetentionTiers | None = None, timezone: str = "UTC") -> tuple[list, list]:
+    """Given complete backups, the current time (aware), `retention` and `keep_last` (or `tiers`, in `timezone`),
+    return (delete, keep), each oldest first. Pure: reads nothing but its arguments (catalogue.tiers.decide)."""
+    decisions = decide(backups, now, retention_seconds=retention_seconds, keep_last=keep_last, tiers=tiers,
+                       timezone=timezone)
+    return [d.backup for d in decisions if not d.keep], [d.backup for d in decisions if d.keep]
+
+
+def newest_normal(backups: Sequence[Manifest], settings: AnomalySettings) -> dict[str, str]:
+    """Given complete backups and the size-drop settings, return {key: reason} for the newest backup of each
+    database that is not suspicious, where newer ones are (catalogue.anomaly): a run of suspicious backups must not
+    push the last normal one out. Pure."""
     groups: dict[str, list] = defaultdict(list)
     for backup in backups:
         groups[database_dir(backup.key)].append(backup)
-    delete, keep = [], []
+    found = {}
     for members in groups.values():
-        newest_first = sorted(members, key=lambda b: (b.started_at, b.key), reverse=True)
-        protected, candidates = newest_first[:max(keep_last, 0)], newest_first[max(keep_last, 0):]
-        keep.extend(protected)
-        for backup in candidates:
-            age = (now - parse_utc(backup.started_at)).total_seconds()
-            (delete if age > retention_seconds else keep).append(backup)
-    order = lambda b: (b.started_at, b.key)  # noqa: E731
-    return sorted(delete, key=order), sorted(keep, key=order)
+        ordered = sorted(members, key=lambda b: (parse_utc(b.started_at), b.key))
+        flagged = suspicious([(b.key, b.stored_bytes) for b in ordered], settings)
+        normal = [index for index, b in enumerate(ordered) if b.key not in flagged]
+        if normal and normal[-1] < len(ordered) - 1:
+            newer = len(ordered) - 1 - normal[-1]
+            found[ordered[normal[-1]].key] = f"the newest normal backup ({newer} newer one(s) suspicious: size drop)"
+    return found
 
 
 def deletion_batches(backups: Sequence[BackupLike], batch_keys: int = DELETE_BATCH_KEYS) -> list[list[str]]:
@@ -98,26 +109,34 @@ def deletion_batches(backups: Sequence[BackupLike], batch_keys: int = DELETE_BAT
 
 
 def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..., None] | None = None, *,
-                    dry_run: bool = False, batch_keys: int = DELETE_BATCH_KEYS) -> RetentionResult:
+                    dry_run: bool = False, batch_keys: int = DELETE_BATCH_KEYS,
+                    explain: bool = False) -> RetentionResult:
     """Given a strategy and the current time (aware), delete its backups that retention no longer keeps; return
-    what was deleted and kept. With `emit`, send a `retention` event (deleted, kept counts).
+    what was deleted and kept, and why (`decisions`). With `emit`, send a `retention` event (deleted, kept counts).
+    Each deletion is logged with its reasons; each kept backup too, at info with `explain` (prune), else at debug.
 
     Raise the classified S3 error if the backups cannot be listed (then nothing was deleted); an object S3
     refuses to delete is reported in `errors`, and the others are still deleted.
     """
     backups = read_backups(client, strategy)
-    delete, keep = plan_retention(backups, now, strategy.retention, strategy.keep_last)
+    pins = read_pins(client, strategy)
+    pinned, normal = pin_reason(pins, now), newest_normal(backups, strategy.anomaly)
+    decisions = tuple(decide(backups, now, retention_seconds=strategy.retention, keep_last=strategy.keep_last,
+                             tiers=strategy.tiers, timezone=strategy.timezone,
+                             protected=lambda backup: pinned(backup) or normal.get(backup.key)))
+    delete = [d.backup for d in decisions if not d.keep]
     bound = log.bind(strategy=strategy.name)
+    _log_decisions(bound, decisions, dry_run, explain)
     records = old_run_records(list_run_record_keys(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name),
                               now, strategy.retention)
     if dry_run:
-        for backup in delete:
-            bound.info("retention (dry run) would delete {} and its manifest", backup.key)
-        return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(keep), errors=(),
-                               records_deleted=len(records))
+        return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(backups) - len(delete), errors=(),
+                               records_deleted=len(records), decisions=decisions)
     failed: dict[str, str] = {}
     for batch in deletion_batches(delete, batch_keys):
         failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound))
+    # the expired pins of the backups deleted, with the run records: a pin left behind would pin nothing
+    records = records + [pin_key(b.key) for b in delete if pin_key(b.key) in pins and b.key not in failed]
     for start in range(0, len(records), batch_keys):
         failed.update(_delete_batch(client, strategy.s3.bucket, records[start:start + batch_keys], bound))
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
@@ -129,7 +148,19 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
         bound.info("retention: deleted {} backup(s), kept {}{}", len(deleted), kept,
                    f", {len(errors)} object(s) not deleted" if errors else "")
     return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors),
-                           records_deleted=len([key for key in records if key not in failed]))
+                           records_deleted=len([key for key in records if key not in failed and key not in pins]),
+                           decisions=decisions)
+
+
+def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool) -> None:
+    """Log why each backup goes (info) and why each stays (info when explaining, else debug)."""
+    for decision in decisions:
+        reasons = "; ".join(decision.reasons)
+        if decision.keep:
+            (bound.info if explain else bound.debug)("retention keeps {}: {}", decision.backup.key, reasons)
+        else:
+            verb = "would delete" if dry_run else "deletes"
+            bound.info("retention {} {} and its manifest: {}", verb, decision.backup.key, reasons)
 
 
 def old_run_records(keys: Sequence[str], now: datetime, retention_seconds: float,

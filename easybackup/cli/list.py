@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from easybackup import exitcodes
 from easybackup.catalogue.listing import Catalogue, other_objects, parse_utc, read_catalogue
+from easybackup.catalogue.pins import Pin, read_pins
 from easybackup.catalogue.retention import longest_run_s
 from easybackup.cli.summary import render_table
 from easybackup.config import load_config
@@ -16,7 +18,7 @@ from easybackup.config.model import Config, Strategy
 from easybackup.humanize import format_bytes
 from easybackup.logs import setup_logging
 from easybackup.scheduling.durations import format_duration
-from easybackup.storage.layout import manifest_key, strategy_prefix
+from easybackup.storage.layout import manifest_key, pin_key, strategy_prefix
 from easybackup.storage.s3 import make_client
 
 HEADERS = ("TIME", "UTC", "DATABASE", "SIZE", "DURATION", "VERIFIED", "SHA256", "KEY")
@@ -47,20 +49,23 @@ def load(args: argparse.Namespace) -> Config:
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     strategies = config.select([args.strategy] if args.strategy else None)
-    found = [(strategy, read_catalogue(make_client(strategy.s3), strategy, args.database))
-             for strategy in strategies]
+    found = []
+    for strategy in strategies:
+        client = make_client(strategy.s3)
+        catalogue = read_catalogue(client, strategy, args.database)
+        found.append((strategy, catalogue, read_pins(client, strategy, list(catalogue.objects))))
     show_all = getattr(args, "all", False)
     now = datetime.now(timezone.utc)
     if args.json:
         documents = []
-        for strategy, catalogue in found:
-            document = catalogue_json(strategy, catalogue)
+        for strategy, catalogue, pins in found:
+            document = catalogue_json(strategy, catalogue, pins)
             if show_all:
                 document["others"] = others_json(strategy, catalogue, now)
             documents.append(document)
         print(json.dumps({"strategies": documents}, indent=1))
     else:
-        print("\n\n".join(catalogue_text(s, c) + (others_text(s, c, now) if show_all else "") for s, c in found))
+        print("\n\n".join(catalogue_text(s, c, p) + (others_text(s, c, now) if show_all else "") for s, c, p in found))
     return exitcodes.OK
 
 
@@ -87,15 +92,16 @@ def local_time(utc_text: str, timezone: str) -> str:
     return f"{parse_utc(utc_text).astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M:%S %Z}"
 
 
-def catalogue_text(strategy: Strategy, catalogue: Catalogue) -> str:
-    """Given a strategy and its catalogue, return the table an operator reads."""
+def catalogue_text(strategy: Strategy, catalogue: Catalogue, pins: dict[str, Pin] | None = None) -> str:
+    """Given a strategy, its catalogue and its pins (by pin key), return the table an operator reads."""
     where = f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"
     count = len(catalogue.backups)
     lines = [f"{strategy.name}: {count} backup{'' if count == 1 else 's'} in {where}"]
     if catalogue.backups:
         rows = [(local_time(m.started_at, strategy.timezone), m.started_at, m.database, format_bytes(m.stored_bytes),
                  format_duration(m.duration_s) if m.duration_s is not None else "-", "yes" if m.verified else "no",
-                 m.sha256[:12], m.key + ("  (ARCHIVE MISSING)" if m.key in catalogue.missing_archives else ""))
+                 m.sha256[:12], m.key + ("  (ARCHIVE MISSING)" if m.key in catalogue.missing_archives else "")
+                 + (f"  ({pins[pin_key(m.key)].describe()})" if pin_key(m.key) in (pins or {}) else ""))
                 for m in catalogue.backups]
         lines.append(render_table(rows, (f"TIME ({strategy.timezone})", *HEADERS[1:])))
     if catalogue.incomplete:
@@ -105,14 +111,16 @@ def catalogue_text(strategy: Strategy, catalogue: Catalogue) -> str:
     return "\n".join(lines)
 
 
-def catalogue_json(strategy: Strategy, catalogue: Catalogue) -> dict:
-    """Given a strategy and its catalogue, return it as JSON-able data."""
+def catalogue_json(strategy: Strategy, catalogue: Catalogue, pins: dict[str, Pin] | None = None) -> dict:
+    """Given a strategy, its catalogue and its pins, return it as JSON-able data (`pin` on a pinned backup)."""
     backups = []
     for manifest in catalogue.backups:
         entry = json.loads(manifest.to_json())
         entry.update(local_time=local_time(manifest.started_at, strategy.timezone),
                      manifest_key=manifest_key(manifest.key), archive_present=manifest.key not in
                      catalogue.missing_archives)
+        if pin_key(manifest.key) in (pins or {}):
+            entry["pin"] = asdict(pins[pin_key(manifest.key)])
         backups.append(entry)
     incomplete = [{"key": item.key, "size": item.size,
                    "last_modified": f"{item.last_modified:%Y-%m-%dT%H:%M:%SZ}"} for item in catalogue.incomplete]

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 from easybackup import exitcodes
 from easybackup.catalogue.listing import incomplete_archives, list_objects, scan_prefix
-from easybackup.catalogue.retention import apply_retention, delete_orphans, longest_run_s
+from easybackup.catalogue.retention import RetentionResult, apply_retention, delete_orphans, longest_run_s
 from easybackup.cli.list import load
+from easybackup.cli.validate import policy_text
 from easybackup.humanize import format_bytes
 from easybackup.scheduling.durations import format_duration
 from easybackup.storage.s3 import make_client
@@ -23,7 +24,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     """Register `prune` with the common options."""
     parser = subparsers.add_parser(
         "prune", parents=[common], help="delete backups that retention no longer keeps",
-        description="Delete complete backups older than `retention`, never the newest `keep_last` of a database; "
+        description="Delete complete backups that `retention` no longer keeps (older than its duration, or kept by "
+        "none of its tiers), never the newest `keep_last` of a database, and say for each backup which rule keeps "
+        "it or why it goes; "
         "delete run records past `retention` (the newest 20 stay), and archives without a manifest older than the "
         "longest run their strategy allows. Objects that are not easybackup's are never touched.")
     parser.add_argument("-s", "--strategy", default=None, metavar="NAME", help="only this strategy")
@@ -37,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     for strategy in config.select([args.strategy] if args.strategy else None):
         client = make_client(strategy.s3)
-        result = apply_retention(client, strategy, now, dry_run=args.dry_run)
+        result = apply_retention(client, strategy, now, dry_run=args.dry_run, explain=True)
         verb = "would delete" if args.dry_run else "deleted"
-        rule = f"retention {format_duration(strategy.retention)}, keep_last {strategy.keep_last}"
-        print(f"{strategy.name}: {verb} {len(result.deleted)} backup(s), kept {result.kept} ({rule})")
-        for key in result.deleted:
-            print(f"  {verb} {key} (and its manifest)")
+        print(f"{strategy.name}: {verb} {len(result.deleted)} backup(s), kept {result.kept} "
+              f"(retention {policy_text(strategy)})")
+        for line in decision_lines(result, verb):
+            print(f"  {line}")
         for error in result.errors:
             print(f"  NOT DELETED {error}")
         if result.records_deleted:
@@ -50,6 +53,20 @@ def run(args: argparse.Namespace) -> int:
         failed = failed or bool(result.errors)
         failed = _prune_orphans(client, strategy, now, args.dry_run) or failed
     return exitcodes.FAILED if failed else exitcodes.OK
+
+
+def decision_lines(result: RetentionResult, verb: str) -> list[str]:
+    """Given what retention did, return one line per backup, oldest first: kept and by which rules, or deleted
+    (`verb`) and why no rule keeps it. A backup S3 would not delete is left to the NOT DELETED lines."""
+    deleted = set(result.deleted)
+    lines = []
+    for decision in result.decisions:
+        reasons = "; ".join(decision.reasons)
+        if decision.keep:
+            lines.append(f"keep {decision.backup.key}: {reasons}")
+        elif decision.backup.key in deleted:
+            lines.append(f"{verb} {decision.backup.key} (and its manifest): {reasons}")
+    return lines
 
 
 def _prune_orphans(client, strategy, now: datetime, dry_run: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -63,6 +64,16 @@ def short_secret_warnings(config: Config) -> list[str]:
     return list(dict.fromkeys(warnings))  # a URL's password written %-encoded and decoded: one warning
 
 
+def policy_text(strategy: Strategy) -> str:
+    """Given a strategy, return its retention policy in words (`30d (keep_last 1)`, `keep_last 3, daily 7, weekly 4
+    (Europe/Berlin)`)."""
+    if strategy.tiers is None:
+        return f"{format_duration(strategy.retention)} (keep_last {strategy.keep_last})"
+    counts = [(item.name, getattr(strategy.tiers, item.name)) for item in dataclasses.fields(strategy.tiers)]
+    counts = [("keep_last", strategy.keep_last)] + [(name, count) for name, count in counts if name != "keep_last"]
+    return ", ".join(f"{name} {count}" for name, count in counts if count) + f" ({strategy.timezone})"
+
+
 def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     """Given a strategy and the current time, return the lines that describe it (passwords masked)."""
     upcoming = next_run(strategy.schedule, strategy.timezone, now)
@@ -76,7 +87,7 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
         ("connects", describe_route(strategy)),
         ("schedule", f"{strategy.schedule} ({strategy.timezone})"),
         ("next run", f"{local:%Y-%m-%d %H:%M %Z} ({upcoming:%Y-%m-%dT%H:%M:%SZ})"),
-        ("retention", f"{format_duration(strategy.retention)} (keep_last {strategy.keep_last})"),
+        ("retention", policy_text(strategy)),
         ("destination", f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"),
         ("slack", strategy.slack.channel_id if strategy.slack.enabled else "off"),
     ]

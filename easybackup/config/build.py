@@ -6,12 +6,14 @@ from urllib.parse import unquote, urlsplit
 
 from easybackup.config.merge import effective_strategy
 from easybackup.config.model import (
+    AnomalySettings,
     Config,
     DatabaseTarget,
     Endpoint,
     KubernetesSettings,
     PgDumpSettings,
     ProxySettings,
+    RetentionTiers,
     RetrySettings,
     S3Settings,
     SlackSettings,
@@ -77,9 +79,27 @@ def build_strategy(merged: dict) -> Strategy:
         kubernetes=_kubernetes(merged.get("kubernetes") or {}),
         tunnel=_tunnel(merged.get("tunnel")),
         proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
-        **_durations(_pick(merged, "retention"), "retention"),
-        **_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
+        anomaly=AnomalySettings(**(merged.get("anomaly") or {})),
+        **{**_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
+           **_retention(merged.get("retention"))},
     )
+
+
+# The longest each tier's period can be: the span a tiered policy covers, which run records are kept for.
+TIER_SPAN_S = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 31 * 86400.0,
+               "yearly": 366 * 86400.0}
+
+
+def _retention(retention) -> dict:
+    """A duration sets `retention`; tiers set `tiers`, their own keep_last (when written) and, as `retention`, the
+    span they cover (at least a day)."""
+    if retention is None:
+        return {}
+    if isinstance(retention, str):
+        return {"retention": parse_duration(retention)}
+    tiers = RetentionTiers(**retention)
+    span = max([86400.0] + [count * TIER_SPAN_S[tier] for tier, count in retention.items() if tier in TIER_SPAN_S])
+    return {"tiers": tiers, "retention": span, **({"keep_last": tiers.keep_last} if "keep_last" in retention else {})}
 
 
 def _pick(mapping: dict, *keys: str) -> dict:

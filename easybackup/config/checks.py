@@ -56,7 +56,16 @@ def _own_value_problems(section: dict, path: tuple) -> list[str]:
     for key in DURATION_KEYS:
         found += _parsed(section, path, key, _positive_duration)
     found += _pg_dump_args(section, path)
+    found += _tiers_keep_something(section, path)
     return found
+
+
+def _tiers_keep_something(section: dict, path: tuple) -> list[str]:
+    tiers = section.get("retention")
+    if not isinstance(tiers, dict) or not tiers or any(isinstance(n, int) and n > 0 for n in tiers.values()):
+        return []  # a duration, or tiers the schema reports, or tiers that keep something
+    return [f"{format_path((*path, 'retention'))}: every tier is 0, so only the newest backup would be kept; set "
+            "keep_last or a tier above 0"]
 
 
 def _parsed(section: dict, path: tuple, key: tuple, parse) -> list[str]:

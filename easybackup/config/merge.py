@@ -1,4 +1,5 @@
-"""Global -> strategy merging: mappings are merged key by key, everything else (lists too) is replaced."""
+"""Global -> strategy merging: mappings are merged key by key (but `retention` tiers are replaced whole), everything
+else (lists too) is replaced."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import copy
 from easybackup.config.schema import section_keys
 
 
+# Mappings a strategy replaces whole: tiers written under a strategy are its policy, not additions to global's.
+REPLACED_WHOLE = frozenset({"retention"})
+
+
 def deep_merge(base: dict, override: dict) -> dict:
-    """Given two mappings, return a new one: base's keys, overridden by override's, nested mappings merged."""
+    """Given two mappings, return a new one: base's keys, overridden by override's, nested mappings merged (except
+    the REPLACED_WHOLE keys)."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in REPLACED_WHOLE:
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

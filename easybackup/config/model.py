@@ -107,6 +107,27 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class AnomalySettings:
+    """The size-drop alarm (catalogue.anomaly)."""
+
+    min_ratio: float = 0.5
+    window: int = 7
+
+
+@dataclass(frozen=True)
+class RetentionTiers:
+    """`retention` as a mapping: the newest `keep_last`, and the newest backup of each of the newest N hours, days,
+    ISO weeks, months and years that hold one (catalogue.tiers)."""
+
+    keep_last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     databases: tuple[DatabaseTarget, ...]
@@ -126,6 +147,8 @@ class Strategy:
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     tunnel: TunnelSettings | None = None
     proxy: ProxySettings | None = None
+    tiers: RetentionTiers | None = None  # `retention` written as tiers; then `retention` is the span they cover
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
 
     def to_dict(self) -> dict:
         return to_dict(self)

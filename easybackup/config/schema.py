@@ -223,6 +223,8 @@ def _reference_row(name: str, prop: dict, not_supported) -> str:
 
 
 def _reference_type(prop: dict) -> str:
+    if "x-type" in prop:  # a value of several shapes says which in words
+        return prop["x-type"]
     if "enum" in prop:
         return " / ".join(f"`{value}`" for value in prop["enum"])
     kind = prop.get("type", "URL or {name, url}" if "anyOf" in prop else "")

@@ -71,6 +71,9 @@ class Metrics:
         self.orphans = Counter("easybackup_orphaned_archives_deleted_total",
                                "Archives without a manifest, older than the longest run the strategy allows, "
                                "deleted by the supervisor at start.", ["strategy"], registry=r)
+        self.suspicious = Counter("easybackup_suspicious_backups_total", "Backups much smaller than the last ones of "
+                                  "their database (anomaly.min_ratio of the median).", ["strategy", "database"],
+                                  registry=r)
         self.verify_runs = Counter("easybackup_verify_runs_total", "Archive verifications by outcome.",
                                    ["strategy", "status"], registry=r)
         self.notification_errors = Counter("easybackup_notification_errors_total",
@@ -107,6 +110,7 @@ class Metrics:
         with self._lock:
             self._databases.add((strategy, database))
         self.uploaded_bytes.labels(strategy=strategy, database=database)
+        self.suspicious.labels(strategy=strategy, database=database)
 
     def _forget(self, strategy: str) -> None:
         """Drop every series of a strategy that is no longer configured (caller holds the lock)."""
@@ -118,7 +122,7 @@ class Metrics:
             for values in labels:
                 _remove(metric, values)
         for pair in [pair for pair in self._databases if pair[0] == strategy]:
-            for metric in (self.duration, self.size, self.uploaded_bytes):
+            for metric in (self.duration, self.size, self.uploaded_bytes, self.suspicious):
                 _remove(metric, pair)
             self._databases.discard(pair)
 
@@ -150,6 +154,8 @@ class Metrics:
         size = event.get("size")
         if event.get("status") == "success" and _is_number(size):
             self.size.labels(strategy=strategy, database=database).set(size)
+        if event.get("status") == "success" and event.get("suspicious"):
+            self.suspicious.labels(strategy=strategy, database=database).inc()
 
     def uploaded(self, strategy: str, database: str, delta_bytes: int) -> None:
         """Given a strategy, a database and bytes uploaded since the last call, add them (negative is ignored)."""

@@ -53,6 +53,13 @@ def error_line(result: dict) -> str | None:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
 
 
+def suspicious_line(result: dict) -> str | None:
+    """Given a run's result, return `db: why` for each database whose backup is suspicious (a size drop), or None."""
+    found = [f"{db.get('database')}: suspicious backup, {db['suspicious']}" for db in _databases(result)
+             if db.get("status") == "success" and isinstance(db.get("suspicious"), str)]
+    return "; ".join(found) or None
+
+
 def stored_bytes(result: dict) -> int | None:
     """Given a run's `result` fields, return the bytes its successful databases stored, or None if none did."""
     sizes = [db.get("size") for db in _databases(result)
@@ -91,7 +98,7 @@ class StrategyHealth:
 
     interval: timedelta | None
     route: str = "direct"  # how it reaches its databases, without secrets (routes.describe_route)
-    status: str = "pending"  # pending, running, success, failed
+    status: str = "pending"  # pending, running, success, degraded (succeeded, a backup suspicious), failed
     run_id: str | None = None
     run_started: datetime | None = None
     last_run: datetime | None = None
@@ -104,6 +111,7 @@ class StrategyHealth:
     duration_seconds: float | None = None
     databases: dict[str, dict] = field(default_factory=dict)  # name -> {status, last_success, error}
     history: tuple[HistoryPoint, ...] = ()  # recent runs that stored something, oldest first (immutable: shared)
+    warning: str | None = None  # why a successful run is `degraded` (catalogue.anomaly)
 
 
 def _interval_of(strategy: Strategy) -> timedelta | None:
@@ -170,8 +178,9 @@ class MonitorState:
                                      entry.duration_seconds)
                 entry.history = merge_history((point,), entry.history)
             _record_databases(entry, result, finished_at)
+            entry.warning = suspicious_line(result)
             if result.get("status") == "success":
-                entry.status, entry.error, entry.error_kind = "success", None, None
+                entry.status, entry.error, entry.error_kind = "degraded" if entry.warning else "success", None, None
                 entry.last_success = finished_at
                 entry.consecutive_failures = 0
             else:
@@ -266,7 +275,7 @@ class MonitorState:
         s3, slack = self._s3, self._slack
         if stalled:
             status = "unhealthy"
-        elif s3 == "error" or any(view["overdue"] for view in strategies.values()):
+        elif s3 == "error" or any(view["overdue"] or view["status"] == "degraded" for view in strategies.values()):
             status = "degraded"
         else:
             status = "healthy"
@@ -284,6 +293,8 @@ class MonitorState:
         view = {"status": entry.status, "last_run": utc_text(entry.last_run), "next_run": utc_text(entry.next_run)}
         if entry.status == "failed":  # as in the seed: `error` only on a failed strategy
             view["error"] = entry.error
+        if entry.status == "degraded":
+            view["warning"] = entry.warning
         view.update(
             last_success=utc_text(entry.last_success),
             consecutive_failures=entry.consecutive_failures,

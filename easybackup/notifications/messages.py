@@ -171,8 +171,10 @@ def db_finished(event: dict) -> dict:
     """A reply for one database's outcome: size, duration and key, or the error."""
     name = escape(event.get("database") or "-")
     if event.get("status") == "success":
+        warning = (f"\n⚠️ *{name}*: suspicious backup — {escape(one_line(event['suspicious']))}"
+                   if isinstance(event.get("suspicious"), str) else "")
         return _reply(f"✅ *{name}*: {format_bytes(event.get('size'))} in {duration(event.get('duration_s'))} → "
-                      f"`{escape(event.get('key') or '-')}`")
+                      f"`{escape(event.get('key') or '-')}`{warning}")
     return _reply(f"❌ *{name}*: {escape(event.get('status') or 'failed')} after "
                   f"{duration(event.get('duration_s'))} — {error_text(event.get('error'))}")
 

@@ -2,6 +2,7 @@
 
     <base_path>/<strategy>/<database>/<run name>.<dump|sql>[.gz|.zst]   the archive
     <base_path>/<strategy>/<database>/<run name>.manifest.json          the commit marker, written last
+    <base_path>/<strategy>/<database>/<run name>.pin.json               a pin: retention keeps the backup (`pin`)
     <base_path>/<strategy>/_globals/<run name>.sql[.gz|.zst]            roles and tablespaces
     <base_path>/<strategy>/_runs/<run name>.run.json                    the run record: how each database ended
 
@@ -25,6 +26,7 @@ GLOBALS = "_globals"
 RUNS = "_runs"  # run records; `_` keeps the directory apart from every database (quote_segment encodes a leading `_`)
 MANIFEST_SUFFIX = ".manifest.json"
 RUN_RECORD_SUFFIX = ".run.json"
+PIN_SUFFIX = ".pin.json"
 FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql"}
 COMPRESSION_EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 
@@ -155,6 +157,11 @@ def run_name_of_record(key: str) -> str | None:
     directory, _, name = key.rpartition("/")
     match = _RUN_RECORD_NAME.match(name)
     return match["name"] if match and directory.rpartition("/")[2] == RUNS else None
+
+
+def pin_key(archive: str) -> str:
+    """Given an archive key, return the key of its pin; raise ValueError if it is not an archive key."""
+    return manifest_key(archive).removesuffix(MANIFEST_SUFFIX) + PIN_SUFFIX
 
 
 def manifest_key(archive: str) -> str:

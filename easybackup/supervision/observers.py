@@ -87,6 +87,8 @@ class LogObserver(RunObserver):
         if event.get("status") == "success":
             logger.info(f"{where}backup succeeded: {format_bytes(event.get('size'))} in "
                         f"{event.get('duration_s')} s → {event.get('key')}")
+            if event.get("suspicious"):
+                logger.warning(f"{where}suspicious backup: {event['suspicious']}")
             return
         error = event.get("error") or {}
         hint = f" (hint: {error['hint']})" if error.get("hint") else ""

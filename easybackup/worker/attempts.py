@@ -19,9 +19,12 @@ from typing import TypeVar
 
 from tenacity import wait_exponential_jitter
 
+from easybackup.catalogue.anomaly import size_drop
 from easybackup.config.model import DatabaseTarget, RetrySettings
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
+from easybackup.storage.layout import manifest_key
+from easybackup.storage.manifest import list_manifest_keys, read_manifest
 from easybackup.worker.backup import AttemptContext, BackupOutcome, backup_once
 
 T = TypeVar("T")
@@ -120,7 +123,26 @@ def run_database(job: JobSpec, target: DatabaseTarget, client, private_dir: Path
     started = time.monotonic()
     done = with_retries(lambda: once(ctx, target), retry=job.strategy.retry, emit=emit, cancel=cancel,
                         database=target.name)
-    return finished(emit, target.name, started, done.attempts, outcome=done.value, error=done.error)
+    drop = size_drop_of(job, client, done.value, emit) if done.value else None
+    return finished(emit, target.name, started, done.attempts, outcome=done.value, error=done.error,
+                    suspicious=drop)
+
+
+def size_drop_of(job: JobSpec, client, outcome: BackupOutcome, emit) -> str | None:
+    """Given a new backup, return why it is suspicious (catalogue.anomaly: much smaller than the last backups of its
+    database), or None. A side channel: an S3 problem here is a warning and never changes the backup's result."""
+    bucket = job.strategy.s3.bucket
+    own = manifest_key(outcome.key)
+    try:
+        # Every other committed backup of the database, the newest by run name: not `key < own`, which a run
+        # started in the same second as ours (the run ids then decide the order) would fail.
+        keys = sorted(key for key in list_manifest_keys(client, bucket, outcome.key.rpartition("/")[0] + "/")
+                      if key != own)[-job.strategy.anomaly.window:]
+        earlier = [read_manifest(client, bucket, key).stored_bytes for key in keys]
+    except (EasybackupError, ValueError) as error:
+        emit("log", stream="worker", level="warning", line=f"size-drop check skipped: {error}")
+        return None
+    return size_drop(outcome.size, earlier, job.strategy.anomaly)
 
 
 def status_of(error: EasybackupError) -> str:
@@ -133,8 +155,9 @@ def status_of(error: EasybackupError) -> str:
 
 
 def finished(emit, database: str, started: float, attempts: int, *, outcome: BackupOutcome | None = None,
-             error: EasybackupError | None = None) -> dict:
-    """Given how a database ended, emit its `db_finished` event and return its fields (with `database`)."""
+             error: EasybackupError | None = None, suspicious: str | None = None) -> dict:
+    """Given how a database ended (and, for a success, why it is suspicious, if it is), emit its `db_finished`
+    event and return its fields (with `database`)."""
     fields = {
         "status": "success" if outcome else status_of(error),
         "key": outcome.key if outcome else None,
@@ -145,6 +168,7 @@ def finished(emit, database: str, started: float, attempts: int, *, outcome: Bac
         "verified": outcome.manifest.verified if outcome else False,
         "attempts": attempts,
         "error": error.to_dict() if error else None,
+        **({"suspicious": suspicious} if suspicious else {}),
     }
     emit("db_finished", database=database, **fields)
     return {"database": database, **fields}

@@ -10,8 +10,8 @@ import pytest
 
 from easybackup.config.checks import NOT_SUPPORTED_YET
 from easybackup.config.merge import shared_keys
-from easybackup.config.model import Config, Endpoint, RetrySettings, S3Settings, SlackSettings, Strategy, \
-    TimeoutSettings
+from easybackup.config.model import AnomalySettings, Config, Endpoint, RetrySettings, S3Settings, SlackSettings, \
+    Strategy, TimeoutSettings
 from easybackup.config.schema import iter_properties, load_schema, schema_path
 from easybackup.scheduling import parse_duration
 
@@ -105,6 +105,8 @@ def duration(text):
     ("global.timezone", Strategy.timezone, str),
     ("global.retention", Strategy.retention, duration),
     ("global.keep_last", Strategy.keep_last, int),
+    ("global.anomaly.min_ratio", AnomalySettings.min_ratio, float),
+    ("global.anomaly.window", AnomalySettings.window, int),
     ("global.catch_up", Strategy.catch_up, bool),
     ("global.retry.max_attempts", RetrySettings.max_attempts, int),
     ("global.retry.initial_delay", RetrySettings.initial_delay, duration),

@@ -297,3 +297,22 @@ def test_health_says_how_each_strategy_connects_without_secrets(clock):
     assert views["behind-bastion"]["connects"] == "via ssh tunnel backup@bastion:22"
     assert views["behind-proxy"]["connects"].startswith("via socks5 proxy proxy:1080")
     assert "Proxy-Pw-77" not in json.dumps(views)
+
+
+def test_a_suspicious_backup_makes_the_strategy_degraded_with_the_reason_until_a_normal_run(state, clock):
+    suspicious = success()
+    suspicious["databases"][0]["suspicious"] = "stored size 10 B is 1% of the median 1000 B of the last 7 backup(s)"
+    state.run_started("production-db", "r1", clock.at())
+    finished = beat(state, clock, minutes=1)
+    state.run_finished("production-db", suspicious, finished)
+    code, health = state.snapshot()
+    view = health["strategies"]["last_backup_status"]["production-db"]
+    assert code == 200 and health["status"] == "degraded"
+    assert view["status"] == "degraded" and view["last_success"] == finished.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert view["warning"] == ("app: suspicious backup, stored size 10 B is 1% of the median 1000 B of the last 7 "
+                               "backup(s)")
+    assert view["consecutive_failures"] == 0 and "error" not in view
+    state.run_started("production-db", "r2", clock.at())
+    state.run_finished("production-db", success(), beat(state, clock, minutes=1))
+    assert entry(state, "production-db")["status"] == "success" and "warning" not in entry(state, "production-db")
+    assert state.snapshot()[1]["status"] == "healthy"

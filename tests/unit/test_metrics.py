@@ -31,6 +31,7 @@ EXPECTED = {  # family name (as the parser reports it) -> (type, label names of 
     "easybackup_uploaded_bytes": ("counter", {"strategy", "database"}),
     "easybackup_retention_deleted": ("counter", {"strategy"}),
     "easybackup_orphaned_archives_deleted": ("counter", {"strategy"}),
+    "easybackup_suspicious_backups": ("counter", {"strategy", "database"}),
     "easybackup_verify_runs": ("counter", {"strategy", "status"}),
     "easybackup_notification_errors": ("counter", {"kind"}),
     "easybackup_build_info": ("gauge", {"version", "python"}),
@@ -277,3 +278,13 @@ def test_a_result_that_is_not_a_dict_counts_as_a_failed_run(fed):
     observer.run_finished(handle)
     assert value(metrics, "easybackup_backup_runs_total", strategy="production-db", status="failed") == 1
     assert state.snapshot()[1]["strategies"]["last_backup_status"]["production-db"]["status"] == "failed"
+
+
+def test_a_suspicious_backup_is_counted_per_database():
+    metrics = Metrics()
+    metrics.declare_strategies([strategy()])
+    event = {"database": "app", "status": "success", "size": 10, "duration_s": 1.0}
+    metrics.db_finished("production-db", event)
+    metrics.db_finished("production-db", {**event, "suspicious": "stored size 10 B is 1% of the median"})
+    text = metrics.render().decode()
+    assert 'easybackup_suspicious_backups_total{database="app",strategy="production-db"} 1.0' in text
