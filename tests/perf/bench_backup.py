@@ -372,9 +372,10 @@ def run_easybackup(bench: Bench, codec: str) -> Sample:
                   worker_rss=watcher.peak_rss or None, disk_write=tree.disk_write)
 
 
-def start_drained(argv: list[str]) -> subprocess.Popen:
-    """Given an easybackup command line, start it with its output on a pipe (reap_drained drains it)."""
-    return subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def start_drained(argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    """Given an easybackup command line (and its environment), start it with its output on a pipe (reap_drained
+    drains it)."""
+    return subprocess.Popen(argv, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
 
 

@@ -36,7 +36,7 @@ import sys
 import time
 
 from easybackup.worker.compressors import decompress_stage
-from tests.harness.configs import EASYBACKUP
+from tests.harness.configs import EASYBACKUP, restore_target
 from tests.perf.bench_backup import (
     BUCKET,
     DATABASE,
@@ -164,9 +164,10 @@ def run_download(rb: RestoreBench, label: str) -> Sample:
 def run_easybackup(rb: RestoreBench, label: str) -> Sample:
     tree = Tree()
     started = time.monotonic()
-    argv = [*EASYBACKUP, "restore", "-c", str(rb.config), "--target-url", rb.bench.cluster.url(TARGET), "--yes",
+    target, with_password = restore_target(rb.bench.cluster.url(TARGET))  # a password in --target-url is refused
+    argv = [*EASYBACKUP, "restore", "-c", str(rb.config), "--target-url", target, "--yes",
             "--jobs", str(jobs_of(label))]
-    reap_drained(start_drained(argv), tree, "easybackup restore")
+    reap_drained(start_drained(argv, with_password), tree, "easybackup restore")
     return Sample("easybackup", label, time.monotonic() - started, tree.cpu_s, rb.manifest["stored_bytes"],
                   disk_write=tree.disk_write)
 
