@@ -96,6 +96,9 @@ class StreamingUpload:
         self._start_in_background = start_in_background
         self._starter: threading.Thread | None = None
         self._start_error: BaseException | None = None
+        # Set when the starter thread is done. Part threads wait on this, never on Thread.join(): in CPython 3.11
+        # several threads joining one thread at once can trip `assert not lock.locked()` in threading._stop.
+        self._start_done = threading.Event()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -183,11 +186,12 @@ class StreamingUpload:
             self.start()
         except BaseException as exc:  # noqa: BLE001 — raised again by the reader
             self._start_error = exc
+        finally:
+            self._start_done.set()
 
     def _wait_for_starter(self, stop_event: threading.Event | None = None) -> None:
         """Wait for a start begun on a thread, if any; raise `cancelled` once `stop_event` is set."""
-        while self._starter is not None and self._starter.is_alive():
-            self._starter.join(POLL_INTERVAL_S)
+        while self._starter is not None and not self._start_done.wait(POLL_INTERVAL_S):
             _raise_if_stopped(stop_event)
 
     def _join_starter(self, stop_event: threading.Event | None = None) -> None:
@@ -305,7 +309,7 @@ class StreamingUpload:
     def _upload_part(self, part_number: int, buffer: bytearray) -> None:
         try:
             if self._starter is not None:
-                self._starter.join()  # the reader raises its error, if any
+                self._start_done.wait()  # the reader raises its error, if any
             if self._state in ("new", "aborted") or self._error is not None:
                 return
             response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
