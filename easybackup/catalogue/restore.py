@@ -31,14 +31,14 @@ from easybackup.catalogue.verify import (
     write_all,
 )
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
+from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, parse_postgres_url
 from easybackup.errors import EasybackupError, UsageError
-from easybackup.private_dirs import make_private_dir
 from easybackup.humanize import format_bytes
+from easybackup.pipeline.codecs import decompress_stage
+from easybackup.pipeline.stages import LineCallback, Pipeline, StageFailed, StageSpec
+from easybackup.private_dirs import make_private_dir
 from easybackup.storage.layout import parse_archive_key
 from easybackup.storage.manifest import Manifest
-from easybackup.worker.compressors import decompress_stage
-from easybackup.worker.pipeline import LineCallback, Pipeline, StageFailed, StageSpec
-from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, parse_postgres_url
 
 MAINTENANCE_DB = "postgres"
 QUERY_TIMEOUT_S = 60

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
+from easybackup.engines.dump_header import TAIL_BYTES, ends_like_a_complete_dump
 from easybackup.errors import EasybackupError
+from easybackup.pipeline.codecs import decompress_stage
+from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec, base_env
 from easybackup.storage.s3 import classify_s3_error, error_code
-from easybackup.worker.compressors import decompress_stage
-from easybackup.worker.pipeline import Pipeline, StageFailed, StageSpec, base_env
-from easybackup.worker.sources.dump_header import TAIL_BYTES, ends_like_a_complete_dump
 
 CHUNK = 1024 * 1024
 

@@ -15,9 +15,10 @@ from easybackup.cli.summary import render_summary
 from easybackup.config import load_config
 from easybackup.errors import UsageError
 from easybackup.logs import log, setup_logging
+from easybackup.run_observer import Observers
 from easybackup.supervision.batch import Batch
+from easybackup.supervision.observers import LogObserver, TerminalProgress
 from easybackup.urls import masked_url, url_secrets
-from easybackup.supervision.observers import LogObserver, Observers, TerminalProgress
 
 SLACK_DRAIN_S = 30.0
 

@@ -30,15 +30,15 @@ from easybackup.catalogue.restore import (
 )
 from easybackup.cli.list import load
 from easybackup.config.model import Config, DatabaseTarget, Strategy
+from easybackup.engines.postgres import parse_postgres_url
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import Console, console, log
+from easybackup.network.routes import describe_route, logging_emit, open_route
 from easybackup.scheduling.durations import format_duration
 from easybackup.secrets import mask_url, register_secret
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.s3 import make_client
-from easybackup.worker.routes import describe_route, logging_emit, open_route
-from easybackup.worker.sources.postgres import parse_postgres_url
 
 MAINTENANCE_DB = "postgres"
 PASSWORD_ENV = "EASYBACKUP_TARGET_PASSWORD"

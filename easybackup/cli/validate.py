@@ -11,12 +11,12 @@ from easybackup import exitcodes
 from easybackup.config.loader import config_secrets, load_config
 from easybackup.config.model import Config, Strategy
 from easybackup.errors import EasybackupError
-from easybackup.scheduling import format_duration, next_run
 from easybackup.logs import log
+from easybackup.network.routes import describe_route
+from easybackup.scheduling import format_duration, next_run
 from easybackup.secrets import MIN_MASKABLE, mask, too_short_to_mask
 from easybackup.storage.layout import strategy_prefix
 from easybackup.urls import masked_url
-from easybackup.worker.routes import describe_route
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
@@ -98,9 +98,9 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
 def check_connectivity(config: Config) -> list[str]:
     """Given a Config, check every distinct bucket, Slack token and database (through the strategy's tunnel or
     proxy, as a backup connects), print one line each; return what failed."""
+    from easybackup.network.databases import check_reachable
     from easybackup.notifications.slack_api import SlackApi  # imported here: offline validation needs none
     from easybackup.storage.s3 import check_bucket
-    from easybackup.worker.databases import check_reachable
 
     checks = {}
     for strategy in config.strategies:

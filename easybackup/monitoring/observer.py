@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from easybackup.monitoring.metrics import Metrics
 from easybackup.monitoring.state import MonitorState
-from easybackup.supervision.observers import RunObserver
+from easybackup.run_observer import RunObserver
 
 
 def _parse_utc(text) -> datetime | None:

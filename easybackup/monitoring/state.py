@@ -16,8 +16,8 @@ from easybackup import __version__
 from easybackup.config.model import Strategy
 from easybackup.logs import log
 from easybackup.monitoring.history import HistoryPoint, merge_history
+from easybackup.network.routes import describe_route
 from easybackup.scheduling import interval
-from easybackup.worker.routes import describe_route
 from easybackup.secrets import mask
 
 STALL_AFTER_S = 30.0  # the loop beats about once a second; this much silence means it is stuck

@@ -20,9 +20,9 @@ from easybackup.logs import log
 from easybackup.notifications import messages
 from easybackup.notifications.notifier import Notifier, ThreadRef
 from easybackup.notifications.slack_api import DEFAULT_DEADLINE_S
+from easybackup.run_observer import RunObserver
 from easybackup.scheduling.durations import parse_duration
 from easybackup.storage.layout import strategy_prefix
-from easybackup.supervision.observers import RunObserver
 
 DEADLINE_ENV = "EASYBACKUP_SLACK_DEADLINE"  # e.g. `30s`: how long one message is retried (default 10m)
 OUTPUT_LINES = 25  # pg_dump/ssh/compressor lines kept per database, for a failure without last_lines

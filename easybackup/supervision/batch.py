@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from easybackup.config.model import Config, Strategy
 from easybackup.jobspec import new_job
 from easybackup.logs import log
+from easybackup.run_observer import RunObserver
 from easybackup.supervision.aborts import UploadAborter
-from easybackup.supervision.observers import RunObserver
 from easybackup.supervision.pool import WorkerPool, silence_limit
 from easybackup.supervision.spawn import SpareWorker
 

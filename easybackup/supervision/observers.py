@@ -1,5 +1,4 @@
-"""Observers of worker runs. The pool's callbacks fan out to them: logging, the terminal, and later Slack,
-metrics and health. An observer's failure is logged and never changes a backup's result."""
+"""The supervisor's own observers of worker runs: the log and the terminal's progress line."""
 
 from __future__ import annotations
 
@@ -7,49 +6,10 @@ import time
 
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import Console, console, log
+from easybackup.run_observer import RunObserver
 
 _LOG_LEVELS = {"trace": "TRACE", "debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR",
                "critical": "CRITICAL"}
-
-
-class RunObserver:
-    """Base observer: every hook does nothing."""
-
-    name = "observer"
-
-    def run_started(self, handle) -> None: ...
-
-    def event(self, handle, event: dict) -> None: ...
-
-    def stderr(self, handle, line: str) -> None: ...
-
-    def run_finished(self, handle) -> None: ...
-
-
-class Observers(RunObserver):
-    """Given observers, call each for every hook; one that raises is logged as a warning and skipped."""
-
-    def __init__(self, observers: list[RunObserver]):
-        self.observers = list(observers)
-
-    def _each(self, method: str, *args) -> None:
-        for observer in self.observers:
-            try:
-                getattr(observer, method)(*args)
-            except Exception as exc:  # noqa: BLE001 — a side channel never changes a backup's result
-                log.warning("{} failed in {}: {}: {}", observer.name, method, type(exc).__name__, exc)
-
-    def run_started(self, handle) -> None:
-        self._each("run_started", handle)
-
-    def event(self, handle, event: dict) -> None:
-        self._each("event", handle, event)
-
-    def stderr(self, handle, line: str) -> None:
-        self._each("stderr", handle, line)
-
-    def run_finished(self, handle) -> None:
-        self._each("run_finished", handle)
 
 
 class LogObserver(RunObserver):
@@ -91,10 +51,7 @@ class LogObserver(RunObserver):
                 logger.warning(f"{where}suspicious backup: {event['suspicious']}")
             return
         error = event.get("error") or {}
-        hint = f" (hint: {error['hint']})" if error.get("hint") else ""
-        detail = f": {error['detail']}" if error.get("detail") else ""
-        logger.bind(error_kind=error.get("kind")).error(
-            f"{where}backup {event.get('status')}: [{error.get('kind')}] {error.get('message')}{detail}{hint}")
+        logger.bind(error_kind=error.get("kind")).error(f"{where}backup {event.get('status')}: {_described(error)}")
 
     def stderr(self, handle, line: str) -> None:
         log.bind(strategy=handle.strategy, run_id=handle.run_id, event="stderr").warning(f"worker stderr: {line}")
@@ -107,7 +64,14 @@ class LogObserver(RunObserver):
         else:
             error = result.get("error") or {}
             failed = logger.bind(error_kind=error.get("kind"))
-            failed.error(f"run failed: [{error.get('kind')}] {error.get('message')}")
+            failed.error(f"run failed: {_described(error)}")
+
+
+def _described(error: dict) -> str:
+    """`[kind] message: detail (hint: …)` — the whole error on one line, so a log alone says what went wrong."""
+    detail = f": {error['detail']}" if error.get("detail") else ""
+    hint = f" (hint: {error['hint']})" if error.get("hint") else ""
+    return f"[{error.get('kind')}] {error.get('message')}{detail}{hint}"
 
 
 class TerminalProgress(RunObserver):

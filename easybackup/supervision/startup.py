@@ -31,8 +31,13 @@ from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.monitoring.history import HistoryPoint, newest_run_keys, points_from_manifests
 from easybackup.storage.layout import strategy_prefix
-from easybackup.storage.manifest import (READ_CONCURRENCY, Manifest, list_manifest_keys, newest_manifest_per_directory,
-                                         read_manifest)
+from easybackup.storage.manifest import (
+    READ_CONCURRENCY,
+    Manifest,
+    list_manifest_keys,
+    newest_manifest_per_directory,
+    read_manifest,
+)
 from easybackup.storage.multipart import abort_stale_uploads
 from easybackup.storage.runrecord import RunRecord, newest_run_records
 from easybackup.storage.s3 import classify_s3_error, make_client

@@ -25,8 +25,9 @@ from easybackup.logs import log
 from easybackup.monitoring.metrics import Metrics
 from easybackup.monitoring.observer import MonitoringObserver
 from easybackup.monitoring.state import MonitorState
+from easybackup.run_observer import Observers, RunObserver
 from easybackup.supervision.aborts import UploadAborter
-from easybackup.supervision.observers import LogObserver, Observers, RunObserver
+from easybackup.supervision.observers import LogObserver
 from easybackup.supervision.pool import WorkerPool, silence_limit
 from easybackup.supervision.scheduler import Due, Scheduler
 from easybackup.supervision.startup import Restored, StartupReader, restored_details

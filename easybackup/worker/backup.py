@@ -15,16 +15,16 @@ from pathlib import Path
 
 from easybackup import __version__
 from easybackup.config.model import DatabaseTarget, Strategy
+from easybackup.engines.postgres import PostgresSource
 from easybackup.errors import EasybackupError
+from easybackup.network.routes import open_route
+from easybackup.pipeline.codecs import compressor_stage
+from easybackup.pipeline.stages import Pipeline, StageFailed
+from easybackup.pipeline.watchdog import Watchdog
 from easybackup.storage.layout import archive_key, manifest_key, run_name
 from easybackup.storage.manifest import Manifest, write_manifest
 from easybackup.storage.multipart import StreamingUpload, UploadResult
 from easybackup.storage.s3 import ObjectExists, classify_s3_error, extra_put_args
-from easybackup.worker.compressors import compressor_stage
-from easybackup.worker.pipeline import Pipeline, StageFailed
-from easybackup.worker.routes import open_route
-from easybackup.worker.sources.postgres import PostgresSource
-from easybackup.worker.watchdog import Watchdog
 
 PROGRESS_INTERVAL_S = 1.0
 KILL_GRACE_S = 2.0

@@ -7,7 +7,6 @@ owns its children (pg_dump, compressors): on every path they are stopped and the
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import signal
@@ -24,28 +23,36 @@ from loguru import logger
 from easybackup import exitcodes
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
+from easybackup.network.databases import all_database_targets, connection_url
 from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
 from easybackup.storage.s3 import BackgroundClient
 from easybackup.wire import EventWriter, take_over_stdout
 from easybackup.worker.attempts import run_database, with_retries
 from easybackup.worker.backup import backup_once
-from easybackup.worker.databases import all_database_targets, connection_url
-from easybackup.worker.sources.postgres_globals import backup_globals_once, globals_target
+from easybackup.worker.globals_backup import backup_globals_once, globals_target
 
-
-RETENTION_MODULE = "easybackup.catalogue.retention"
 # The supervisor kills a worker that sends nothing for its silence limit (60 s by default): a pg_dump waiting on a
 # lock, a long verification, the manifest and retention send nothing themselves, so a thread beats for them all.
 HEARTBEAT_S = 1.0
 STALE_UPLOADS_WAIT_S = 20.0
-BOTO3_MODULE = "boto3"  # ~0.2 s to import; the S3 client is built from it on a thread (s3.BackgroundClient)
 
 
-def _import_meanwhile(module: str) -> None:
-    """Given a module the run needs later, import it on a thread: imported with the worker, retention delayed
-    every pg_dump by ~40 ms; boto3, imported while a spare worker waits for its job, is ready when it comes."""
-    threading.Thread(target=importlib.import_module, args=(module,), name="import", daemon=True).start()
+def _import_meanwhile(importer) -> None:
+    """Given a function that imports what the run needs later, call it on a thread: imported with the worker,
+    retention delayed every pg_dump by ~40 ms; boto3, imported while a spare worker waits for its job, is ready
+    when it comes."""
+    threading.Thread(target=importer, name="import", daemon=True).start()
+
+
+def _import_retention():
+    from easybackup.catalogue import retention  # after the dump has started: see _import_meanwhile
+
+    return retention
+
+
+def _import_boto3() -> None:
+    import boto3  # noqa: F401 — ~0.2 s; the S3 client is built from it on a thread (s3.BackgroundClient)
 
 
 class OrphanGuard:
@@ -105,7 +112,8 @@ def _route_logs_to_events(emit) -> None:
     """Send the worker's own log lines as `log` events, so the supervisor logs them with context."""
     def sink(message) -> None:
         record = message.record
-        emit("log", stream="worker", level=record["level"].name.lower(), line=record["message"])
+        line = str(message).rstrip("\n") if record["exception"] else record["message"]  # with its traceback
+        emit("log", stream="worker", level=record["level"].name.lower(), line=line)
 
     logger.remove()
     logger.add(sink, level="DEBUG", format="{message}")
@@ -122,7 +130,7 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     `result` fields. One database failing fails the run; the others still run and their archives stay."""
     strategy = job.strategy
     started = time.monotonic()
-    _import_meanwhile(RETENTION_MODULE)
+    _import_meanwhile(_import_retention)
     private_dir = make_private_dir(job.temp_dir, f"run-{job.run_id}-")
     outcomes = []
     try:
@@ -189,7 +197,7 @@ def _apply_retention(client, job: JobSpec, emit) -> None:
     """After a run in which every database succeeded (never after a failed one), delete the backups retention
     no longer keeps. A problem here is a warning: it never turns a good backup into a failed run."""
     try:
-        apply_retention = importlib.import_module(RETENTION_MODULE).apply_retention
+        apply_retention = _import_retention().apply_retention
         result = apply_retention(client, job.strategy, datetime.now(timezone.utc), emit)
     except (EasybackupError, ImportError) as error:
         emit("log", stream="worker", level="warning", line=f"retention skipped: {error}")
@@ -241,7 +249,7 @@ def main() -> int:
     # Signal handlers only set a flag; the watchdog of the running attempt does the stopping.
     signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
     signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    _import_meanwhile(BOTO3_MODULE)  # a spare worker (supervision/spawn.py) has it loaded before its job arrives
+    _import_meanwhile(_import_boto3)  # a spare worker (supervision/spawn.py) has it loaded before its job arrives
     try:
         job = _read_job()
     except (ValueError, KeyError, TypeError) as exc:
@@ -259,6 +267,7 @@ def main() -> int:
         emit("result", status="failed", duration_s=None, databases=[], error=error.to_dict())
         return exitcodes.WORKER_FAILED
     except Exception as exc:  # noqa: BLE001 — the one place that turns a bug into a reported result
+        logger.opt(exception=exc).debug("internal error in the worker")  # the traceback, for the bug report
         error = EasybackupError("internal error in the worker", f"{type(exc).__name__}: {exc}",
                                 "this is a bug in easybackup; please report it with the log", kind="internal")
         emit("result", status="failed", duration_s=None, databases=[], error=error.to_dict())

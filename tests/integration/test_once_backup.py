@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from easybackup.worker.sources.postgres import pg_dump_version
+from easybackup.engines.postgres import pg_dump_version
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_config
 from tests.harness.daemon import workers_of
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys, restore_dump, sha256_of

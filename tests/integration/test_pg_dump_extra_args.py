@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from easybackup.config.pg_dump_args import LONG_OPTIONS, SHORT_OPTIONS, reserved_uses
-from easybackup.worker.sources.postgres import pg_dump_version
+from easybackup.engines.postgres import pg_dump_version
 
 
 def stderr_of(*args: str) -> str:

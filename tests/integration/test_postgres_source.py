@@ -12,15 +12,15 @@ import subprocess
 import pytest
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
-from easybackup.worker.compressors import compressor_stage, decompress_argv
-from easybackup.worker.pipeline import Pipeline, StageFailed
-from easybackup.worker.sources import DumpSource
-from easybackup.worker.sources.postgres import (
+from easybackup.engines import DumpSource
+from easybackup.engines.postgres import (
     PostgresSource,
     parse_postgres_url,
     parse_version_output,
     pg_dump_version,
 )
+from easybackup.pipeline.codecs import compressor_stage, decompress_argv
+from easybackup.pipeline.stages import Pipeline, StageFailed
 from tests.harness.net import free_port
 from tests.unit.test_pipeline import read_all
 
@@ -314,8 +314,8 @@ def test_pg_dump_version_output_is_parsed():
 
 def test_the_globals_are_dumped_whatever_database_the_url_names(databases, private_dir):
     # pg_dumpall ignores the database of --dbname and connects to `postgres`: the passfile line must match it.
-    from easybackup.worker.sources.dump_header import dump_problem
-    from easybackup.worker.sources.postgres_globals import GlobalsSource
+    from easybackup.engines.dump_header import dump_problem
+    from easybackup.worker.globals_backup import GlobalsSource
 
     url = databases.url(SMALL)
     with GlobalsSource(DatabaseTarget("_globals", url), private_dir, compress_externally=False) as source:

@@ -41,8 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from easybackup.pipeline.codecs import compressor_stage
 from easybackup.storage.multipart import StreamingUpload
-from easybackup.worker.compressors import compressor_stage
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, write_config
 from tests.harness.daemon import workers_of
 from tests.harness.moto_server import REGION, MotoServer
@@ -419,8 +419,8 @@ def stream_in_process(endpoint: str, bucket: str, key: str, codec: str, mode: st
     import boto3
     from botocore.config import Config
 
+    from easybackup.pipeline.stages import Pipeline, StageSpec
     from easybackup.storage import multipart
-    from easybackup.worker.pipeline import Pipeline, StageSpec
 
     if "BENCH_PART_MIB" in os.environ:
         multipart.FIRST_PART_SIZE = int(os.environ["BENCH_PART_MIB"]) * MiB

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from easybackup.worker.compressors import decompress_stage
+from easybackup.pipeline.codecs import decompress_stage
 from tests.harness.configs import EASYBACKUP, restore_target
 from tests.perf.bench_backup import (
     BUCKET,

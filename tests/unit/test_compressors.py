@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from easybackup.worker import compressors
-from easybackup.worker.compressors import compressor_stage, decompress_argv, extension
-from easybackup.worker.pipeline import Pipeline, StageFailed, StageSpec
+from easybackup.pipeline import codecs as compressors
+from easybackup.pipeline.codecs import compressor_stage, decompress_argv, extension
+from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from easybackup.worker.sources.dump_header import (
+from easybackup.engines.dump_header import (
     CLUSTER_BANNER,
     CLUSTER_DUMP_COMPLETE,
     DumpVersions,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from easybackup.worker.pipeline import (
+from easybackup.pipeline.stages import (
     LAST_LINES,
     MAX_LINE_BYTES,
     Pipeline,
@@ -242,7 +242,7 @@ def test_a_missing_program_is_named_and_the_started_stages_are_stopped(no_leaks)
 
 
 def test_wait_with_a_timeout_says_which_stage_still_runs(no_leaks):
-    from easybackup.worker.pipeline import PipelineTimeout
+    from easybackup.pipeline.stages import PipelineTimeout
 
     with Pipeline([StageSpec("sleep", ["sleep", "30"])]) as pipeline:
         no_leaks.extend(pipeline.pids().values())

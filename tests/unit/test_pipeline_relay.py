@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from easybackup.worker import pipeline as pipeline_module
-from easybackup.worker.pipeline import Pipeline, StageFailed, StageSpec
+from easybackup.pipeline import stages as pipeline_module
+from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec
 from tests.unit import test_pipeline
 from tests.unit.test_pipeline import py, read_all
 

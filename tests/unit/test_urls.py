@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from easybackup.engines.postgres import parse_postgres_url
 from easybackup.urls import masked_url, url_problem, url_secrets
-from easybackup.worker.sources.postgres import parse_postgres_url
 
 
 @pytest.mark.parametrize("url,problem,shown", [

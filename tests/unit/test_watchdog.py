@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from easybackup.worker.watchdog import BACKUP_TIMEOUT, CANCELLED, ORPHANED, UPLOAD_TIMEOUT, Watchdog
+from easybackup.pipeline.watchdog import BACKUP_TIMEOUT, CANCELLED, ORPHANED, UPLOAD_TIMEOUT, Watchdog
 
 
 class Clock:

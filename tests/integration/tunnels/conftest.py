@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings, ProxySettings, S3Settings, Strategy, TunnelSettings
-from easybackup.worker.pipeline import Pipeline, StageFailed
-from easybackup.worker.routes import open_route
-from easybackup.worker.sources.postgres import PostgresSource
+from easybackup.engines.postgres import PostgresSource
+from easybackup.network.routes import open_route
+from easybackup.pipeline.stages import Pipeline, StageFailed
 from tests.harness.net import free_port, wait_for_port
-from tests.harness.netns import NamespacedPostgres, Namespace, network_namespace
+from tests.harness.netns import Namespace, NamespacedPostgres, network_namespace
 from tests.harness.restore import restore_dump
 from tests.harness.sshd import KeyPair, SshServer, make_key
 

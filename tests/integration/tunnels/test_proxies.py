@@ -6,8 +6,8 @@ import pytest
 
 from easybackup.config.model import ProxySettings
 from easybackup.errors import EasybackupError
+from easybackup.network.routes import describe_route
 from easybackup.secrets import mask
-from easybackup.worker.routes import describe_route
 from tests.harness.configs import run_cli, write_config
 from tests.harness.net import free_port
 from tests.harness.restore import archive_keys, decompress, download

@@ -10,7 +10,7 @@ import pytest
 
 from easybackup.config.model import DatabaseTarget, TunnelSettings
 from easybackup.errors import EasybackupError
-from easybackup.worker.routes import describe_route, local_target, open_route
+from easybackup.network.routes import describe_route, local_target, open_route
 from tests.harness.configs import EASYBACKUP, cli_env, restore_target, run_cli, write_config
 from tests.harness.net import free_port
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys

@@ -22,10 +22,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, Strategy
+from easybackup.engines.postgres import parse_postgres_url, url_host
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
-from easybackup.worker.sources.postgres import parse_postgres_url, url_host
-from easybackup.worker.ssh_tunnel import READY_TIMEOUT_S, SshTunnel, describe_tunnel
+from easybackup.network.ssh_tunnel import READY_TIMEOUT_S, SshTunnel, describe_tunnel
 
 LOCAL_HOST = "127.0.0.1"
 # Errors of the database connection that a broken route explains better.
@@ -47,7 +47,7 @@ def describe_route(strategy: Strategy) -> str:
     if strategy.tunnel is not None:
         return f"via {describe_tunnel(strategy.tunnel)}"
     if strategy.proxy is not None:
-        from easybackup.worker.proxy_forwarder import describe_proxy  # see _ProxyRoute
+        from easybackup.network.proxy_forwarder import describe_proxy  # see _ProxyRoute
 
         return f"via {describe_proxy(strategy.proxy.url)}"
     return "direct"
@@ -133,7 +133,7 @@ class _ProxyRoute:
         self.emit = emit
         self.database = database
         # Imported here: python_socks would add ~20 ms to the start of every worker, proxy or not.
-        from easybackup.worker.proxy_forwarder import ProxyForwarder
+        from easybackup.network.proxy_forwarder import ProxyForwarder
 
         self.forwarder = ProxyForwarder(strategy.proxy.url, host, port)
 

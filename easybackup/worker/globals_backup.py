@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
+from easybackup.engines.dump_header import CLUSTER_BANNER, CLUSTER_DUMP_COMPLETE
+from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, PostgresUrl
 from easybackup.errors import EasybackupError
+from easybackup.pipeline.stages import StageFailed, StageSpec
 from easybackup.storage.layout import GLOBALS, globals_key
 from easybackup.worker.backup import AttemptContext, BackupOutcome, DumpPlan, backup_source_once
-from easybackup.worker.pipeline import StageFailed, StageSpec
-from easybackup.worker.sources.dump_header import CLUSTER_BANNER, CLUSTER_DUMP_COMPLETE
-from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, PostgresUrl
 
 GLOBALS_FORMAT = "plain"
 

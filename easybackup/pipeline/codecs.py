@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shutil
 
+from easybackup.pipeline.stages import StageSpec, base_env
 from easybackup.storage.layout import COMPRESSION_EXTENSIONS
-from easybackup.worker.pipeline import StageSpec, base_env
 
 CODECS = ("gzip", "zstd", "none")
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}

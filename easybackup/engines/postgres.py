@@ -17,17 +17,17 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings, TimeoutSettings
-from easybackup.errors import EasybackupError
-from easybackup.scheduling import format_duration
-from easybackup.secrets import mask, register_secret
-from easybackup.urls import masked_url, url_problem
-from easybackup.worker.pipeline import StageFailed, StageSpec, base_env
-from easybackup.worker.sources.dump_header import (
+from easybackup.engines.dump_header import (
     DUMP_COMPLETE,
     PLAIN_BANNER,
     dump_problem,
     versions_from_dump_head,
 )
+from easybackup.errors import EasybackupError
+from easybackup.pipeline.stages import StageFailed, StageSpec, base_env
+from easybackup.scheduling import format_duration
+from easybackup.secrets import mask, register_secret
+from easybackup.urls import masked_url, url_problem
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from easybackup.errors import EasybackupError
-from easybackup.worker.pipeline import StageFailed, StageSpec
+from easybackup.pipeline.stages import StageFailed, StageSpec
 
 
 @runtime_checkable

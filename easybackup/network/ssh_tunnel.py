@@ -27,7 +27,7 @@ from pathlib import Path
 
 from easybackup.config.model import TunnelSettings
 from easybackup.errors import EasybackupError
-from easybackup.worker.pipeline import LineCallback, Pipeline, StageSpec, base_env
+from easybackup.pipeline.stages import LineCallback, Pipeline, StageSpec, base_env
 
 STAGE = "ssh"
 READY_TIMEOUT_S = 15.0

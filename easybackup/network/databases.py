@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings, Strategy
+from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource
 from easybackup.errors import EasybackupError
+from easybackup.network.routes import logging_emit, open_route
+from easybackup.pipeline.stages import StageFailed, describe_returncode
 from easybackup.secrets import mask
-from easybackup.worker.pipeline import StageFailed, describe_returncode
-from easybackup.worker.sources.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource
-from easybackup.worker.routes import logging_emit, open_route
 
 LIST_QUERY = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1"
 LAST_LINES = 25
