@@ -1,4 +1,4 @@
-"""Restoring a backup into a database: S3 → sha256 → [decompressor] → pg_restore (custom) or psql (plain).
+"""Restoring a backup into a database: S3 → sha256 → [decoders] → pg_restore (custom) or psql (plain).
 
 Streamed without a temp file; the sha256 is computed on the way, so a mismatch is known only at the end, when
 pg_restore may already have applied data (the error says so). A restore program that fails stops the download
@@ -34,7 +34,8 @@ from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, parse_postgres_url
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes
-from easybackup.pipeline.codecs import decompress_stage
+from easybackup.codec_table import chain_of_manifest
+from easybackup.pipeline.codecs import decode_stages
 from easybackup.pipeline.stages import LineCallback, Pipeline, StageFailed, StageSpec
 from easybackup.private_dirs import make_private_dir
 from easybackup.storage.layout import parse_archive_key
@@ -196,8 +197,7 @@ def restore_streaming(client, bucket: str, manifest: Manifest, target: Connectio
     A globals dump goes through psql without ON_ERROR_STOP; its errors other than "already exists" fail it."""
     errors = _GlobalsErrors(on_line) if is_globals(manifest) else None
     on_line = errors or on_line
-    stages = [s for s in [decompress_stage(manifest.compression)] if s is not None]
-    stages.append(restore_stage(manifest, target, clean=clean))
+    stages = [*decode_stages(chain_of_manifest(manifest)), restore_stage(manifest, target, clean=clean)]
     body = open_object(client, bucket, manifest.key)["Body"]
     streamed, failure = stream_through(body, stages, consume_output=_discard, bucket=bucket, on_line=on_line,
                                        on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True)
@@ -302,14 +302,14 @@ def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_li
     """Stream the archive through sha256 and the decompressor into `path` (created 0600), writing no more than
     the manifest's dump bytes; return Streamed and whether the dump was longer than that."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    stage = decompress_stage(manifest.compression)
-    sink = _BoundedFile(fd, manifest.stored_bytes if stage is None else manifest.dump_bytes)
+    stages = decode_stages(chain_of_manifest(manifest))
+    sink = _BoundedFile(fd, manifest.dump_bytes if stages else manifest.stored_bytes)
     try:
         body = open_object(client, bucket, manifest.key)["Body"]
-        if stage is None:
+        if not stages:
             streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
         else:
-            streamed = _through_decompressor(body, stage, sink, bucket, on_line, on_progress)
+            streamed = _through_decoders(body, stages, sink, bucket, on_line, on_progress)
         return streamed, sink.overflowed
     except OSError as exc:
         raise EasybackupError(f"cannot write the download to {path}", str(exc),
@@ -318,11 +318,11 @@ def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_li
         os.close(fd)
 
 
-def _through_decompressor(body, stage: StageSpec, sink: _BoundedFile, bucket: str, on_line, on_progress):
-    streamed, failed = stream_through(body, [stage], consume_output=lambda source: _copy(source, sink), bucket=bucket,
+def _through_decoders(body, stages: list[StageSpec], sink: _BoundedFile, bucket: str, on_line, on_progress):
+    streamed, failed = stream_through(body, stages, consume_output=lambda source: _copy(source, sink), bucket=bucket,
                                       on_line=on_line, on_progress=on_progress, name="restore-download")
     if failed is not None:
-        raise verification_error(f"cannot decompress {stage.name} archive: {failed.message}",
+        raise verification_error(f"cannot decode the {failed.stage} archive: {failed.message}",
                                  failed.detail, last_lines=failed.last_lines) from failed
     return streamed
 

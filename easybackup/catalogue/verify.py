@@ -1,7 +1,7 @@
 """Reading an archive back from S3 and checking it: size, sha256, and a full read of the dump.
 
 One function, `verify_archive`, serves both `easybackup verify` and the worker's `verify.after_backup` step.
-The object is streamed, never stored: S3 → sha256 → [decompressor] → reader, where the reader is
+The object is streamed, never stored: S3 → sha256 → [decoders] → reader, where the reader is
 `pg_restore --file=/dev/null` for the custom format (it reads every block; `pg_restore --list` reads only the
 table of contents and passes a truncated archive) and our own tail check for plain SQL (pg_dump ends a
 complete dump with `-- PostgreSQL database dump complete`).
@@ -23,7 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumErro
 
 from easybackup.engines.dump_header import TAIL_BYTES, ends_like_a_complete_dump
 from easybackup.errors import EasybackupError
-from easybackup.pipeline.codecs import decompress_stage
+from easybackup.codec_table import CodecChain
+from easybackup.pipeline.codecs import decode_stages
 from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec, base_env
 from easybackup.storage.s3 import classify_s3_error, error_code
 
@@ -223,10 +224,10 @@ class TailKeeper:
             self(chunk)
 
 
-def reader_stages(fmt: str, compression: str) -> list[StageSpec]:
-    """Given the archive's format and codec, return the stages that read it whole: [decompressor] +
+def reader_stages(fmt: str, codecs: CodecChain) -> list[StageSpec]:
+    """Given the archive's format and codec chain, return the stages that read it whole: the chain's decoders +
     [pg_restore to /dev/null] for the custom format; plain SQL comes out of the last stage (none: no stage)."""
-    stages = [stage for stage in [decompress_stage(compression)] if stage is not None]
+    stages = decode_stages(codecs)
     if fmt == "custom":
         stages.append(StageSpec("pg_restore", ["pg_restore", "--file=/dev/null"], env=base_env(),
                                 failure_kind="verification"))
@@ -235,10 +236,10 @@ def reader_stages(fmt: str, compression: str) -> list[StageSpec]:
     return stages
 
 
-def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt: str, compression: str,
+def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt: str, codecs: CodecChain,
                    on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
                    stop_event: threading.Event | None = None) -> VerifyResult:
-    """Given an archive and what its manifest says (size, sha256, format, codec), read it back whole and check it;
+    """Given an archive and what its manifest says (size, sha256, format, codec chain), read it back whole and check it;
     return what was read. Raise a `verification` error naming the first reason it is not good (missing, size,
     sha256, unreadable dump, incomplete plain dump), or the classified S3 error if S3 fails."""
     response = open_object(client, bucket, key)
@@ -247,7 +248,7 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt
         response["Body"].close()
         raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, S3 has {stored}",
                                  "the object was replaced or cut after the backup; restore an older backup")
-    stages = reader_stages(fmt, compression)
+    stages = reader_stages(fmt, codecs)
     tail = TailKeeper()
     if not stages:
         streamed = stream_object(response["Body"], tail, bucket=bucket, on_progress=on_progress,

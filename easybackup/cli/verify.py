@@ -10,6 +10,7 @@ from collections import defaultdict
 from easybackup import exitcodes
 from easybackup.catalogue.listing import LATEST, database_dir, database_of_key, read_backups, select_backup
 from easybackup.catalogue.verify import verify_archive
+from easybackup.codec_table import chain_of_manifest
 from easybackup.cli.list import load
 from easybackup.cli.restore import ProgressLine, pick_strategy
 from easybackup.errors import EasybackupError
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         progress = ProgressLine(manifest.stored_bytes)
         try:
             verify_archive(client, strategy.s3.bucket, manifest.key, size=manifest.stored_bytes,
-                           sha256=manifest.sha256, fmt=manifest.format, compression=manifest.compression,
+                           sha256=manifest.sha256, fmt=manifest.format, codecs=chain_of_manifest(manifest),
                            on_line=lambda stage, line: log.info("{}: {}", stage, line), on_progress=progress)
         except EasybackupError as error:
             progress.clear()

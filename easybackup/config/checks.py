@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from easybackup.codec_table import COMPRESSORS
 from easybackup.config.build import database_entries
 from easybackup.config.merge import effective_strategy, origin
 from easybackup.config.pg_dump_args import reserved_uses
@@ -23,7 +24,6 @@ NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
                  ("timeout", "upload"), ("timeout", "shutdown_grace"), ("timeout", "connect"),
                  ("slack", "progress_interval"), ("kubernetes", "active_deadline"))
-MAX_LEVEL = {"gzip": 9, "zstd": 19}
 
 
 def check(data: dict) -> list[str]:
@@ -237,11 +237,11 @@ def _compression(merged: dict, where) -> list[str]:
     codec = _get(merged, ("s3", "compression")) or "gzip"
     if not isinstance(level, int) or isinstance(level, bool) or not isinstance(codec, str):
         return []  # the schema reports a level or codec of the wrong type
-    if codec == "none":
-        return [f"{where('s3', 'compression_level')}: a level needs a compression (s3.compression is none)"]
-    if codec in MAX_LEVEL and level > MAX_LEVEL[codec]:
-        return [f"{where('s3', 'compression_level')}: {level} is above {codec}'s highest level "
-                f"{MAX_LEVEL[codec]}"]
+    levels = COMPRESSORS[codec].levels if codec in COMPRESSORS else None  # an unknown codec is the schema's
+    if codec in COMPRESSORS and levels is None:
+        return [f"{where('s3', 'compression_level')}: a level needs a compression (s3.compression is {codec})"]
+    if levels is not None and level > levels[1]:
+        return [f"{where('s3', 'compression_level')}: {level} is above {codec}'s highest level {levels[1]}"]
     return []
 
 

@@ -1,25 +1,41 @@
-"""Compressor stages for the dump pipeline, and the matching decompressors for restore and verify.
+"""The codec chain's stages: what the backup runs after the dump, and what verify and restore run to undo it.
+
+Backup, verify and restore build their chains only here: `encode_stages(chain)` and `decode_stages(chain)`. The
+codecs themselves (names, levels, suffixes, manifest fields) are data in easybackup/codec_table.py.
 
 `gzip` runs pigz when it is installed (same format, every core); `zstd` runs multi-threaded (-T0).
 The stage is named after the program that really runs, so an error says "pigz exited with code 1".
-Compressors get an environment without secrets (`base_env()`): they need none.
+Codec stages get an environment without secrets (`base_env()`): they need none.
 """
 
 from __future__ import annotations
 
 import shutil
 
+from easybackup.codec_table import COMPRESSORS, CodecChain
 from easybackup.pipeline.stages import StageSpec, base_env
-from easybackup.storage.layout import COMPRESSION_EXTENSIONS
 
-CODECS = ("gzip", "zstd", "none")
-DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
-LEVEL_RANGES = {"gzip": (1, 9), "zstd": (1, 19)}
+CODECS = tuple(COMPRESSORS)
 
 
 def _check_codec(codec: str) -> None:
-    if codec not in CODECS:
+    if codec not in COMPRESSORS:
         raise ValueError(f"unknown compression '{codec}' (expected one of: {', '.join(CODECS)})")
+
+
+def chain_of_settings(s3) -> CodecChain:
+    """Given a strategy's S3Settings, return the codec chain its backups go through."""
+    return CodecChain(compression=s3.compression, level=s3.compression_level)
+
+
+def encode_stages(chain: CodecChain) -> list[StageSpec]:
+    """Given a codec chain, return the stages the backup runs after the dump, in order (none: no stage)."""
+    return [stage for stage in [compressor_stage(chain.compression, chain.level)] if stage is not None]
+
+
+def decode_stages(chain: CodecChain) -> list[StageSpec]:
+    """Given the chain an archive went through, return the stages that turn it back into the dump, in order."""
+    return [stage for stage in [decompress_stage(chain.compression)] if stage is not None]
 
 
 def gzip_program() -> str:
@@ -35,8 +51,8 @@ def compressor_stage(codec: str, level: int | None = None) -> StageSpec | None:
     _check_codec(codec)
     if codec == "none":
         return None
-    low, high = LEVEL_RANGES[codec]
-    level = DEFAULT_LEVELS[codec] if level is None else level
+    low, high, default = COMPRESSORS[codec].levels
+    level = default if level is None else level
     if not low <= level <= high:
         raise ValueError(f"{codec} compression level must be {low}..{high}, not {level}")
     if codec == "gzip":
@@ -49,7 +65,7 @@ def compressor_stage(codec: str, level: int | None = None) -> StageSpec | None:
 def extension(codec: str) -> str:
     """Given a codec, return the archive suffix it adds: ".gz", ".zst" or ""."""
     _check_codec(codec)
-    return COMPRESSION_EXTENSIONS[codec]
+    return COMPRESSORS[codec].suffix
 
 
 def decompress_argv(codec: str) -> list[str] | None:

@@ -1,9 +1,9 @@
 """Object keys in S3 (DESIGN.md, Objects in S3). Pure functions, no I/O.
 
-    <base_path>/<strategy>/<database>/<run name>.<dump|sql>[.gz|.zst]   the archive
+    <base_path>/<strategy>/<database>/<run name>.<dump|sql><codec suffixes>  the archive (codec_table.py)
     <base_path>/<strategy>/<database>/<run name>.manifest.json          the commit marker, written last
     <base_path>/<strategy>/<database>/<run name>.pin.json               a pin: retention keeps the backup (`pin`)
-    <base_path>/<strategy>/_globals/<run name>.sql[.gz|.zst]            roles and tablespaces
+    <base_path>/<strategy>/_globals/<run name>.sql<codec suffixes>       roles and tablespaces
     <base_path>/<strategy>/_runs/<run name>.run.json                    the run record: how each database ended
 
 The run name is `<run timestamp>-<run id>` (`2024-05-01T020000Z-3f2a9c1b7d4e`): two runs of one strategy started in
@@ -22,18 +22,19 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from easybackup.codec_table import SUFFIX_PATTERN, CodecChain, chain_of_suffix
+
 GLOBALS = "_globals"
 RUNS = "_runs"  # run records; `_` keeps the directory apart from every database (quote_segment encodes a leading `_`)
 MANIFEST_SUFFIX = ".manifest.json"
 RUN_RECORD_SUFFIX = ".run.json"
 PIN_SUFFIX = ".pin.json"
 FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql"}
-COMPRESSION_EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 
 _TIMESTAMP = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
 _RUN_ID = r"[0-9a-z]{1,32}"
 _RUN_NAME = rf"(?P<name>(?P<ts>{_TIMESTAMP})(?:-(?P<run>{_RUN_ID}))?)"
-_ARCHIVE_NAME = re.compile(rf"^{_RUN_NAME}\.(?P<ext>dump|sql)(?P<comp>\.gz|\.zst)?$")
+_ARCHIVE_NAME = re.compile(rf"^{_RUN_NAME}\.(?P<ext>dump|sql){SUFFIX_PATTERN}$")
 _RUN_NAME_ONLY = re.compile(rf"^{_RUN_NAME}$")
 _RUN_RECORD_NAME = re.compile(rf"^{_RUN_NAME}{re.escape(RUN_RECORD_SUFFIX)}$")
 
@@ -117,23 +118,24 @@ def _check_run_name(name: str) -> None:
         raise ValueError(f"'{name}' is not a run name (YYYY-mm-ddTHHMMSSZ, optionally -<run id>)")
 
 
-def archive_extension(fmt: str, compression: str) -> str:
-    """Given a pg_dump format and a compression codec, return the archive's extension (`dump.gz`)."""
+def archive_extension(fmt: str, codecs: CodecChain | str) -> str:
+    """Given a pg_dump format and the codec chain (or just a compression codec), return the archive's extension
+    (`dump.gz`)."""
     if fmt not in FORMAT_EXTENSIONS:
         raise ValueError(f"unknown pg_dump format '{fmt}'")
-    if compression not in COMPRESSION_EXTENSIONS:
-        raise ValueError(f"unknown compression '{compression}'")
-    return FORMAT_EXTENSIONS[fmt] + COMPRESSION_EXTENSIONS[compression]
+    chain = codecs if isinstance(codecs, CodecChain) else CodecChain(compression=codecs)
+    return FORMAT_EXTENSIONS[fmt] + chain.suffix
 
 
-def archive_key(base_path: str | None, strategy: str, database: str, run: str, fmt: str, compression: str) -> str:
+def archive_key(base_path: str | None, strategy: str, database: str, run: str, fmt: str,
+                compression: CodecChain | str) -> str:
     """Given where, what and the run name (or a bare run timestamp), return the archive's key; raise ValueError on
     an unknown format or codec or a malformed run name."""
     _check_run_name(run)
     return f"{database_prefix(base_path, strategy, database)}{run}.{archive_extension(fmt, compression)}"
 
 
-def globals_key(base_path: str | None, strategy: str, run: str, compression: str) -> str:
+def globals_key(base_path: str | None, strategy: str, run: str, compression: CodecChain | str) -> str:
     """Given where and the run name, return the key of the run's globals dump (always plain SQL)."""
     _check_run_name(run)
     return f"{globals_prefix(base_path, strategy)}{run}.{archive_extension('plain', compression)}"
@@ -188,7 +190,7 @@ def parse_archive_key(key: str) -> ArchiveKey | None:
     if strategy is None or database is None:
         return None
     fmt = "custom" if match["ext"] == "dump" else "plain"
-    compression = {".gz": "gzip", ".zst": "zstd", None: "none"}[match["comp"]]
+    compression = chain_of_suffix(match).compression
     if is_globals and fmt != "plain":
         return None
     return ArchiveKey(base_path="/".join(base), strategy=strategy, database=database,

@@ -18,7 +18,7 @@ from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.engines.postgres import PostgresSource
 from easybackup.errors import EasybackupError
 from easybackup.network.routes import open_route
-from easybackup.pipeline.codecs import compressor_stage
+from easybackup.pipeline.codecs import chain_of_settings, encode_stages
 from easybackup.pipeline.stages import Pipeline, StageFailed
 from easybackup.pipeline.watchdog import Watchdog
 from easybackup.storage.layout import archive_key, manifest_key, run_name
@@ -84,13 +84,13 @@ def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
     Raise EasybackupError (classified: kind, transient, last lines) if any stage, the upload or the manifest fails.
     """
     strategy = ctx.strategy
-    codec = strategy.s3.compression
+    codecs = chain_of_settings(strategy.s3)
     key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_name, strategy.pg_dump.format,
-                      codec)
+                      codecs)
     return backup_source_once(ctx, target, DumpPlan(
         database=target.name, key=key, fmt=strategy.pg_dump.format,
         make_source=lambda routed: PostgresSource(routed, strategy.pg_dump, ctx.private_dir,
-                                                  compress_externally=codec != "none",
+                                                  compress_externally=codecs.compression != "none",
                                                   connect_timeout=strategy.timeout.connect)))
 
 
@@ -101,22 +101,19 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
     Raise EasybackupError (classified) if the route, any stage, the upload, verification or the manifest fails.
     """
     strategy = ctx.strategy
-    codec = strategy.s3.compression
+    codecs = chain_of_settings(strategy.s3)
     started_at, started = utc_now_text(), time.monotonic()
     with (open_route(strategy, target, ctx.private_dir, ctx.emit, cancel=ctx.cancel) as routed,
           plan.make_source(routed) as source):
-        stages = [source.dump_stage()]
-        compressor = compressor_stage(codec, strategy.s3.compression_level)
-        if compressor is not None:
-            stages.append(compressor)
+        stages = [source.dump_stage(), *encode_stages(codecs)]
         result, dump_bytes, head = _stream(ctx, plan.database, plan.key, stages, source)
         versions = source.versions_after_dump(head)
     verified = _verify_after_backup(ctx, plan, result) if strategy.verify.after_backup else False
     duration = time.monotonic() - started
     manifest = Manifest(
         strategy=strategy.name, database=plan.database, run_id=ctx.run_id, key=plan.key, started_at=started_at,
-        finished_at=utc_now_text(), stored_bytes=result.size, sha256=result.sha256, compression=codec,
-        format=plan.fmt, dump_bytes=dump_bytes, pg_dump_version=versions.get("pg_dump_version"),
+        finished_at=utc_now_text(), stored_bytes=result.size, sha256=result.sha256, format=plan.fmt,
+        **codecs.manifest_fields(), dump_bytes=dump_bytes, pg_dump_version=versions.get("pg_dump_version"),
         server_version=versions.get("server_version"), easybackup_version=__version__, verified=verified,
         duration_s=round(duration, 3))
     _commit(ctx, manifest)
@@ -183,7 +180,7 @@ def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResu
 
     try:
         verify_archive(ctx.client, strategy.s3.bucket, plan.key, size=result.size, sha256=result.sha256,
-                       fmt=plan.fmt, compression=strategy.s3.compression, on_line=on_line, stop_event=ctx.cancel)
+                       fmt=plan.fmt, codecs=chain_of_settings(strategy.s3), on_line=on_line, stop_event=ctx.cancel)
     except EasybackupError:
         _delete_quietly(ctx, plan.key)
         raise

@@ -13,6 +13,7 @@ from easybackup.config.model import DatabaseTarget, PgDumpSettings
 from easybackup.engines.dump_header import CLUSTER_BANNER, CLUSTER_DUMP_COMPLETE
 from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, PostgresUrl
 from easybackup.errors import EasybackupError
+from easybackup.pipeline.codecs import chain_of_settings
 from easybackup.pipeline.stages import StageFailed, StageSpec
 from easybackup.storage.layout import GLOBALS, globals_key
 from easybackup.worker.backup import AttemptContext, BackupOutcome, DumpPlan, backup_source_once
@@ -76,9 +77,10 @@ def backup_globals_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOu
     """Given the run context and the `_globals` target, dump the server's roles and tablespaces once into S3
     with a manifest; return what was stored. Raise the classified EasybackupError on any failure."""
     strategy = ctx.strategy
-    codec = strategy.s3.compression
-    key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_name, codec)
+    codecs = chain_of_settings(strategy.s3)
+    key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_name, codecs)
     return backup_source_once(ctx, target, DumpPlan(
         database=GLOBALS, key=key, fmt=GLOBALS_FORMAT,
-        make_source=lambda routed: GlobalsSource(routed, ctx.private_dir, compress_externally=codec != "none",
+        make_source=lambda routed: GlobalsSource(routed, ctx.private_dir,
+                                                 compress_externally=codecs.compression != "none",
                                                  connect_timeout=strategy.timeout.connect)))
