@@ -8,6 +8,10 @@ With `jobs` (pg_restore -j needs a seekable file) the archive is downloaded, che
 afterwards. That file is the dump as pg_dump wrote it: the manifest's dump_bytes, checked to fit before the
 download starts, and never more (an archive that decompresses to more is refused before it fills the disk).
 
+An age-encrypted backup is read twice: first decrypted and checked whole with the identity (verify_archive),
+so a wrong identity or a cut or altered ciphertext fails before anything reaches the target — age authenticates
+chunk by chunk, and a streamed restore would already have applied the chunks before a bad one — then restored.
+
 The password never reaches argv or a child's environment: PostgresSource writes the 0600 passfile.
 """
 
@@ -28,6 +32,7 @@ from easybackup.catalogue.verify import (
     stream_object,
     stream_through,
     verification_error,
+    verify_archive,
     write_all,
 )
 from easybackup.config.model import DatabaseTarget, PgDumpSettings
@@ -35,6 +40,7 @@ from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSourc
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes
 from easybackup.codec_table import chain_of_manifest
+from easybackup.pipeline import age
 from easybackup.pipeline.codecs import decode_stages
 from easybackup.pipeline.stages import LineCallback, Pipeline, StageFailed, StageSpec
 from easybackup.private_dirs import make_private_dir
@@ -188,16 +194,30 @@ def is_globals(manifest: Manifest) -> bool:
     return parsed is not None and parsed.is_globals
 
 
+def prove_decryptable(client, bucket: str, manifest: Manifest, identity: Path | None, *,
+                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None) -> None:
+    """Given an encrypted backup and the identity, read it back whole (decrypt, decompress, read the dump) before
+    anything is restored; nothing for a backup that is not encrypted. Raise UsageError without an identity, or the
+    verification error (wrong identity, damaged ciphertext)."""
+    codecs = chain_of_manifest(manifest)
+    if not codecs.encrypted:
+        return
+    if identity is None:
+        raise age.need_identity(manifest.key)
+    verify_archive(client, bucket, manifest.key, size=manifest.stored_bytes, sha256=manifest.sha256,
+                   fmt=manifest.format, codecs=codecs, identity=identity, on_line=on_line, on_progress=on_progress)
+
+
 def restore_streaming(client, bucket: str, manifest: Manifest, target: Connection, *, clean: bool,
-                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None
-                      ) -> RestoreResult:
+                      identity: Path | None = None, on_line: LineCallback | None = None,
+                      on_progress: ProgressCallback | None = None) -> RestoreResult:
     """Given a backup and the target, stream it in; return what was read. Raise a verification error on a size or
     sha256 mismatch (saying data may already be applied), or an error naming the restore stage that failed.
 
     A globals dump goes through psql without ON_ERROR_STOP; its errors other than "already exists" fail it."""
     errors = _GlobalsErrors(on_line) if is_globals(manifest) else None
     on_line = errors or on_line
-    stages = [*decode_stages(chain_of_manifest(manifest)), restore_stage(manifest, target, clean=clean)]
+    stages = [*decode_stages(chain_of_manifest(manifest), identity), restore_stage(manifest, target, clean=clean)]
     body = open_object(client, bucket, manifest.key)["Body"]
     streamed, failure = stream_through(body, stages, consume_output=_discard, bucket=bucket, on_line=on_line,
                                        on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True)
@@ -266,7 +286,7 @@ def check_free_space(directory: Path, needed: int) -> None:
 
 
 def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection, private_dir: Path, *, jobs: int,
-                     clean: bool, on_line: LineCallback | None = None,
+                     clean: bool, identity: Path | None = None, on_line: LineCallback | None = None,
                      on_progress: ProgressCallback | None = None) -> RestoreResult:
     """Given a custom-format backup, download, check and decompress it into a 0600 file in `private_dir`, then
     `pg_restore --jobs`; remove the file afterwards. Raise a verification error before anything is applied if
@@ -276,7 +296,7 @@ def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection
     check_free_space(private_dir, manifest.dump_bytes or manifest.stored_bytes)
     path = private_dir / "archive.dump"
     try:
-        streamed, overflowed = _download_decompressed(client, bucket, manifest, path, on_line, on_progress)
+        streamed, overflowed = _download_decoded(client, bucket, manifest, identity, path, on_line, on_progress)
         if (streamed.size, streamed.sha256) != (manifest.stored_bytes, manifest.sha256):
             raise verification_error(f"checksum mismatch: {manifest.key} is not what was backed up",
                                      f"manifest: sha256 {manifest.sha256}; read: sha256 {streamed.sha256}",
@@ -298,18 +318,18 @@ def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection
     return RestoreResult(key=manifest.key, size=streamed.size, sha256=streamed.sha256)
 
 
-def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_line, on_progress):
-    """Stream the archive through sha256 and the decompressor into `path` (created 0600), writing no more than
+def _download_decoded(client, bucket, manifest: Manifest, identity: Path | None, path: Path, on_line, on_progress):
+    """Stream the archive through sha256 and the decoders into `path` (created 0600), writing no more than
     the manifest's dump bytes; return Streamed and whether the dump was longer than that."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    stages = decode_stages(chain_of_manifest(manifest))
+    stages = decode_stages(chain_of_manifest(manifest), identity)
     sink = _BoundedFile(fd, manifest.dump_bytes if stages else manifest.stored_bytes)
     try:
         body = open_object(client, bucket, manifest.key)["Body"]
         if not stages:
             streamed = stream_object(body, sink, bucket=bucket, on_progress=on_progress)
         else:
-            streamed = _through_decoders(body, stages, sink, bucket, on_line, on_progress)
+            streamed = _through_decoders(body, stages, sink, bucket, on_line, on_progress, (manifest.key, identity))
         return streamed, sink.overflowed
     except OSError as exc:
         raise EasybackupError(f"cannot write the download to {path}", str(exc),
@@ -318,9 +338,12 @@ def _download_decompressed(client, bucket, manifest: Manifest, path: Path, on_li
         os.close(fd)
 
 
-def _through_decoders(body, stages: list[StageSpec], sink: _BoundedFile, bucket: str, on_line, on_progress):
+def _through_decoders(body, stages: list[StageSpec], sink: _BoundedFile, bucket: str, on_line, on_progress,
+                      what: tuple[str, Path | None]):
     streamed, failed = stream_through(body, stages, consume_output=lambda source: _copy(source, sink), bucket=bucket,
                                       on_line=on_line, on_progress=on_progress, name="restore-download")
+    if failed is not None and failed.stage == age.PROGRAM:
+        raise age.explain(failed, *what) from failed
     if failed is not None:
         raise verification_error(f"cannot decode the {failed.stage} archive: {failed.message}",
                                  failed.detail, last_lines=failed.last_lines) from failed

@@ -18,12 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
 from easybackup.engines.dump_header import TAIL_BYTES, ends_like_a_complete_dump
 from easybackup.errors import EasybackupError
 from easybackup.codec_table import CodecChain
+from easybackup.pipeline import age
 from easybackup.pipeline.codecs import decode_stages
 from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec, base_env
 from easybackup.storage.s3 import classify_s3_error, error_code
@@ -50,6 +52,7 @@ class VerifyResult:
     size: int
     sha256: str
     dump_bytes: int | None  # bytes of the decompressed dump when it passed through us (plain format)
+    level: str = "full"  # full: read back whole; ciphertext: encrypted and no identity, sha256 + the age header
 
 
 def verification_error(message: str, detail: str | None = None, hint: str | None = None,
@@ -210,10 +213,13 @@ class TailKeeper:
     """Keeps the last bytes that passed through, and counts them; `callable(chunk)` is a sink that never closes."""
 
     def __init__(self):
+        self.head = b""  # the first bytes too: an encrypted archive's age header, checked without the key
         self.tail = b""
         self.count = 0
 
     def __call__(self, chunk: bytes) -> bool:
+        if len(self.head) < age.HEADER_LIMIT:
+            self.head += chunk[:age.HEADER_LIMIT - len(self.head)]
         self.count += len(chunk)
         self.tail = (self.tail + chunk)[-TAIL_BYTES:]
         return True
@@ -224,10 +230,11 @@ class TailKeeper:
             self(chunk)
 
 
-def reader_stages(fmt: str, codecs: CodecChain) -> list[StageSpec]:
-    """Given the archive's format and codec chain, return the stages that read it whole: the chain's decoders +
-    [pg_restore to /dev/null] for the custom format; plain SQL comes out of the last stage (none: no stage)."""
-    stages = decode_stages(codecs)
+def reader_stages(fmt: str, codecs: CodecChain, identity: Path | None = None) -> list[StageSpec]:
+    """Given the archive's format, codec chain and identity (encrypted archives), return the stages that read it
+    whole: the chain's decoders + [pg_restore to /dev/null] for the custom format; plain SQL comes out of the last
+    stage (none: no stage)."""
+    stages = decode_stages(codecs, identity)
     if fmt == "custom":
         stages.append(StageSpec("pg_restore", ["pg_restore", "--file=/dev/null"], env=base_env(),
                                 failure_kind="verification"))
@@ -237,18 +244,22 @@ def reader_stages(fmt: str, codecs: CodecChain) -> list[StageSpec]:
 
 
 def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt: str, codecs: CodecChain,
-                   on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
+                   identity: Path | None = None, on_line: LineCallback | None = None,
+                   on_progress: ProgressCallback | None = None,
                    stop_event: threading.Event | None = None) -> VerifyResult:
-    """Given an archive and what its manifest says (size, sha256, format, codec chain), read it back whole and check it;
-    return what was read. Raise a `verification` error naming the first reason it is not good (missing, size,
-    sha256, unreadable dump, incomplete plain dump), or the classified S3 error if S3 fails."""
+    """Given an archive and what its manifest says (size, sha256, format, codec chain), read it back whole and check
+    it; return what was read. An encrypted archive without an identity is checked as far as that goes: sha256 and
+    a whole age header naming the manifest's recipient count (level `ciphertext`). Raise a `verification` error
+    naming the first reason it is not good (missing, size, sha256, header, undecryptable, unreadable dump,
+    incomplete plain dump), or the classified S3 error if S3 fails."""
+    ciphertext_only = codecs.encrypted and identity is None
     response = open_object(client, bucket, key)
     stored = response.get("ContentLength")
     if stored is not None and stored != size:
         response["Body"].close()
         raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, S3 has {stored}",
                                  "the object was replaced or cut after the backup; restore an older backup")
-    stages = reader_stages(fmt, codecs)
+    stages = [] if ciphertext_only else reader_stages(fmt, codecs, identity)
     tail = TailKeeper()
     if not stages:
         streamed = stream_object(response["Body"], tail, bucket=bucket, on_progress=on_progress,
@@ -258,20 +269,39 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt
         streamed, failure = stream_through(response["Body"], stages, consume_output=tail.drain, bucket=bucket,
                                            on_line=on_line, on_progress=on_progress, stop_event=stop_event,
                                            name="verify-tail")
+    if ciphertext_only:
+        _judge_ciphertext(key, size, sha256, streamed, tail.head, len(codecs.recipients))
+        return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256, dump_bytes=None, level="ciphertext")
+    if failure is not None and failure.stage == age.PROGRAM and streamed.sha256 == sha256:
+        raise age.explain(failure, key, identity) from failure
     _judge(key, size, sha256, fmt, streamed, failure, tail)
     return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256,
                         dump_bytes=tail.count if fmt == "plain" else None)
 
 
-def _judge(key: str, size: int, sha256: str, fmt: str, streamed: Streamed, failure: StageFailed | None,
-           tail: TailKeeper) -> None:
-    """Raise the verification error for the most precise reason found, in order: size, sha256, the reader."""
+def _judge_stored(key: str, size: int, sha256: str, streamed: Streamed) -> None:
+    """Raise the verification error if the bytes read are not the ones stored: size, then sha256."""
     if streamed.size != size:
         raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, read {streamed.size}")
     if streamed.sha256 != sha256:
         raise verification_error(f"sha256 mismatch for {key}",
                                  f"the manifest says {sha256}, the stored object has {streamed.sha256}",
                                  "the archive was altered or damaged after the backup; restore an older backup")
+
+
+def _judge_ciphertext(key: str, size: int, sha256: str, streamed: Streamed, head: bytes, recipients: int) -> None:
+    """Raise the verification error for an encrypted archive checked without its key: size, sha256, age header."""
+    _judge_stored(key, size, sha256, streamed)
+    problem = age.header_problem(head, recipients)
+    if problem:
+        raise verification_error(f"the encrypted archive {key} is not a whole age file: {problem}",
+                                 hint="restore an older backup; with --identity FILE verify decrypts it whole")
+
+
+def _judge(key: str, size: int, sha256: str, fmt: str, streamed: Streamed, failure: StageFailed | None,
+           tail: TailKeeper) -> None:
+    """Raise the verification error for the most precise reason found, in order: size, sha256, the reader."""
+    _judge_stored(key, size, sha256, streamed)
     if failure is not None:
         raise verification_error(f"the archive {key} does not read back whole: {failure.message}",
                                  failure.detail, "the dump itself is damaged (truncated or corrupt) although its "

@@ -99,8 +99,9 @@ def catalogue_text(strategy: Strategy, catalogue: Catalogue, pins: dict[str, Pin
     lines = [f"{strategy.name}: {count} backup{'' if count == 1 else 's'} in {where}"]
     if catalogue.backups:
         rows = [(local_time(m.started_at, strategy.timezone), m.started_at, m.database, format_bytes(m.stored_bytes),
-                 format_duration(m.duration_s) if m.duration_s is not None else "-", "yes" if m.verified else "no",
+                 format_duration(m.duration_s) if m.duration_s is not None else "-", _verified(m),
                  m.sha256[:12], m.key + ("  (ARCHIVE MISSING)" if m.key in catalogue.missing_archives else "")
+                 + (f"  (encrypted: {m.encryption})" if m.encryption != "none" else "")
                  + (f"  ({pins[pin_key(m.key)].describe()})" if pin_key(m.key) in (pins or {}) else ""))
                 for m in catalogue.backups]
         lines.append(render_table(rows, (f"TIME ({strategy.timezone})", *HEADERS[1:])))
@@ -109,6 +110,13 @@ def catalogue_text(strategy: Strategy, catalogue: Catalogue, pins: dict[str, Pin
         lines += [f"  {item.key}  {format_bytes(item.size)}  {item.last_modified:%Y-%m-%dT%H:%M:%SZ}"
                   for item in catalogue.incomplete]
     return "\n".join(lines)
+
+
+def _verified(manifest) -> str:
+    """`yes` when read back whole, `ciphertext` when only its sha256 and age header were checked, else `no`."""
+    if not manifest.verified:
+        return "no"
+    return "ciphertext" if manifest.verify_level == "ciphertext" else "yes"
 
 
 def catalogue_json(strategy: Strategy, catalogue: Catalogue, pins: dict[str, Pin] | None = None) -> dict:

@@ -22,6 +22,7 @@ from easybackup.catalogue.restore import (
     create_database,
     database_exists,
     private_directory,
+    prove_decryptable,
     restore_parallel,
     restore_streaming,
     user_table_count,
@@ -35,6 +36,7 @@ from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import Console, console, log
 from easybackup.network.routes import describe_route, logging_emit, open_route
+from easybackup.pipeline import age
 from easybackup.scheduling.durations import format_duration
 from easybackup.secrets import mask_url, register_secret
 from easybackup.storage.manifest import Manifest
@@ -76,6 +78,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--direct", action="store_true",
                         help="connect to --target-url directly even when the strategy reaches its databases "
                              "through a tunnel or proxy")
+    parser.add_argument("--identity", default=None, metavar="FILE",
+                        help="the age identity (private key) file that decrypts an encrypted backup (mode 0600); "
+                             f"default ${age.IDENTITY_ENV}")
     parser.add_argument("--globals", action="store_true",
                         help="restore the newest roles/tablespaces dump (`_globals/`) with psql instead")
     parser.set_defaults(handler=run)
@@ -113,8 +118,13 @@ def run(args: argparse.Namespace) -> int:
     strategy = pick_strategy(config, args.strategy)
     client = make_client(strategy.s3)
     manifest = choose_backup(client, strategy, args.database, args.backup, args.globals)
+    encrypted = manifest.encryption != "none"
     print(f"backup: {manifest.key} ({format_bytes(manifest.stored_bytes)}, {manifest.format} format, "
-          f"{manifest.compression}, taken {manifest.started_at})", file=sys.stderr)
+          f"{manifest.compression}{', encrypted with ' + manifest.encryption if encrypted else ''}, "
+          f"taken {manifest.started_at})", file=sys.stderr)
+    args.identity = age.identity_path(args.identity) if encrypted else None
+    if encrypted:
+        _prove_decryptable(client, strategy, manifest, args.identity)
     with private_directory(config.temp_dir) as private, _route(args, strategy, private, url) as target_url:
         connect = strategy.timeout.connect
         target_url = _prompt_if_asked(target_url, private, connect)
@@ -126,6 +136,17 @@ def run(args: argparse.Namespace) -> int:
             target.cleanup()
             if maintenance is not None:
                 maintenance.cleanup()
+
+
+def _prove_decryptable(client, strategy: Strategy, manifest: Manifest, identity) -> None:
+    """Read an encrypted backup whole with the identity before the target is touched (catalogue.restore)."""
+    print("decrypting and checking the whole backup before touching the target", file=sys.stderr)
+    progress = ProgressLine(manifest.stored_bytes)
+    try:
+        prove_decryptable(client, strategy.s3.bucket, manifest, identity, on_progress=progress,
+                          on_line=lambda stage, line: log.info("{}: {}", stage, line))
+    finally:
+        progress.clear()
 
 
 @contextlib.contextmanager
@@ -164,10 +185,10 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Conne
     try:
         if args.jobs and args.jobs > 1:  # one job is what the streamed restore runs: no file needed
             restore_parallel(client, strategy.s3.bucket, manifest, target, private, jobs=args.jobs,
-                             clean=args.clean, on_line=on_line, on_progress=progress)
+                             clean=args.clean, identity=args.identity, on_line=on_line, on_progress=progress)
         else:
-            restore_streaming(client, strategy.s3.bucket, manifest, target, clean=args.clean, on_line=on_line,
-                              on_progress=progress)
+            restore_streaming(client, strategy.s3.bucket, manifest, target, clean=args.clean,
+                              identity=args.identity, on_line=on_line, on_progress=progress)
     finally:
         progress.clear()
     print(f"restored {manifest.key} into {where} in {format_duration(time.monotonic() - started)}")

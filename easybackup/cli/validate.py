@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 from easybackup import exitcodes
 from easybackup.config.loader import config_secrets, load_config
 from easybackup.config.model import Config, Strategy
-from easybackup.errors import EasybackupError
+from easybackup.errors import ConfigError, EasybackupError
 from easybackup.logs import log
 from easybackup.network.routes import describe_route
+from easybackup.pipeline import age
 from easybackup.scheduling import format_duration, next_run
 from easybackup.secrets import MIN_MASKABLE, mask, too_short_to_mask
 from easybackup.storage.layout import strategy_prefix
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Given parsed arguments, validate the config and return the exit code; ConfigError propagates to the
     command dispatcher, which prints one line per problem and exits 2."""
     config = load_config(args.config, env_file=args.env_file)
+    missing_tools(config)
     now = datetime.now(timezone.utc)
     count = len(config.strategies)
     print(f"{args.config}: valid, {count} {'strategy' if count == 1 else 'strategies'}")
@@ -48,6 +50,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"connectivity check failed: {', '.join(failed)}")
         return exitcodes.FAILED
     return exitcodes.OK
+
+
+def missing_tools(config: Config) -> None:
+    """Given a Config, raise ConfigError if a strategy encrypts and this host lacks the `age` program: every backup
+    would fail at its first stage."""
+    problem = age.missing_program()
+    users = [f"strategies[{index}] ({strategy.name}).encryption" for index, strategy in enumerate(config.strategies)
+             if strategy.encryption is not None]
+    if problem and users:
+        raise ConfigError([f"{where}: {problem}" for where in users],
+                          hint=f"install the `{age.PACKAGE}` package, or turn encryption off (encryption: none)")
 
 
 def short_secret_warnings(config: Config) -> list[str]:
@@ -90,6 +103,8 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
         ("retention", policy_text(strategy)),
         ("destination", f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"),
         ("slack", strategy.slack.channel_id if strategy.slack.enabled else "off"),
+        ("encryption", "off" if strategy.encryption is None else
+         f"{strategy.encryption.kind} to {len(strategy.encryption.recipients)} recipient(s)"),
     ]
     width = max(len(label) for label, _ in rows)
     return [strategy.name] + [f"  {label:<{width}}  {value}" for label, value in rows]

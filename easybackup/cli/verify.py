@@ -16,6 +16,7 @@ from easybackup.cli.restore import ProgressLine, pick_strategy
 from easybackup.errors import EasybackupError
 from easybackup.humanize import format_bytes
 from easybackup.logs import log
+from easybackup.pipeline import age
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.s3 import make_client
 
@@ -30,6 +31,10 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--strategy", default=None, metavar="NAME",
                         help="the strategy (may be left out when the config has one)")
     parser.add_argument("-d", "--database", default=None, metavar="DB", help="only this database")
+    parser.add_argument("--identity", default=None, metavar="FILE",
+                        help="the age identity file (mode 0600; default $EASYBACKUP_AGE_IDENTITY_FILE): an encrypted "
+                             "backup is then decrypted and read whole; without it only its sha256 and age header "
+                             "are checked")
     parser.add_argument("-b", "--backup", default=LATEST, metavar="latest|KEY|TIMESTAMP",
                         help="which backup: latest (default), its key, or its run timestamp")
     parser.set_defaults(handler=run)
@@ -52,18 +57,21 @@ def run(args: argparse.Namespace) -> int:
     strategy = pick_strategy(config, args.strategy)
     client = make_client(strategy.s3)
     failed = 0
+    identity = age.identity_path(args.identity)
     for manifest in chosen_backups(client, strategy, args.database, args.backup):
         progress = ProgressLine(manifest.stored_bytes)
         try:
-            verify_archive(client, strategy.s3.bucket, manifest.key, size=manifest.stored_bytes,
-                           sha256=manifest.sha256, fmt=manifest.format, codecs=chain_of_manifest(manifest),
-                           on_line=lambda stage, line: log.info("{}: {}", stage, line), on_progress=progress)
+            checked = verify_archive(client, strategy.s3.bucket, manifest.key, size=manifest.stored_bytes,
+                                     sha256=manifest.sha256, fmt=manifest.format, codecs=chain_of_manifest(manifest),
+                                     identity=identity, on_progress=progress,
+                                     on_line=lambda stage, line: log.info("{}: {}", stage, line))
         except EasybackupError as error:
             progress.clear()
             failed += 1
             print(f"FAILED  {manifest.key}: [{error.kind}] {error}")
             continue
         progress.clear()
-        print(f"OK      {manifest.key}  {format_bytes(manifest.stored_bytes)}  sha256 {manifest.sha256[:12]}")
+        level = "" if checked.level == "full" else "  ciphertext only (sha256 + age header; --identity reads it whole)"
+        print(f"OK      {manifest.key}  {format_bytes(manifest.stored_bytes)}  sha256 {manifest.sha256[:12]}{level}")
     sys.stdout.flush()
     return exitcodes.FAILED if failed else exitcodes.OK

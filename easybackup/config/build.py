@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
+from easybackup.config.encryption import age_section, recipients
 from easybackup.config.merge import effective_strategy
 from easybackup.config.model import (
     AnomalySettings,
     Config,
     DatabaseTarget,
+    EncryptionSettings,
     Endpoint,
     KubernetesSettings,
     PgDumpSettings,
@@ -80,6 +82,7 @@ def build_strategy(merged: dict) -> Strategy:
         tunnel=_tunnel(merged.get("tunnel")),
         proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
         anomaly=AnomalySettings(**(merged.get("anomaly") or {})),
+        encryption=_encryption(merged.get("encryption")),
         **{**_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
            **_retention(merged.get("retention"))},
     )
@@ -142,6 +145,11 @@ def _kubernetes(kubernetes: dict) -> KubernetesSettings:
     return KubernetesSettings(**_durations(_pick(kubernetes, "resources", "node_selector", "active_deadline"),
                                            "active_deadline"),
                               tolerations=tuple(kubernetes.get("tolerations", ())))
+
+
+def _encryption(value) -> EncryptionSettings | None:
+    age = age_section(value)
+    return None if age is None else EncryptionSettings(kind="age", recipients=tuple(recipients(age)))
 
 
 def _tunnel(tunnel: dict | None) -> TunnelSettings | None:

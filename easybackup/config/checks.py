@@ -10,6 +10,7 @@ import re
 from urllib.parse import urlsplit
 
 from easybackup.codec_table import COMPRESSORS
+from easybackup.config import encryption
 from easybackup.config.build import database_entries
 from easybackup.config.merge import effective_strategy, origin
 from easybackup.config.pg_dump_args import reserved_uses
@@ -57,6 +58,7 @@ def _own_value_problems(section: dict, path: tuple) -> list[str]:
         found += _parsed(section, path, key, _positive_duration)
     found += _pg_dump_args(section, path)
     found += _tiers_keep_something(section, path)
+    found += encryption.problems(section, path)
     return found
 
 

@@ -9,7 +9,8 @@ from easybackup.config.schema import section_keys
 
 
 # Mappings a strategy replaces whole: tiers written under a strategy are its policy, not additions to global's.
-REPLACED_WHOLE = frozenset({"retention"})
+# `encryption` too: a strategy's recipients are its own, not additions to global's.
+REPLACED_WHOLE = frozenset({"retention", "encryption"})
 
 
 def deep_merge(base: dict, override: dict) -> dict:

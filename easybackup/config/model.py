@@ -74,6 +74,14 @@ class VerifySettings:
 
 
 @dataclass(frozen=True)
+class EncryptionSettings:
+    """Client-side encryption (config/encryption.py): the program and the recipients (public keys)."""
+
+    kind: str = "age"
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class KubernetesSettings:
     """How `render kubernetes` shapes the strategy's CronJob (the supervisor ignores it). `resources` is
     {"requests": {...}, "limits": {...}} and `tolerations` Kubernetes' own mappings, copied as written."""
@@ -148,6 +156,7 @@ class Strategy:
     tunnel: TunnelSettings | None = None
     proxy: ProxySettings | None = None
     tiers: RetentionTiers | None = None  # `retention` written as tiers; then `retention` is the span they cover
+    encryption: EncryptionSettings | None = None  # None: archives are stored as compressed, not encrypted
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
 
     def to_dict(self) -> dict:

@@ -11,8 +11,10 @@ Codec stages get an environment without secrets (`base_env()`): they need none.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from easybackup.codec_table import COMPRESSORS, CodecChain
+from easybackup.pipeline import age
 from easybackup.pipeline.stages import StageSpec, base_env
 
 CODECS = tuple(COMPRESSORS)
@@ -23,19 +25,31 @@ def _check_codec(codec: str) -> None:
         raise ValueError(f"unknown compression '{codec}' (expected one of: {', '.join(CODECS)})")
 
 
-def chain_of_settings(s3) -> CodecChain:
-    """Given a strategy's S3Settings, return the codec chain its backups go through."""
-    return CodecChain(compression=s3.compression, level=s3.compression_level)
+def chain_of_settings(strategy) -> CodecChain:
+    """Given a Strategy, return the codec chain its backups go through (its s3 compression, its encryption)."""
+    encryption = strategy.encryption
+    return CodecChain(compression=strategy.s3.compression, level=strategy.s3.compression_level,
+                      encryption="none" if encryption is None else encryption.kind,
+                      recipients=() if encryption is None else tuple(encryption.recipients))
 
 
 def encode_stages(chain: CodecChain) -> list[StageSpec]:
     """Given a codec chain, return the stages the backup runs after the dump, in order (none: no stage)."""
-    return [stage for stage in [compressor_stage(chain.compression, chain.level)] if stage is not None]
+    stages = [compressor_stage(chain.compression, chain.level)]
+    if chain.encrypted:
+        stages.append(age.encrypt_stage(chain.recipients))
+    return [stage for stage in stages if stage is not None]
 
 
-def decode_stages(chain: CodecChain) -> list[StageSpec]:
-    """Given the chain an archive went through, return the stages that turn it back into the dump, in order."""
-    return [stage for stage in [decompress_stage(chain.compression)] if stage is not None]
+def decode_stages(chain: CodecChain, identity: Path | None = None) -> list[StageSpec]:
+    """Given the chain an archive went through (and the identity file for an encrypted one), return the stages that
+    turn it back into the dump, in order. Raise UsageError for an encrypted archive without an identity."""
+    stages = [decompress_stage(chain.compression)]
+    if chain.encrypted:
+        if identity is None:
+            raise ValueError("an encrypted archive needs an identity to decode")
+        stages.insert(0, age.decrypt_stage(identity))
+    return [stage for stage in stages if stage is not None]
 
 
 def gzip_program() -> str:

@@ -51,6 +51,7 @@ class ArchiveKey:
     compression: str  # gzip | zstd | none
     is_globals: bool = False
     run_id: str | None = None  # None in the keys of versions before run names
+    encryption: str = "none"  # none | age (codec_table.ENCRYPTIONS)
 
     @property
     def run_name(self) -> str:
@@ -190,12 +191,12 @@ def parse_archive_key(key: str) -> ArchiveKey | None:
     if strategy is None or database is None:
         return None
     fmt = "custom" if match["ext"] == "dump" else "plain"
-    compression = chain_of_suffix(match).compression
+    codecs = chain_of_suffix(match)
     if is_globals and fmt != "plain":
         return None
     return ArchiveKey(base_path="/".join(base), strategy=strategy, database=database,
-                      run_timestamp=match["ts"], format=fmt, compression=compression, is_globals=is_globals,
-                      run_id=match["run"])
+                      run_timestamp=match["ts"], format=fmt, compression=codecs.compression, is_globals=is_globals,
+                      run_id=match["run"], encryption=codecs.encryption)
 
 
 def _decode_canonical(segment: str) -> str | None:

@@ -39,6 +39,10 @@ class Manifest:
     easybackup_version: str | None = None
     verified: bool = False
     duration_s: float | None = None
+    # The codec chain beyond compression (codec_table.CodecChain.manifest_fields): older manifests lack these.
+    encryption: str = "none"  # none | age
+    recipients: list[str] | None = None  # the age recipients (public keys) the archive was encrypted to
+    verify_level: str | None = None  # with verified: "full" (read back whole) or "ciphertext" (sha256 + age header)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -88,6 +92,11 @@ def _check_types(values: dict) -> None:
             raise ValueError(f"manifest field {name} must be a byte count")
     if not isinstance(values.get("verified", False), bool):
         raise ValueError("manifest field verified must be true or false")
+    if not isinstance(values.get("encryption", "none"), str):
+        raise ValueError("manifest field encryption must be a string")
+    recipients = values.get("recipients")
+    if recipients is not None and not (isinstance(recipients, list) and all(isinstance(r, str) for r in recipients)):
+        raise ValueError("manifest field recipients must be a list of strings")
 
 
 def write_manifest(client, bucket: str, manifest: Manifest, extra_args: dict | None = None) -> str:

@@ -18,6 +18,8 @@ from easybackup.config.model import DatabaseTarget, Strategy
 from easybackup.engines.postgres import PostgresSource
 from easybackup.errors import EasybackupError
 from easybackup.network.routes import open_route
+from easybackup.codec_table import CodecChain
+from easybackup.pipeline import age
 from easybackup.pipeline.codecs import chain_of_settings, encode_stages
 from easybackup.pipeline.stages import Pipeline, StageFailed
 from easybackup.pipeline.watchdog import Watchdog
@@ -84,7 +86,7 @@ def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
     Raise EasybackupError (classified: kind, transient, last lines) if any stage, the upload or the manifest fails.
     """
     strategy = ctx.strategy
-    codecs = chain_of_settings(strategy.s3)
+    codecs = chain_of_settings(strategy)
     key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_name, strategy.pg_dump.format,
                       codecs)
     return backup_source_once(ctx, target, DumpPlan(
@@ -101,21 +103,21 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
     Raise EasybackupError (classified) if the route, any stage, the upload, verification or the manifest fails.
     """
     strategy = ctx.strategy
-    codecs = chain_of_settings(strategy.s3)
+    codecs = chain_of_settings(strategy)
     started_at, started = utc_now_text(), time.monotonic()
     with (open_route(strategy, target, ctx.private_dir, ctx.emit, cancel=ctx.cancel) as routed,
           plan.make_source(routed) as source):
         stages = [source.dump_stage(), *encode_stages(codecs)]
         result, dump_bytes, head = _stream(ctx, plan.database, plan.key, stages, source)
         versions = source.versions_after_dump(head)
-    verified = _verify_after_backup(ctx, plan, result) if strategy.verify.after_backup else False
+    verify_level = _verify_after_backup(ctx, plan, codecs, result) if strategy.verify.after_backup else None
     duration = time.monotonic() - started
     manifest = Manifest(
         strategy=strategy.name, database=plan.database, run_id=ctx.run_id, key=plan.key, started_at=started_at,
         finished_at=utc_now_text(), stored_bytes=result.size, sha256=result.sha256, format=plan.fmt,
         **codecs.manifest_fields(), dump_bytes=dump_bytes, pg_dump_version=versions.get("pg_dump_version"),
-        server_version=versions.get("server_version"), easybackup_version=__version__, verified=verified,
-        duration_s=round(duration, 3))
+        server_version=versions.get("server_version"), easybackup_version=__version__,
+        verified=verify_level is not None, verify_level=verify_level, duration_s=round(duration, 3))
     _commit(ctx, manifest)
     return BackupOutcome(key=plan.key, size=result.size, sha256=result.sha256, dump_bytes=dump_bytes,
                          duration_s=duration, manifest=manifest, versions=versions)
@@ -168,8 +170,9 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
         return result, pipeline.bytes_counted, pipeline.head
 
 
-def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResult) -> bool:
-    """Read the uploaded archive back and check it (catalogue.verify, as `easybackup verify` does); return True.
+def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, codecs: CodecChain, result: UploadResult) -> str:
+    """Read the uploaded archive back and check it (catalogue.verify, as `easybackup verify` does) as far as this
+    host can: an encrypted one whole only when $EASYBACKUP_AGE_IDENTITY_FILE is set; return the level checked.
     On any failure delete the archive, so no manifest and no unverified archive are left, and raise."""
     from easybackup.catalogue.verify import verify_archive  # only with verify.after_backup
 
@@ -179,12 +182,14 @@ def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResu
         ctx.emit("log", database=plan.database, stream=f"verify:{stage}", level="info", line=line)
 
     try:
-        verify_archive(ctx.client, strategy.s3.bucket, plan.key, size=result.size, sha256=result.sha256,
-                       fmt=plan.fmt, codecs=chain_of_settings(strategy.s3), on_line=on_line, stop_event=ctx.cancel)
+        identity = age.identity_path(None) if codecs.encrypted else None
+        checked = verify_archive(ctx.client, strategy.s3.bucket, plan.key, size=result.size, sha256=result.sha256,
+                                 fmt=plan.fmt, codecs=codecs, identity=identity, on_line=on_line,
+                                 stop_event=ctx.cancel)
     except EasybackupError:
         _delete_quietly(ctx, plan.key)
         raise
-    return True
+    return checked.level
 
 
 def _commit(ctx: AttemptContext, manifest: Manifest) -> None:

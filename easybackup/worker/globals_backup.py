@@ -77,7 +77,7 @@ def backup_globals_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOu
     """Given the run context and the `_globals` target, dump the server's roles and tablespaces once into S3
     with a manifest; return what was stored. Raise the classified EasybackupError on any failure."""
     strategy = ctx.strategy
-    codecs = chain_of_settings(strategy.s3)
+    codecs = chain_of_settings(strategy)
     key = globals_key(strategy.s3.base_path, strategy.name, ctx.run_name, codecs)
     return backup_source_once(ctx, target, DumpPlan(
         database=GLOBALS, key=key, fmt=GLOBALS_FORMAT,

@@ -183,7 +183,8 @@ def test_the_image_runs_the_supervisor_under_tini_as_a_non_root_user():
 
 def test_the_image_installs_the_tools_the_worker_runs():
     install = " ".join(rest for key, rest in runtime_stage() if key == "RUN" and "apk add" in rest)
-    for package in ('"postgresql${PG_MAJOR}-client"', "pigz", "zstd", "openssh-client", "tzdata", "tini"):
+    for package in ('"postgresql${PG_MAJOR}-client"', "pigz", "zstd", "age", "openssh-client", "tzdata",
+                    "tini"):
         assert package in install.split(), package
     assert "ARG PG_MAJOR=16" in [f"{key} {rest}" for key, rest in runtime_stage()]
 
