@@ -251,7 +251,8 @@ _NONE = type(None)
 # a field may be absent. A mistyped one would crash whoever reads it (the summary, Slack, metrics) much later.
 _OUTCOME_TYPES = {"status": (str,), "key": (str, _NONE), "size": (int, _NONE), "dump_bytes": (int, _NONE),
                   "sha256": (str, _NONE), "duration_s": (int, float, _NONE), "attempts": (int, _NONE),
-                  "verified": (bool, _NONE), "error": (dict, _NONE), "database": (str, _NONE)}
+                  "verified": (bool, _NONE), "verify_level": (str, _NONE), "error": (dict, _NONE),
+                  "database": (str, _NONE)}
 _ERROR_TYPES = {"kind": (str,), "message": (str,), "transient": (bool,), "detail": (str, _NONE),
                 "hint": (str, _NONE), "exit_codes": (dict,), "last_lines": (list,)}
 

@@ -86,6 +86,8 @@ def _record_databases(entry: StrategyHealth, result: dict, finished_at: datetime
         entry.databases[name] = {"status": str(item.get("status") or "failed"),
                                  "last_success": utc_text(finished_at) if succeeded else known.get("last_success"),
                                  "error": line}
+        if succeeded and isinstance(item.get("verify_level"), str):  # which check verify.after_backup could make
+            entry.databases[name]["verified"] = item["verify_level"]
 
 
 def _is_number(value) -> bool:

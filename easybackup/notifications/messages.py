@@ -167,6 +167,14 @@ def retry(database: str, attempt, max_attempts, reason: str | None, delay_s) -> 
                   f"{escape(one_line(reason or 'unknown reason'))} — retrying in {duration(delay_s)}")
 
 
+def verified_text(outcome: dict) -> str:
+    """Given a database's outcome, say which check verify.after_backup made: read back whole, or — encrypted, no
+    identity on the host — only the ciphertext (sha256 and age header); nothing without verification."""
+    level = outcome.get("verify_level")
+    return {"full": " · verified", "ciphertext": " · verified: ciphertext only (no identity on this host)"}.get(
+        level, "") if isinstance(level, str) else ""
+
+
 def db_finished(event: dict) -> dict:
     """A reply for one database's outcome: size, duration and key, or the error."""
     name = escape(event.get("database") or "-")
@@ -174,7 +182,7 @@ def db_finished(event: dict) -> dict:
         warning = (f"\n⚠️ *{name}*: suspicious backup — {escape(one_line(event['suspicious']))}"
                    if isinstance(event.get("suspicious"), str) else "")
         return _reply(f"✅ *{name}*: {format_bytes(event.get('size'))} in {duration(event.get('duration_s'))} → "
-                      f"`{escape(event.get('key') or '-')}`{warning}")
+                      f"`{escape(event.get('key') or '-')}`{verified_text(event)}{warning}")
     return _reply(f"❌ *{name}*: {escape(event.get('status') or 'failed')} after "
                   f"{duration(event.get('duration_s'))} — {error_text(event.get('error'))}")
 
@@ -264,7 +272,7 @@ def _report_line(db: dict) -> str:
     name = escape(db.get("database") or "-")
     if db.get("status") == "success":
         return (f"✅ *{name}* — {format_bytes(db.get('size'))} in {duration(db.get('duration_s'))} → "
-                f"`{escape(db.get('key') or '-')}`")
+                f"`{escape(db.get('key') or '-')}`{verified_text(db)}")
     return (f"❌ *{name}* — {escape(db.get('status') or 'failed')} after {duration(db.get('duration_s'))}: "
             f"{error_text(db.get('error'))}")
 

@@ -19,6 +19,7 @@ class DatabaseState:
     sha256: str | None = None
     duration_s: float | None = None
     verified: bool | None = None
+    verify_level: str | None = None  # full, or ciphertext: an encrypted archive checked without its key
     error: dict | None = None
 
 
@@ -82,7 +83,7 @@ def _with_database(state: RunState, name: str, **changes) -> RunState:
 def _finished_fields(event: dict) -> dict:
     return {"status": "success" if event.get("status") == "success" else "failed", "key": event.get("key"),
             "size": event.get("size"), "sha256": event.get("sha256"), "duration_s": event.get("duration_s"),
-            "verified": event.get("verified"), "error": event.get("error")}
+            "verified": event.get("verified"), "verify_level": event.get("verify_level"), "error": event.get("error")}
 
 
 def _started(state, event):

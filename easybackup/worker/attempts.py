@@ -166,6 +166,7 @@ def finished(emit, database: str, started: float, attempts: int, *, outcome: Bac
         "sha256": outcome.sha256 if outcome else None,
         "duration_s": round(time.monotonic() - started, 3),
         "verified": outcome.manifest.verified if outcome else False,
+        "verify_level": outcome.manifest.verify_level if outcome else None,  # full | ciphertext (encrypted, no key)
         "attempts": attempts,
         "error": error.to_dict() if error else None,
         **({"suspicious": suspicious} if suspicious else {}),

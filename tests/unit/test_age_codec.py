@@ -4,6 +4,7 @@ that verify runs without a key — with the real `age` binary."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import threading
@@ -12,6 +13,7 @@ import pytest
 
 from easybackup.codec_table import CodecChain, chain_of_manifest, recipient_problem
 from easybackup.errors import UsageError
+from easybackup.notifications.messages import db_finished
 from easybackup.pipeline import age
 from easybackup.pipeline.codecs import decode_stages, encode_stages
 from easybackup.pipeline.stages import Pipeline, StageFailed
@@ -151,3 +153,10 @@ def test_a_recipient_that_is_not_a_public_key_is_named(text, problem):
     found = recipient_problem(text)
     assert problem in found
     assert "AGE-SECRET-KEY-1QQQQQQQQQQ" not in found  # a private key pasted by mistake is not echoed
+
+
+def test_slack_says_which_check_verify_after_backup_made():
+    outcome = {"database": "db", "status": "success", "size": 10, "duration_s": 1.0, "key": "k.dump.zst.age"}
+    assert "ciphertext only" in json.dumps(db_finished({**outcome, "verify_level": "ciphertext"}), ensure_ascii=False)
+    assert "· verified" in json.dumps(db_finished({**outcome, "verify_level": "full"}), ensure_ascii=False)
+    assert "verified" not in json.dumps(db_finished(outcome), ensure_ascii=False)
