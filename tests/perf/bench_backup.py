@@ -342,18 +342,20 @@ def run_tempfile(bench: Bench, codec: str) -> Sample:
                   disk_write=tree.disk_write)
 
 
-def easybackup_config(bench: Bench, codec: str, prefix: str) -> Path:
+def easybackup_config(bench: Bench, codec: str, prefix: str, **extra) -> Path:
+    """Given the environment, a codec and a key prefix (and other global settings: `encryption`), write a config."""
     directory = bench.workdir / prefix.replace("/", "-")
     directory.mkdir(parents=True, exist_ok=True)
     return write_config(directory, bucket=BUCKET, endpoint=bench.moto.endpoint, log_level="info",
                         strategies=[{"name": "bench", "database_url": bench.cluster.url(DATABASE)}],
                         s3={"compression": codec, "base_path": prefix},
-                        timeout={"backup": "2h", "upload": "1h", "shutdown_grace": "10s"})
+                        timeout={"backup": "2h", "upload": "1h", "shutdown_grace": "10s"}, **extra)
 
 
-def run_easybackup(bench: Bench, codec: str) -> Sample:
-    prefix = bench.next_key("easybackup", codec)
-    config = easybackup_config(bench, codec, prefix)
+def run_easybackup(bench: Bench, codec: str, variant: str = "easybackup", **extra) -> Sample:
+    """Given the environment and a codec (and a variant name with its extra global settings), time `once`."""
+    prefix = bench.next_key(variant, codec)
+    config = easybackup_config(bench, codec, prefix, **extra)
     tree = Tree()
     started = time.monotonic()
     # Its output goes through a pipe that this process drains: a log file written by the run itself would count
@@ -368,7 +370,7 @@ def run_easybackup(bench: Bench, codec: str) -> Sample:
         watcher.stop.set()
         watcher.join()
     wall = time.monotonic() - started
-    return Sample("easybackup", codec, wall, tree.cpu_s, bench.stored_size_and_clean(prefix),
+    return Sample(variant, codec, wall, tree.cpu_s, bench.stored_size_and_clean(prefix),
                   worker_rss=watcher.peak_rss or None, disk_write=tree.disk_write)
 
 
