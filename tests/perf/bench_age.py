@@ -42,7 +42,8 @@ def benchmark(rows: int, runs: int) -> tuple[list, float]:
     with bench_environment(rows) as bench:
         encryption = {"age": {"recipients": [recipient(bench.workdir)]}}
         jobs = [("easybackup", CODEC, run_easybackup),
-                ("encrypted", CODEC, lambda b, codec: run_easybackup(b, codec, "encrypted", encryption=encryption))]
+                ("encrypted", CODEC, lambda b, codec: run_easybackup(b, codec, variant="encrypted",
+                                                                   encryption=encryption))]
         samples = run_interleaved(bench, jobs, runs)
     summaries = summarize(samples)
     ratio = find(summaries, "encrypted", CODEC).wall_s / find(summaries, "easybackup", CODEC).wall_s

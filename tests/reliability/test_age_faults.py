@@ -19,7 +19,6 @@ from tests.reliability.conftest import assert_nothing_stored
 from tests.reliability.test_secrets import WRAPPED_TOOLS, install_wrappers, run_watched
 
 DATABASE = "rel_age"
-THROTTLE = 200_000  # bytes/s from PostgreSQL to pg_dump: the dump streams for ~10 s
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +63,8 @@ def config_for(tmp_path: Path, pg, moto, bucket: str, recipients, port: int | No
 
 
 def test_age_killed_mid_stream_fails_the_backup_and_leaves_nothing(pg, age_db, moto, bucket, tmp_path, keys,
-                                                                   fault_proxy, start_once):
-    proxy = fault_proxy(pg.host, pg.port, "tcp")
-    proxy.throttle(THROTTLE)
+                                                                   throttled, start_once):
+    proxy = throttled
     config = config_for(tmp_path, pg, moto, bucket, keys["recipients"], port=proxy.port)
     run = start_once(config)
     deadline = time.monotonic() + 30

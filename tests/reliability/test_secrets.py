@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
-from tests.harness.daemon import daemon_factory, monitoring
+from tests.harness.daemon import monitoring
 from tests.harness.net import free_port
 
 DB_PASSWORD = "Pw-Zq9-secret-7781"
@@ -193,11 +193,6 @@ def secret_db(pg) -> str:
     pg.psql(f"CREATE DATABASE {SHORT_DATABASE} OWNER {SHORT_ROLE}")
     pg.psql(f"SET ROLE {SHORT_ROLE}; CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g", SHORT_DATABASE)
     return DATABASE
-
-
-@pytest.fixture
-def start_daemon(tmp_path):
-    yield from daemon_factory(tmp_path)
 
 
 @pytest.fixture
