@@ -50,8 +50,8 @@ def missing_program() -> str | None:
     """Return why encryption cannot run on this host (age not installed), or None."""
     if shutil.which(PROGRAM):
         return None
-    return f"the `{PROGRAM}` program is not installed (install the `{PACKAGE}` package: apt-get install {PACKAGE}, " \
-           f"apk add {PACKAGE})"
+    return (f"the `{PROGRAM}` program is not installed (install the `{PACKAGE}` package: apt-get install {PACKAGE}, "
+            f"apk add {PACKAGE})")
 
 
 def identity_path(given: str | None, environ=None) -> Path | None:

@@ -132,6 +132,13 @@ def test_a_restore_with_either_recipients_identity_round_trips(pg, copied, keys,
     assert pg.table_fingerprints(target) == pg.table_fingerprints(SOURCE)
 
 
+def test_a_parallel_restore_decrypts_into_its_download_file(pg, copied, keys):
+    config, _key = copied
+    restored = restore(pg, config, "age_restored_jobs", "--jobs", "2", "--identity", str(keys["age"]))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert pg.table_fingerprints("age_restored_jobs") == pg.table_fingerprints(SOURCE)
+
+
 def test_the_identity_may_come_from_the_environment(pg, copied, keys):
     config, _key = copied
     restored = restore(pg, config, "age_restored_env", env_extra={"EASYBACKUP_AGE_IDENTITY_FILE": str(keys["age"])})
