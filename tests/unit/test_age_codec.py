@@ -8,11 +8,14 @@ import json
 import os
 import subprocess
 import threading
+from datetime import datetime, timezone
 
 import pytest
 
 from easybackup.codec_table import CodecChain, chain_of_manifest, recipient_problem
+from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.errors import UsageError
+from easybackup.monitoring.state import MonitorState
 from easybackup.notifications.messages import db_finished
 from easybackup.pipeline import age
 from easybackup.pipeline.codecs import decode_stages, encode_stages
@@ -160,3 +163,14 @@ def test_slack_says_which_check_verify_after_backup_made():
     assert "ciphertext only" in json.dumps(db_finished({**outcome, "verify_level": "ciphertext"}), ensure_ascii=False)
     assert "· verified" in json.dumps(db_finished({**outcome, "verify_level": "full"}), ensure_ascii=False)
     assert "verified" not in json.dumps(db_finished(outcome), ensure_ascii=False)
+
+
+def test_health_says_which_check_verify_after_backup_made():
+    state = MonitorState((Strategy(name="s", s3=S3Settings(bucket="b"),
+                                   databases=(DatabaseTarget(name="app", url="postgres://u@h/app"),)),))
+    outcome = {"database": "app", "status": "success", "key": "k.dump.zst.age", "size": 1, "verified": True,
+               "verify_level": "ciphertext", "error": None}
+    state.run_finished("s", {"status": "success", "duration_s": 1.0, "databases": [outcome]},
+                       datetime.now(timezone.utc))
+    health = state.snapshot()[1]["strategies"]["last_backup_status"]["s"]
+    assert health["databases"]["app"]["verified"] == "ciphertext"
