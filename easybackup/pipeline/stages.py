@@ -360,6 +360,9 @@ class Pipeline:
         try:
             for spec in self.stages:
                 read_end, write_end = os.pipe()
+                # Wide links between stages too (compressor → age): a stage then blocks once per 1 MiB, not per
+                # 64 KiB — on a loaded machine each wake-up waits for the scheduler (README, Encryption's cost).
+                _widen_pipe(read_end)
                 try:
                     self._spawn(spec, upstream, write_end)
                 except BaseException:
