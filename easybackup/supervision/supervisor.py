@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from easybackup import exitcodes
 from easybackup.config.model import Config, Strategy
 from easybackup.errors import ConfigError, EasybackupError
-from easybackup.jobspec import new_job
+from easybackup.jobspec import BACKUP, new_job
 from easybackup.logs import log
 from easybackup.monitoring.metrics import Metrics
 from easybackup.monitoring.observer import MonitoringObserver
@@ -82,7 +82,7 @@ class Supervisor:
     # -- pool callbacks ----------------------------------------------------------------------------------
 
     def _on_finished(self, handle) -> None:
-        if (handle.result or {}).get("status") == "success":
+        if handle.kind == BACKUP and (handle.result or {}).get("status") == "success":
             self._succeeded_here.add(handle.strategy)
         self.aborter.record_unreported(handle)
         self.observer.run_finished(handle)
@@ -180,7 +180,8 @@ class Supervisor:
             return
         logger.bind(run_id="").warning(f"due run ({due.reason.replace('_', ' ')}) skipped: "
                                        "the previous run is still going")
-        self.metrics.run_skipped(due.strategy.name)
+        if job.kind == BACKUP:  # runs_total{status="skipped"} counts backups
+            self.metrics.run_skipped(due.strategy.name)
 
     def _publish_next_runs(self) -> None:
         for name, when in self.scheduler.next_runs().items():

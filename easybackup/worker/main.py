@@ -22,7 +22,7 @@ from loguru import logger
 
 from easybackup import exitcodes
 from easybackup.errors import EasybackupError
-from easybackup.jobspec import JobSpec
+from easybackup.jobspec import BACKUP, JobSpec
 from easybackup.network.databases import all_database_targets, connection_url
 from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
@@ -236,6 +236,11 @@ def _plan(job: JobSpec, private_dir: Path, emit, cancel: threading.Event) -> _Pl
     return _Plan(work=work + [(target, backup_once) for target in targets])
 
 
+# What the worker runs for each kind of job: (job, emit, cancel) -> the `result` fields. A verify job and a restore
+# drill (issue 18) each add one function here; the pool already knows what may run beside what.
+KIND_RUNNERS = {BACKUP: run_job}
+
+
 def _not_started(database: str) -> dict:
     error = EasybackupError("cancelled", "the run was stopped before this database started", kind="cancelled")
     return {"database": database, "status": "cancelled", "key": None, "size": None, "sha256": None,
@@ -257,12 +262,17 @@ def main() -> int:
         return exitcodes.WORKER_BAD_SPEC
     if job is None:
         return exitcodes.WORKER_OK
+    runner = KIND_RUNNERS.get(job.kind)
+    if runner is None:
+        print(f"easybackup worker: cannot run a job of kind {job.kind!r}: this worker runs "
+              f"{', '.join(KIND_RUNNERS)}", file=sys.stderr)
+        return exitcodes.WORKER_BAD_SPEC
     _register_secrets(job)
     emit = OrphanGuard(EventWriter(events, job.run_id, job.strategy.name), cancel)
     _route_logs_to_events(emit)
     try:
         with Heartbeat(emit):
-            result = run_job(job, emit, cancel)
+            result = runner(job, emit, cancel)
     except EasybackupError as error:  # before any database: an unsafe temp_dir, say
         emit("result", status="failed", duration_s=None, databases=[], error=error.to_dict())
         return exitcodes.WORKER_FAILED

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -230,6 +231,20 @@ def test_the_observer_turns_a_run_into_the_right_series(fed):
     assert view["status"] == "failed" and view["error_kind"] == "verification"
     assert view["error"].startswith("billing: archive failed verification")
     assert view["last_run"] == "2025-06-17T06:00:00Z" and view["size_bytes"] == 12000
+
+
+def test_a_job_of_another_kind_beside_the_backup_leaves_the_backups_health_and_series_alone(fed):
+    observer, handle, events, state, metrics = fed
+    drill = RunHandle(job=replace(handle.job, kind="drill", run_id="d" * 12), process=None, pid=4343,
+                      started_at=0.0, last_event_at=0.0)
+    observer.run_started(handle)
+    feed(observer, drill, worker_events(drill.run_id, drill.strategy))
+    s = "production-db"
+    assert value(metrics, "easybackup_backup_in_progress", strategy=s) == 1, "the backup still runs"
+    assert value(metrics, "easybackup_backup_runs_total", strategy=s, status="failed") == 0
+    assert value(metrics, "easybackup_uploaded_bytes_total", strategy=s, database="app") == 0
+    view = state.snapshot()[1]["strategies"]["last_backup_status"][s]
+    assert view["status"] == "running"
 
 
 def test_the_observer_shows_a_run_in_progress(fed):
