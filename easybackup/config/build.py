@@ -13,6 +13,7 @@ from easybackup.config.model import (
     KubernetesSettings,
     PgDumpSettings,
     ProxySettings,
+    RestoreDrillSettings,
     RetentionTiers,
     RetrySettings,
     S3Settings,
@@ -80,6 +81,7 @@ def build_strategy(merged: dict) -> Strategy:
         tunnel=_tunnel(merged.get("tunnel")),
         proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
         anomaly=AnomalySettings(**(merged.get("anomaly") or {})),
+        restore_drill=_restore_drill(merged.get("restore_drill")),
         **{**_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
            **_retention(merged.get("retention"))},
     )
@@ -148,3 +150,9 @@ def _tunnel(tunnel: dict | None) -> TunnelSettings | None:
     if not tunnel:
         return None
     return TunnelSettings(**{**tunnel, "jump_hosts": tuple(tunnel.get("jump_hosts", ()))})
+
+
+def _restore_drill(drill: dict | None) -> RestoreDrillSettings | None:
+    if not drill:
+        return None
+    return RestoreDrillSettings(**_durations(drill, "timeout"))

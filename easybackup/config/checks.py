@@ -22,7 +22,8 @@ NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
                  ("timeout", "upload"), ("timeout", "shutdown_grace"), ("timeout", "connect"),
-                 ("slack", "progress_interval"), ("kubernetes", "active_deadline"))
+                 ("slack", "progress_interval"), ("kubernetes", "active_deadline"),
+                 ("restore_drill", "timeout"))
 MAX_LEVEL = {"gzip": 9, "zstd": 19}
 
 
@@ -52,6 +53,7 @@ def _own_value_problems(section: dict, path: tuple) -> list[str]:
     found = [f"{format_path((*path, key))}: not supported yet (planned; remove it, or use a release that "
              "supports it)" for key in section if key in NOT_SUPPORTED_YET and key in allowed]
     found += _parsed(section, path, ("schedule",), parse_schedule)
+    found += _parsed(section, path, ("restore_drill", "schedule"), parse_schedule)
     found += _parsed(section, path, ("timezone",), validate_timezone)
     for key in DURATION_KEYS:
         found += _parsed(section, path, key, _positive_duration)
@@ -157,10 +159,26 @@ def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -
     if None not in delays and delays[0] > delays[1]:
         found.append(f"{where('retry', 'initial_delay')}: is longer than retry.max_delay")
     found += _compression(merged, where)
+    found += _restore_drill(merged, where)
     found += _slack(merged, origin(global_section, strategy, index, ("slack", "bot_token")))
     encryption = _get(merged, ("s3", "server_side_encryption"))
     if _get(merged, ("s3", "kms_key_id")) and not (isinstance(encryption, str) and encryption.startswith("aws:kms")):
         found.append(f"{where('s3', 'kms_key_id')}: needs s3.server_side_encryption aws:kms or aws:kms:dsse")
+    return found
+
+
+def _restore_drill(merged: dict, where) -> list[str]:
+    """A drill needs its schedule and its target once global and the strategy are merged; its target URL must
+    parse as meant."""
+    drill = merged.get("restore_drill")
+    if not isinstance(drill, dict):
+        return []  # off (null or unset), or the schema's to report
+    found = [f"{where('restore_drill')}: needs {key} (here or under global.restore_drill)"
+             for key in ("schedule", "target_url") if key not in drill]
+    url = drill.get("target_url")
+    problem = url_problem(url) if isinstance(url, str) else None
+    if problem:
+        found.append(f"{where('restore_drill', 'target_url')}: {problem}")
     return found
 
 

@@ -224,6 +224,8 @@ def config_secrets(config: Config) -> list[tuple[str, str, str]]:
             found.append((strategy.name, what, getattr(getattr(strategy, section), key)))
         urls = [(f"the password in database {t.name}'s URL", t.url) for t in strategy.databases]
         urls += [("the password in proxy.url", strategy.proxy.url)] if strategy.proxy else []
+        drill = strategy.restore_drill
+        urls += [("the password in restore_drill.target_url", drill.target_url)] if drill else []
         for what, url in urls:
             # the user-info's password and a query's password=, each as written and percent-decoded
             found += [(strategy.name, what, secret) for secret in url_secrets(url)]

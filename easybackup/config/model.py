@@ -128,6 +128,18 @@ class RetentionTiers:
 
 
 @dataclass(frozen=True)
+class RestoreDrillSettings:
+    """`restore_drill`: when and where the strategy's newest backups are restored to prove they restore
+    (catalogue.drill). `target_url` may hold a password (from the config, `${VAR}`-expanded); it reaches only a
+    0600 passfile."""
+
+    schedule: str
+    target_url: str
+    database_prefix: str = "easybackup_drill_"
+    timeout: float = 2 * 3600.0
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     databases: tuple[DatabaseTarget, ...]
@@ -149,6 +161,7 @@ class Strategy:
     proxy: ProxySettings | None = None
     tiers: RetentionTiers | None = None  # `retention` written as tiers; then `retention` is the span they cover
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
+    restore_drill: RestoreDrillSettings | None = None  # None: no drills (unset, or `restore_drill: null`)
 
     def to_dict(self) -> dict:
         return to_dict(self)
