@@ -17,6 +17,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ from easybackup.storage.manifest import Manifest
 
 MAINTENANCE_DB = "postgres"
 QUERY_TIMEOUT_S = 60
+STOP_CHECK_S = 0.2
 USER_TABLES_SQL = ("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
                    "AND n.nspname NOT LIKE 'pg\\_toast%'")
@@ -70,26 +73,45 @@ class Connection:
     def env(self) -> dict[str, str]:
         return self._source.child_env()
 
-    def psql(self, sql: str, variables: dict[str, str] | None = None) -> str:
+    def psql(self, sql: str, variables: dict[str, str] | None = None, *, timeout: float = QUERY_TIMEOUT_S,
+             stop: threading.Event | None = None) -> str:
         """Given SQL (read from stdin, so :'var' interpolation works), run it; return the unaligned output.
-        Raise EasybackupError (kind connection/authentication/not_found) with psql's last line if it fails."""
+        Raise EasybackupError (kind connection/authentication/not_found) with psql's last line if it fails, kind
+        timeout after `timeout` s, kind cancelled once `stop` is set (psql is killed either way)."""
         argv = ["psql", "-X", "-At", "--no-password", "-v", "ON_ERROR_STOP=1"]
         for name, value in (variables or {}).items():
             argv += ["-v", f"{name}={value}"]
         argv += ["--dbname", self.conninfo()]
-        try:
-            done = subprocess.run(argv, input=sql, env=self.env(), capture_output=True, text=True,
-                                  timeout=QUERY_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            raise EasybackupError(f"database {self.dbname} did not answer in {QUERY_TIMEOUT_S}s",
-                                  kind="connection") from exc
-        if done.returncode != 0:
-            raise _connection_error(self.dbname, done.stderr)
-        return done.stdout.strip()
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=self.env()) as proc:
+            stdout, stderr = _communicate(proc, sql, self.dbname, timeout, stop)
+        if proc.returncode != 0:
+            raise _connection_error(self.dbname, stderr)
+        return stdout.strip()
 
     def cleanup(self) -> None:
         self._source.cleanup()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _communicate(proc: subprocess.Popen, sql: str, dbname: str, timeout: float,
+                 stop: threading.Event | None) -> tuple[str, str]:
+    """Given a started psql, feed it `sql` and return (stdout, stderr); kill it and raise on timeout or stop."""
+    deadline, given = time.monotonic() + timeout, sql
+    while True:
+        try:
+            return proc.communicate(given, timeout=min(STOP_CHECK_S, max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            given = None  # the input is taken once; a retry goes on with it
+            stopped = stop is not None and stop.is_set()
+            if not stopped and time.monotonic() < deadline:
+                continue
+            proc.kill()
+            proc.communicate()
+            if stopped:
+                raise EasybackupError("cancelled", f"stopped while database {dbname} ran a query",
+                                      kind="cancelled") from None
+            raise EasybackupError(f"database {dbname} did not answer in {timeout:g}s", kind="connection") from None
 
 
 def _connection_error(dbname: str, stderr: str) -> EasybackupError:
@@ -151,7 +173,7 @@ def user_table_count(target: Connection) -> int:
 
 
 def restore_stage(manifest: Manifest, target: Connection, *, clean: bool, jobs: int | None = None,
-                  path: Path | None = None) -> StageSpec:
+                  path: Path | None = None, extra_args: tuple[str, ...] = ()) -> StageSpec:
     """Given a backup and the target, return the stage that applies it: pg_restore (custom) or psql (plain).
 
     Raise UsageError for options the format cannot do (--clean or --jobs with a plain dump).
@@ -167,7 +189,7 @@ def restore_stage(manifest: Manifest, target: Connection, *, clean: bool, jobs: 
         argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
                 "--dbname", target.conninfo()]
         return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
-    argv = ["pg_restore", "--no-password", "--exit-on-error", "--dbname", target.conninfo()]
+    argv = ["pg_restore", "--no-password", "--exit-on-error", *extra_args, "--dbname", target.conninfo()]
     if (jobs or 1) == 1:
         # One transaction: a restore that fails (with --clean: after dropping the target's objects) leaves the
         # database as it was. pg_restore refuses it with parallel jobs; the command line refuses --clean there.
@@ -188,19 +210,21 @@ def is_globals(manifest: Manifest) -> bool:
 
 
 def restore_streaming(client, bucket: str, manifest: Manifest, target: Connection, *, clean: bool,
-                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None
-                      ) -> RestoreResult:
+                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
+                      extra_args: tuple[str, ...] = (), stop_event: threading.Event | None = None) -> RestoreResult:
     """Given a backup and the target, stream it in; return what was read. Raise a verification error on a size or
-    sha256 mismatch (saying data may already be applied), or an error naming the restore stage that failed.
+    sha256 mismatch (saying data may already be applied), an error naming the restore stage that failed, or a
+    `cancelled` error once `stop_event` is set. `extra_args` go to pg_restore (a drill's --no-owner).
 
     A globals dump goes through psql without ON_ERROR_STOP; its errors other than "already exists" fail it."""
     errors = _GlobalsErrors(on_line) if is_globals(manifest) else None
     on_line = errors or on_line
     stages = [s for s in [decompress_stage(manifest.compression)] if s is not None]
-    stages.append(restore_stage(manifest, target, clean=clean))
+    stages.append(restore_stage(manifest, target, clean=clean, extra_args=extra_args))
     body = open_object(client, bucket, manifest.key)["Body"]
     streamed, failure = stream_through(body, stages, consume_output=_discard, bucket=bucket, on_line=on_line,
-                                       on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True)
+                                       on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True,
+                                       stop_event=stop_event)
     if failure is not None and not streamed.complete:
         # Reading the rest of a large archive only to hash it would keep the operator waiting for this error.
         raise _restore_failed(failure, target, unchecked=(streamed.size, manifest.stored_bytes, manifest.key))

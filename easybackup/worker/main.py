@@ -22,7 +22,7 @@ from loguru import logger
 
 from easybackup import exitcodes
 from easybackup.errors import EasybackupError
-from easybackup.jobspec import BACKUP, JobSpec
+from easybackup.jobspec import BACKUP, DRILL, JobSpec
 from easybackup.network.databases import all_database_targets, connection_url
 from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
@@ -236,9 +236,16 @@ def _plan(job: JobSpec, private_dir: Path, emit, cancel: threading.Event) -> _Pl
     return _Plan(work=work + [(target, backup_once) for target in targets])
 
 
-# What the worker runs for each kind of job: (job, emit, cancel) -> the `result` fields. A verify job and a restore
-# drill (issue 18) each add one function here; the pool already knows what may run beside what.
-KIND_RUNNERS = {BACKUP: run_job}
+def run_drill_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
+    """A restore drill (worker/drill.py); imported here so that a backup never pays for the restore's imports."""
+    from easybackup.worker.drill import run_drill
+
+    return run_drill(job, emit, cancel)
+
+
+# What the worker runs for each kind of job: (job, emit, cancel) -> the `result` fields. A verify job adds one
+# function here; the pool already knows what may run beside what.
+KIND_RUNNERS = {BACKUP: run_job, DRILL: run_drill_job}
 
 
 def _not_started(database: str) -> dict:
