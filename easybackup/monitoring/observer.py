@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from easybackup.jobspec import BACKUP
+from easybackup.jobspec import BACKUP, DRILL
 from easybackup.monitoring.metrics import Metrics
 from easybackup.monitoring.state import MonitorState
 from easybackup.run_observer import RunObserver
@@ -92,9 +92,13 @@ class MonitoringObserver(RunObserver):
             self.metrics.verify(handle.strategy, "failed")
 
     def run_finished(self, handle) -> None:
+        result = handle.result if isinstance(handle.result, dict) else {}
+        if getattr(handle.job, "kind", BACKUP) == DRILL:
+            self.metrics.drill_finished(handle.strategy, result)
+            self.state.drill_finished(handle.strategy, result, self._now())
+            return
         if not _is_backup(handle):
             return
-        result = handle.result if isinstance(handle.result, dict) else {}
         self.metrics.run_finished(handle.strategy, result)
         self.state.run_finished(handle.strategy, result, self._now())
         for key in [key for key in self._uploaded if key[0] == handle.run_id]:

@@ -92,6 +92,12 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _drill_degraded(view: dict) -> bool:
+    """A strategy whose last restore drill failed, or that has had no passing drill for two drill intervals."""
+    drill = view.get("last_restore_drill")
+    return drill is not None and (drill["status"] == "failed" or drill["overdue"])
+
+
 @dataclass
 class StrategyHealth:
     """What health shows for one strategy."""
@@ -112,6 +118,9 @@ class StrategyHealth:
     databases: dict[str, dict] = field(default_factory=dict)  # name -> {status, last_success, error}
     history: tuple[HistoryPoint, ...] = ()  # recent runs that stored something, oldest first (immutable: shared)
     warning: str | None = None  # why a successful run is `degraded` (catalogue.anomaly)
+    drill_interval: timedelta | None = None  # restore_drill.schedule's; None: the strategy has no drills
+    drill: dict | None = None  # the last restore drill: {status, last_run, duration_seconds, error}
+    drill_success: datetime | None = None
 
 
 def _interval_of(strategy: Strategy) -> timedelta | None:
@@ -119,6 +128,15 @@ def _interval_of(strategy: Strategy) -> timedelta | None:
         return interval(strategy.schedule)
     except ValueError as exc:  # validated configs never get here; health then just cannot say "overdue"
         log.warning(f"strategy {strategy.name}: no interval for schedule {strategy.schedule!r}: {exc}")
+        return None
+
+
+def _drill_interval_of(strategy: Strategy) -> timedelta | None:
+    if strategy.restore_drill is None:
+        return None
+    try:
+        return interval(strategy.restore_drill.schedule)
+    except ValueError:  # validated configs never get here
         return None
 
 
@@ -135,7 +153,8 @@ class MonitorState:
         self._s3 = "unknown"
         self._slack = "unknown"
         self._strategies: dict[str, StrategyHealth] = {
-            s.name: StrategyHealth(_interval_of(s), describe_route(s)) for s in strategies}
+            s.name: StrategyHealth(_interval_of(s), describe_route(s), drill_interval=_drill_interval_of(s))
+            for s in strategies}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), timezone.utc)
@@ -189,6 +208,24 @@ class MonitorState:
                 error = result.get("error")
                 entry.error_kind = str(error.get("kind")) if isinstance(error, dict) and error.get("kind") else None
                 entry.consecutive_failures += 1
+
+    def drill_finished(self, name: str, result: dict, finished_at: datetime, started_at: datetime | None = None
+                       ) -> None:
+        """Given a strategy, its restore drill's `result` fields (or a drill record's) and when it ended, record it
+        as the strategy's last restore drill."""
+        finished_at = _aware(finished_at)
+        with self._lock:
+            entry = self._entry(name)
+            if entry is None:
+                return
+            duration = result.get("duration_s")
+            succeeded = result.get("status") == "success"
+            entry.drill = {"status": "success" if succeeded else "failed",
+                           "last_run": utc_text(started_at or finished_at),
+                           "duration_seconds": float(duration) if _is_number(duration) else None,
+                           "error": None if succeeded else (error_line(result) or "the drill failed")}
+            if succeeded:
+                entry.drill_success = finished_at
 
     def restore_last(self, name: str, last_run: datetime | None, last_success: datetime | None, status: str,
                      size_bytes: int | None = None, *, error: str | None = None, error_kind: str | None = None,
@@ -251,6 +288,7 @@ class MonitorState:
             for strategy in strategies:
                 entry = self._strategies.get(strategy.name) or StrategyHealth(None)
                 entry.interval = _interval_of(strategy)  # the schedule may have changed
+                entry.drill_interval = _drill_interval_of(strategy)
                 entry.route = describe_route(strategy)
                 kept[strategy.name] = entry
             self._strategies = kept
@@ -275,7 +313,8 @@ class MonitorState:
         s3, slack = self._s3, self._slack
         if stalled:
             status = "unhealthy"
-        elif s3 == "error" or any(view["overdue"] or view["status"] == "degraded" for view in strategies.values()):
+        elif s3 == "error" or any(view["overdue"] or view["status"] == "degraded" or _drill_degraded(view)
+                                  for view in strategies.values()):
             status = "degraded"
         else:
             status = "healthy"
@@ -305,7 +344,15 @@ class MonitorState:
             connects=entry.route,
             databases={name: dict(item) for name, item in sorted(entry.databases.items())},
         )
+        if entry.drill_interval is not None:  # only strategies with restore_drill show it
+            view["last_restore_drill"] = {**(entry.drill or {"status": "pending", "last_run": None,
+                                                             "duration_seconds": None, "error": None}),
+                                          "overdue": self._drill_overdue(entry, now)}
         return view
+
+    def _drill_overdue(self, entry: StrategyHealth, now: datetime) -> bool:
+        since = max(self.started_at, entry.drill_success) if entry.drill_success else self.started_at
+        return now - since > OVERDUE_INTERVALS * entry.drill_interval
 
     def _overdue(self, entry: StrategyHealth, now: datetime) -> bool:
         if entry.interval is None:

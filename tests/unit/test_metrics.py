@@ -34,6 +34,9 @@ EXPECTED = {  # family name (as the parser reports it) -> (type, label names of 
     "easybackup_orphaned_archives_deleted": ("counter", {"strategy"}),
     "easybackup_suspicious_backups": ("counter", {"strategy", "database"}),
     "easybackup_verify_runs": ("counter", {"strategy", "status"}),
+    "easybackup_restore_drill_runs": ("counter", {"strategy", "status"}),
+    "easybackup_restore_drill_duration_seconds": ("gauge", {"strategy"}),
+    "easybackup_restore_drill_last_success_timestamp_seconds": ("gauge", {"strategy"}),
     "easybackup_notification_errors": ("counter", {"kind"}),
     "easybackup_build_info": ("gauge", {"version", "python"}),
 }
@@ -63,6 +66,7 @@ def test_every_metric_has_its_design_name_type_and_labels():
     metrics.run_finished("production-db", {"status": "success"})
     metrics.db_finished("production-db", {"database": "app", "status": "success", "size": 1, "duration_s": 1.0})
     metrics.set_next_run("production-db", NOW)
+    metrics.drill_finished("production-db", {"status": "success", "duration_s": 3.5})
     metrics.notification_error("rate_limited")
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     assert set(families) == set(EXPECTED)
