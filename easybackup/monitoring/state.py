@@ -227,6 +227,22 @@ class MonitorState:
             if succeeded:
                 entry.drill_success = finished_at
 
+    def restore_drill(self, name: str, record: dict) -> None:
+        """Given a strategy and its newest drill record from S3, show it unless this process saw a drill itself."""
+        with self._lock:
+            entry = self._entry(name)
+            seen = entry is None or entry.drill is not None
+        if seen or not isinstance(record, dict):
+            return
+        try:
+            started, finished = (datetime.fromisoformat(str(record[key]).replace("Z", "+00:00"))
+                                 for key in ("started_at", "finished_at"))
+        except (KeyError, ValueError):
+            return
+        self.drill_finished(name, {"status": record.get("status"), "duration_s": record.get("duration_s"),
+                                   "error": {"message": record.get("error")} if record.get("error") else None},
+                            finished, started_at=started)
+
     def restore_last(self, name: str, last_run: datetime | None, last_success: datetime | None, status: str,
                      size_bytes: int | None = None, *, error: str | None = None, error_kind: str | None = None,
                      consecutive_failures: int = 0, databases: dict[str, dict] | None = None) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from easybackup.config.model import Config, SlackSettings
+from easybackup.jobspec import BACKUP
 from easybackup.logs import log
 from easybackup.notifications import messages
 from easybackup.notifications.notifier import Notifier, ThreadRef
@@ -92,6 +93,8 @@ class SlackObserver(RunObserver):
         run = self._runs.get(handle.run_id)
         if run is not None:
             return run
+        if getattr(handle.job, "kind", BACKUP) != BACKUP:
+            return None  # a restore drill's thread would read as a backup's (drill messages: issue 18, to do)
         strategy = handle.job.strategy
         if not strategy.slack.enabled:
             return None

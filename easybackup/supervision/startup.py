@@ -30,6 +30,7 @@ from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.monitoring.history import HistoryPoint, newest_run_keys, points_from_manifests
+from easybackup.storage.drillrecord import newest_drill_record
 from easybackup.storage.layout import strategy_prefix
 from easybackup.storage.manifest import (
     READ_CONCURRENCY,
@@ -72,6 +73,7 @@ class Restored:
     databases: dict[str, DatabaseRestored] = field(default_factory=dict)
     orphans_deleted: int = 0  # archives without a manifest deleted at start
     history: tuple[HistoryPoint, ...] = ()  # the newest runs' sizes and durations, for the status page
+    last_drill: dict | None = None  # the newest restore drill record (storage/drillrecord.py), with drills only
 
 
 def _parse_utc(text: str) -> datetime:
@@ -189,7 +191,8 @@ class StartupReader:
         try:
             client = self.client_factory(strategy.s3)
             restored = read_state(strategy, client)
-            restored = dataclasses.replace(restored, history=self._history(strategy, client))
+            restored = dataclasses.replace(restored, history=self._history(strategy, client),
+                                           last_drill=self._last_drill(strategy, client))
             if self.clean_uploads:
                 restored = dataclasses.replace(restored, orphans_deleted=self._delete_orphans(strategy, client))
             self._answers.put(restored)
@@ -202,6 +205,17 @@ class StartupReader:
             logger.error(f"could not read the state from S3 at start: {error}")
         except (BotoCoreError, ClientError, ValueError) as exc:  # client construction or an odd manifest date
             logger.error(f"could not read the state from S3 at start: {classify_s3_error(exc, strategy.s3.bucket)}")
+
+    @staticmethod
+    def _last_drill(strategy: Strategy, client) -> dict | None:
+        """The last restore drill, so that health shows it after a restart; a failure to read it is a warning."""
+        if strategy.restore_drill is None:
+            return None
+        try:
+            return newest_drill_record(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name)
+        except (EasybackupError, ValueError) as error:
+            log.bind(strategy=strategy.name).warning(f"could not read the last restore drill: {error}")
+            return None
 
     @staticmethod
     def _history(strategy: Strategy, client) -> tuple[HistoryPoint, ...]:

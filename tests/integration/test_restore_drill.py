@@ -11,6 +11,8 @@ import time
 import pytest
 
 from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
+from tests.harness.daemon import daemon_factory, monitoring
+from tests.harness.net import free_port
 from tests.harness.postgres import PostgresCluster
 
 PREFIX = "easybackup_drill_"
@@ -135,3 +137,39 @@ def test_drill_refuses_a_strategy_without_restore_drill(pg, moto, bucket, tmp_pa
                           strategies=[{"name": "main", "database_url": pg.url("postgres")}])
     result = run_cli("drill", "-c", str(config), "--strategy", "main")
     assert result.returncode == 2 and "strategy main has no restore_drill" in result.stderr
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    yield from daemon_factory(tmp_path)
+
+
+def test_the_supervisor_runs_drills_on_their_schedule_and_a_restart_shows_the_last_one_from_s3(
+        pg, moto, bucket, tmp_path, target, start_daemon):
+    backed_up(pg, moto, bucket, tmp_path, "drillsched", SOURCE_SQL, target)
+    port = free_port()
+    strategies = [{"name": "main", "database_url": pg.url("drillsched"), "catch_up": False}]
+
+    def config(schedule: str):
+        return write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=strategies,
+                            monitoring=monitoring(port), name=f"run-{len(schedule)}.yaml",
+                            restore_drill={"schedule": schedule, "target_url": target.url("postgres")})
+
+    first = start_daemon(config("10s"), port)
+    document = first.wait_health(lambda doc: doc["strategies"]["last_backup_status"]["main"]["last_restore_drill"]
+                                 ["status"] == "success", timeout=60, what="a scheduled drill passed")
+    drill = document["strategies"]["last_backup_status"]["main"]["last_restore_drill"]
+    assert drill["error"] is None and drill["duration_seconds"] > 0 and document["status"] == "healthy"
+    samples = first.metrics()
+    assert samples[("easybackup_restore_drill_runs_total", (("status", "success"), ("strategy", "main")))] >= 1
+    assert samples[("easybackup_backup_runs_total", (("status", "success"), ("strategy", "main")))] == 0
+    assert first.stop() == 0
+    newest = max(drill_records(moto, bucket), key=lambda record: record["run_name"])
+
+    second = start_daemon(config("0 3 1 1 *"), port)  # no drill due before January: health's comes from S3
+    document = second.wait_health(lambda doc: doc["strategies"]["last_backup_status"]["main"]["last_restore_drill"]
+                                  ["status"] == "success", what="the last drill from S3")
+    assert document["strategies"]["last_backup_status"]["main"]["last_restore_drill"]["last_run"] == \
+        newest["started_at"]
+    assert second.stop() == 0
+    assert prefixed(target) == []
