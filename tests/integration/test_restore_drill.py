@@ -173,3 +173,15 @@ def test_the_supervisor_runs_drills_on_their_schedule_and_a_restart_shows_the_la
         newest["started_at"]
     assert second.stop() == 0
     assert prefixed(target) == []
+
+
+def test_a_drill_past_its_timeout_is_stopped_and_its_database_dropped(pg, moto, bucket, tmp_path, target):
+    config = backed_up(pg, moto, bucket, tmp_path, "drilllate", SLOW_SQL, target, timeout="2s")
+    started = time.monotonic()
+    result = run_cli("drill", "-c", config)
+    assert result.returncode == 1, result.stderr
+    assert "main/drilllate: timed_out — the restore drill took longer than restore_drill.timeout (2s)" in result.stdout
+    assert time.monotonic() - started < 30
+    [record] = drill_records(moto, bucket)
+    assert record["databases"][0]["error_kind"] == "timeout"
+    assert prefixed(target) == []
