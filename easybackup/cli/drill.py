@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from easybackup import exitcodes
+from easybackup.cli.once import SLACK_DRAIN_S, start_slack
 from easybackup.config import load_config
 from easybackup.errors import UsageError
 from easybackup.humanize import format_bytes
@@ -68,7 +69,11 @@ def run(args) -> int:
     config = load_config(args.config, env_file=args.env_file)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     strategies = drilled_strategies(config, args.strategy)
-    outcome = Batch(config, strategies, Observers([LogObserver()]), kind=DRILL).run()
+    slack, notifier = start_slack(config, None)
+    outcome = Batch(config, strategies, Observers([o for o in (LogObserver(), slack) if o is not None]),
+                    kind=DRILL).run()
+    if notifier is not None:  # as `once`: drain Slack's queue before exit
+        notifier.drain(SLACK_DRAIN_S)
     print("\n".join(summary_lines(outcome.results)), file=sys.stdout)
     if outcome.terminated:
         return exitcodes.stopped_by(outcome.signal)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from easybackup.humanize import format_bytes, format_rate
+from easybackup.jobspec import BACKUP
 from easybackup.logs import Console, console, log
 from easybackup.run_observer import RunObserver
 
@@ -19,6 +20,8 @@ class LogObserver(RunObserver):
 
     def event(self, handle, event: dict) -> None:
         kind, db = event["type"], event.get("database")
+        if kind in ("db_started", "db_finished") and getattr(getattr(handle, "job", None), "kind", BACKUP) != BACKUP:
+            return  # a drill's worker logs its own lines for these; "backup started" would mislead
         logger = log.bind(strategy=handle.strategy, run_id=handle.run_id, database=db, event=kind,
                           error_kind=event.get("kind") if kind == "retry" else None)
         where = f"{db}: " if db else ""

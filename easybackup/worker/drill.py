@@ -132,6 +132,7 @@ def _drill_database(job, client, database, manifest, maintenance, private_dir, w
         if manifest is None:
             raise EasybackupError(f"no complete backup of {database} to drill", kind="not_found",
                                   hint="run a backup of it first")
+        emit("db_started", database=database)
         emit("log", stream="worker", level="info", database=database,
              line=f"restore drill of {manifest.key} ({manifest.format}, {manifest.stored_bytes} bytes)")
         found = drill_one(client, job.strategy.s3.bucket, manifest, database, settings, maintenance, private_dir,
@@ -145,6 +146,7 @@ def _drill_database(job, client, database, manifest, maintenance, private_dir, w
         outcome.update(status=status, error=exc.to_dict())
         emit("log", stream="worker", level="error", database=database, line=f"restore drill {status}: {exc}")
     outcome["duration_s"] = round(time.monotonic() - started, 3)
+    emit("db_finished", database=database, **{key: value for key, value in outcome.items() if key != "database"})
     return outcome
 
 

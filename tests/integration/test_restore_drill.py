@@ -14,6 +14,7 @@ from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
 from tests.harness.daemon import daemon_factory, monitoring
 from tests.harness.net import free_port
 from tests.harness.postgres import PostgresCluster
+from tests.harness.slack_server import DEFAULT_TOKEN
 
 PREFIX = "easybackup_drill_"
 SOURCE_SQL = """
@@ -185,3 +186,20 @@ def test_a_drill_past_its_timeout_is_stopped_and_its_database_dropped(pg, moto, 
     [record] = drill_records(moto, bucket)
     assert record["databases"][0]["error_kind"] == "timeout"
     assert prefixed(target) == []
+
+
+def test_a_drill_is_reported_as_one_slack_thread(pg, moto, bucket, tmp_path, target, slack):
+    backed_up(pg, moto, bucket, tmp_path, "drillslack", SOURCE_SQL, target)
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, name="slack.yaml",
+                          strategies=[{"name": "main", "database_url": pg.url("drillslack")}],
+                          restore_drill={"schedule": "1w", "target_url": target.url("postgres")},
+                          slack={"bot_token": DEFAULT_TOKEN, "channel_id": "C0123456789", "api_url": slack.api_url})
+    result = run_cli("drill", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    [parent] = [m for m in slack.messages("C0123456789") if "thread_ts" not in m]
+    assert parent["text"].startswith("✅ Restore drill passed: *main* — 1 database, 1003 rows in")
+    replies = [reply["text"] for reply in slack.thread(parent["ts"])]
+    assert replies[0] == "▶️ *drillslack*: restore drill started"
+    assert replies[1].startswith("✅ *drillslack*: restored in ") and "3 tables, 1003 rows" in replies[1]
+    assert replies[-1].startswith("Restore drill of main: passed")
+    assert [u["text"] for u in slack.updates(parent["ts"])] == [parent["text"]]
