@@ -4,6 +4,7 @@ throwaway PostgreSQL cluster, checked, measured and dropped (issue 18)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
-from tests.harness.daemon import daemon_factory, monitoring
+from tests.harness.daemon import daemon_factory, monitoring, workers_of
 from tests.harness.net import free_port
 from tests.harness.postgres import PostgresCluster
 from tests.harness.slack_server import DEFAULT_TOKEN
@@ -203,3 +204,25 @@ def test_a_drill_is_reported_as_one_slack_thread(pg, moto, bucket, tmp_path, tar
     assert replies[1].startswith("✅ *drillslack*: restored in ") and "3 tables, 1003 rows" in replies[1]
     assert replies[-1].startswith("Restore drill of main: passed")
     assert [u["text"] for u in slack.updates(parent["ts"])] == [parent["text"]]
+
+
+def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(pg, moto, bucket, tmp_path, target):
+    config = backed_up(pg, moto, bucket, tmp_path, "drillkill", SLOW_SQL, target)
+    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", config], env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not prefixed(target) and time.monotonic() < deadline and drill.poll() is None:
+        time.sleep(0.1)
+    [left] = prefixed(target)
+    [worker] = workers_of(drill.pid)
+    os.killpg(worker, signal.SIGKILL)  # the worker and its pg_restore: nothing runs to drop the database
+    drill.communicate(timeout=60)
+    assert drill.returncode == 1
+    assert prefixed(target) == [left]
+    # The next drill must not wait out the slow restore to prove the cleanup: a short timeout ends it.
+    again = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, name="again.yaml",
+                         strategies=[{"name": "main", "database_url": pg.url("drillkill")}],
+                         restore_drill={"schedule": "1w", "target_url": target.url("postgres"), "timeout": "3s"})
+    result = run_cli("drill", "-c", str(again))
+    assert f"dropped drill database {left}, left behind by a drill that did not finish" in result.stderr
+    assert prefixed(target) == []
