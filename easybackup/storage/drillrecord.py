@@ -12,12 +12,10 @@ import json
 import re
 from datetime import datetime, timezone
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from easybackup.secrets import mask
 from easybackup.storage.layout import run_name, strategy_prefix
 from easybackup.storage.runrecord import error_text
-from easybackup.storage.s3 import classify_s3_error, extra_put_args, put_new_object, read_object_or_none
+from easybackup.storage.s3 import extra_put_args, list_keys, put_new_object, read_object_or_none
 
 DRILLS = "_drills"
 DRILL_RECORD_SUFFIX = ".drill.json"
@@ -66,12 +64,6 @@ def store_drill_record(client, strategy, run_id: str, run_timestamp: str, starte
 
 def newest_drill_record(client, bucket: str, base_path: str | None, strategy: str) -> dict | None:
     """Given a strategy, return its newest drill record (None: no drill yet); raise the classified S3 error."""
-    keys = []
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                     Prefix=drills_prefix(base_path, strategy)):
-            keys.extend(item["Key"] for item in page.get("Contents", []) if is_drill_record(item["Key"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise classify_s3_error(exc, bucket) from exc
+    keys = list_keys(client, bucket, drills_prefix(base_path, strategy), is_drill_record)
     body = read_object_or_none(client, bucket, max(keys)) if keys else None
     return json.loads(body) if body is not None else None

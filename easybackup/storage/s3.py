@@ -242,6 +242,18 @@ def put_new_object(client, bucket: str, key: str, body: bytes, **args) -> None:
         raise classify_s3_error(exc, bucket) from exc
 
 
+def list_keys(client, bucket: str, prefix: str, keep) -> list[str]:
+    """Given a prefix and a predicate on keys, return every key under the prefix it keeps (all pages), in the
+    store's order; raise the classified S3 error."""
+    keys = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []) if keep(item["Key"]))
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_s3_error(exc, bucket) from exc
+    return keys
+
+
 def read_object_or_none(client, bucket: str, key: str) -> bytes | None:
     """Return the object at `key`, or None if there is none; raise the classified S3 error otherwise."""
     try:

@@ -61,6 +61,17 @@ def backed_up(pg, moto, bucket, tmp_path, database: str, sql: str, target, **dri
     return str(config)
 
 
+def drill_restoring(config: str, target) -> subprocess.Popen:
+    """Start `easybackup drill` and return it once its drill database exists on the target."""
+    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", config], env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not prefixed(target) and time.monotonic() < deadline and drill.poll() is None:
+        time.sleep(0.1)
+    assert prefixed(target), "the drill database never appeared"
+    return drill
+
+
 def s3(moto):
     return moto.client()
 
@@ -104,12 +115,7 @@ def test_a_corrupted_archive_fails_the_drill_with_the_checksum_mismatch_and_leav
 
 def test_sigterm_mid_drill_drops_the_drill_database(pg, moto, bucket, tmp_path, target):
     config = backed_up(pg, moto, bucket, tmp_path, "drillslow", SLOW_SQL, target)
-    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", config], env=cli_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not prefixed(target) and time.monotonic() < deadline and drill.poll() is None:
-        time.sleep(0.1)
-    assert prefixed(target), "the drill database never appeared"
+    drill = drill_restoring(config, target)
     drill.send_signal(signal.SIGTERM)
     out, err = drill.communicate(timeout=60)
     assert drill.returncode == 143, err
@@ -208,11 +214,7 @@ def test_a_drill_is_reported_as_one_slack_thread(pg, moto, bucket, tmp_path, tar
 
 def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(pg, moto, bucket, tmp_path, target):
     config = backed_up(pg, moto, bucket, tmp_path, "drillkill", SLOW_SQL, target)
-    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", config], env=cli_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not prefixed(target) and time.monotonic() < deadline and drill.poll() is None:
-        time.sleep(0.1)
+    drill = drill_restoring(config, target)
     [left] = prefixed(target)
     [worker] = workers_of(drill.pid)
     os.killpg(worker, signal.SIGKILL)  # the worker and its pg_restore: nothing runs to drop the database
