@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from easybackup.errors import EasybackupError
+from easybackup.jobspec import BACKUP
 from easybackup.logs import log
 
 
@@ -38,9 +39,10 @@ class UploadAborter:
     def record_unreported(self, handle) -> None:
         """Given a finished run, write its run record if its worker could not: it sent no result (killed,
         crashed, stopped at shutdown), so the pool made one up (`synthetic`). Health after a restart then shows
-        this run, not the one before it."""
+        this run, not the one before it. Run records are backups' (storage/runrecord.py): a job of another kind
+        that died is not a backup run of its strategy."""
         result = handle.result if isinstance(handle.result, dict) else {}
-        if not result.get("synthetic"):
+        if not result.get("synthetic") or handle.job.kind != BACKUP:
             return
         job = handle.job
         logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)

@@ -372,11 +372,11 @@ def run_easybackup(bench: Bench, codec: str) -> Sample:
                   worker_rss=watcher.peak_rss or None, disk_write=tree.disk_write)
 
 
-def start_drained(argv: list[str], env: dict | None = None) -> subprocess.Popen:
-    """Given an easybackup command line (and its environment), start it with its output on a pipe (reap_drained
-    drains it)."""
+def start_drained(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """Given an easybackup command line (and its environment and working directory), start it with its output on
+    a pipe (reap_drained drains it)."""
     return subprocess.Popen(argv, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def reap_drained(process: subprocess.Popen, tree: Tree, what: str) -> bytes:

@@ -11,7 +11,8 @@ import pytest
 
 from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.jobspec import BACKUP, DRILL, KINDS, VERIFY, JobSpec, new_job
-from easybackup.supervision.pool import SAME_STRATEGY_BESIDE, may_run_beside
+from easybackup.supervision.aborts import UploadAborter
+from easybackup.supervision.pool import SAME_STRATEGY_BESIDE, RunHandle, may_run_beside
 
 NOW = datetime(2025, 6, 17, 3, tzinfo=timezone.utc)
 STRATEGY = Strategy(name="nightly", databases=(DatabaseTarget("app", "postgresql://u@db/app"),),
@@ -81,3 +82,15 @@ def test_what_may_run_beside_what_within_one_strategy(pair):
 def test_a_kind_the_table_does_not_name_runs_beside_nothing_of_its_strategy(kind):
     assert not may_run_beside(("a", "compact"), ("a", kind))
     assert not may_run_beside(("a", kind), ("a", "compact"))
+
+
+@pytest.mark.parametrize("kind,written", [(BACKUP, True), (DRILL, False), (VERIFY, False)])
+def test_only_a_backup_that_sent_no_result_gets_a_run_record_written_for_it(kind, written, monkeypatch):
+    aborter = UploadAborter()
+    started = []
+    monkeypatch.setattr(aborter, "_start", lambda work, name: started.append(name))
+    job = new_job(STRATEGY, "/tmp", NOW, kind=kind)
+    handle = RunHandle(job=job, process=None, pid=1, started_at=0.0, last_event_at=0.0,
+                       result={"status": "failed", "synthetic": True})
+    aborter.record_unreported(handle)
+    assert started == ([f"record-{job.run_id}"] if written else [])
