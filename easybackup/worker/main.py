@@ -121,7 +121,8 @@ def _route_logs_to_events(emit) -> None:
 
 def _register_secrets(job: JobSpec) -> None:
     s3 = job.strategy.s3
-    for value in (s3.secret_key, s3.access_key, s3.session_token, job.strategy.slack.bot_token):
+    for value in (s3.secret_key, s3.access_key, s3.session_token, s3.prune_access_key, s3.prune_secret_key,
+                  job.strategy.slack.bot_token):
         register_secret(value)
 
 
