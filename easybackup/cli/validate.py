@@ -100,7 +100,8 @@ def check_connectivity(config: Config) -> list[str]:
     proxy, as a backup connects), print one line each; return what failed."""
     from easybackup.network.databases import check_reachable
     from easybackup.notifications.slack_api import SlackApi  # imported here: offline validation needs none
-    from easybackup.storage.s3 import check_bucket
+    from easybackup.storage.locks import check_object_lock
+    from easybackup.storage.s3 import CHECK_TIMEOUT_S, check_bucket, make_client
 
     checks = {}
     for strategy in config.strategies:
@@ -111,6 +112,11 @@ def check_connectivity(config: Config) -> list[str]:
         s3 = strategy.s3
         checks.setdefault(("s3", s3.bucket, s3.endpoint_url, s3.access_key),
                           (f"s3://{s3.bucket}", lambda s3=s3: check_bucket(s3)))
+        if s3.object_lock is not None:
+            checks[("lock", strategy.name)] = (
+                f"{strategy.name}: Object Lock of s3://{s3.bucket}",
+                lambda s=strategy: check_object_lock(s.s3, make_client(s.s3, read_timeout=CHECK_TIMEOUT_S,
+                                                                       connect_timeout=CHECK_TIMEOUT_S), s.name))
         slack = strategy.slack
         if slack.bot_token:
             checks.setdefault(("slack", slack.bot_token, slack.api_url),
