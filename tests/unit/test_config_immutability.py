@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,26 @@ def test_a_prune_secret_in_a_schema_error_is_never_echoed(tmp_path):
     found = problems(tmp_path, "    prune_credentials: {access_key: AKIAPRUNE, secret_key: 12345678901}\n")
     assert "global.s3.prune_credentials.secret_key: expected a string" in found
     assert "12345678901" not in found
+
+
+def readme_policies() -> dict[str, dict]:
+    """The two IAM policies of the README's Immutability section, parsed."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Immutability\n")[1].split("\n## ")[0]
+    blocks = [block.split("```")[0] for block in section.split("```json\n")[1:]]
+    assert len(blocks) == 2, "the backup key's policy, then the prune key's"
+    return dict(zip(("backup", "prune"), (json.loads(block) for block in blocks), strict=True))
+
+
+def actions(policy: dict) -> set[str]:
+    return {action for statement in policy["Statement"] for action in statement["Action"]}
+
+
+def test_the_readmes_backup_key_policy_cannot_delete_and_the_prune_key_policy_can_delete_every_version():
+    policies = readme_policies()
+    backup, prune = actions(policies["backup"]), actions(policies["prune"])
+    assert {"s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:AbortMultipartUpload",
+            "s3:ListMultipartUploadParts", "s3:GetBucketObjectLockConfiguration"} <= backup
+    assert not {action for action in backup if "Delete" in action or "Bypass" in action}
+    assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucketVersions", "s3:ListBucket"} <= prune
+    assert not {action for action in prune if "Bypass" in action}
