@@ -74,6 +74,16 @@ def policy_text(strategy: Strategy) -> str:
     return ", ".join(f"{name} {count}" for name, count in counts if count) + f" ({strategy.timezone})"
 
 
+def immutability_text(strategy: Strategy) -> str | None:
+    """Given a strategy, return its Object Lock and prune key in words (`Object Lock governance, 35d from each
+    upload; deletes with the prune key`), or None when it has neither."""
+    s3 = strategy.s3
+    parts = [f"Object Lock {s3.object_lock.mode}, {format_duration(s3.object_lock.days * 86400)} from each upload"
+             ] if s3.object_lock else []
+    parts += ["deletes with the prune key (s3.prune_credentials)"] if s3.prune_access_key else []
+    return "; ".join(parts) or None
+
+
 def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     """Given a strategy and the current time, return the lines that describe it (passwords masked)."""
     upcoming = next_run(strategy.schedule, strategy.timezone, now)
@@ -91,6 +101,7 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
         ("destination", f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"),
         ("slack", strategy.slack.channel_id if strategy.slack.enabled else "off"),
     ]
+    rows += [("immutable", text)] if (text := immutability_text(strategy)) else []
     width = max(len(label) for label, _ in rows)
     return [strategy.name] + [f"  {label:<{width}}  {value}" for label, value in rows]
 

@@ -130,6 +130,9 @@ def test_validate_and_the_supervisor_say_which_strategys_bucket_has_no_object_lo
         StartupReader(load_config(str(config)).strategies, datetime.now(timezone.utc), clean_uploads=False).read_all()
     finally:
         logger.remove(sink)
+    once = run_cli("once", "-c", str(config), "--strategy", "plain")
+    assert once.returncode != 0
+    assert f"bucket '{bucket}' has no Object Lock, but s3.object_lock asks for locked backups" in once.stderr
     assert [line for line in errors if "Object Lock" in line] == [
         f"bucket '{bucket}' of strategy 'plain' has no Object Lock, but s3.object_lock asks for locked backups "
         "(every upload would be refused) — hint: enable Object Lock on the bucket (`aws s3api create-bucket "
