@@ -126,11 +126,12 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
                              tiers=strategy.tiers, timezone=strategy.timezone,
                              protected=lambda backup: pinned(backup) or normal.get(backup.key)))
     view = VersionView(client, strategy, now) if strategy.s3.object_lock is not None else None
-    if view is not None:  # a locked backup is kept, and deleted by version once its lock ends (catalogue.locked)
-        decisions = keep_locked(decisions, locked_backups(view, decisions))
+    locked = locked_backups(view, decisions) if view is not None else {}
+    # a locked backup is kept, and deleted by version once its lock ends (catalogue.locked)
+    decisions = keep_locked(decisions, locked)
     delete = [d.backup for d in decisions if not d.keep]
     bound = log.bind(strategy=strategy.name)
-    _log_decisions(bound, decisions, dry_run, explain)
+    _log_decisions(bound, decisions, dry_run, explain, set(locked))
     records = old_run_records(list_run_record_keys(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name),
                               now, strategy.retention)
     records = [key for key in records if view is None or view.lock(key) is None]  # a bucket's default lock
@@ -157,12 +158,15 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
                            decisions=decisions)
 
 
-def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool) -> None:
-    """Log why each backup goes (info) and why each stays (info when explaining, else debug)."""
+def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool,
+                   locked: set[str] = frozenset()) -> None:
+    """Log why each backup goes (info) and why each stays (info when explaining or only a lock keeps it, else
+    debug)."""
     for decision in decisions:
         reasons = "; ".join(decision.reasons)
         if decision.keep:
-            (bound.info if explain else bound.debug)("retention keeps {}: {}", decision.backup.key, reasons)
+            loud = explain or decision.backup.key in locked
+            (bound.info if loud else bound.debug)("retention keeps {}: {}", decision.backup.key, reasons)
         else:
             verb = "would delete" if dry_run else "deletes"
             bound.info("retention {} {} and its manifest: {}", verb, decision.backup.key, reasons)

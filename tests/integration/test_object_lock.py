@@ -95,6 +95,11 @@ def test_a_locked_backup_is_kept_with_its_date_and_every_version_is_deleted_once
     assert pruned.stdout.splitlines()[1].startswith(held) and "NOT DELETED" not in pruned.stdout
     assert f"retention keeps {older}: locked until {archive_until:%Y-%m-%dT%H:%M:%SZ}" in pruned.stderr
     assert older in moto.list_keys(locked_bucket)
+    third = run_cli("once", "-c", config, env=at(later))  # a run's own retention says the same, at info
+    assert third.returncode == 0, third.stderr
+    assert [line for line in third.stderr.splitlines() if f"retention keeps {older}: locked until" in line][0] \
+        .split("|")[1].strip() == "INFO"
+    assert older in moto.list_keys(locked_bucket)
 
     # The lock ends (governance: an admin may shorten it); the next prune deletes every version, leaving nothing.
     soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).replace(microsecond=0)
@@ -105,7 +110,7 @@ def test_a_locked_backup_is_kept_with_its_date_and_every_version_is_deleted_once
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert pruned.stdout.splitlines()[1].startswith(f"  deleted {older} (and its manifest): ")
     assert versions(client, locked_bucket, older.removesuffix(".dump.gz")) == []  # no data, no delete marker
-    assert newer in moto.list_keys(locked_bucket)
+    assert newer in moto.list_keys(locked_bucket)  # as is the third, newest one
     assert [marker for _key, marker in versions(client, locked_bucket, "") if marker] == []
 
 
