@@ -160,6 +160,7 @@ def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -
         found.append(f"{where('retry', 'initial_delay')}: is longer than retry.max_delay")
     found += _compression(merged, where)
     found += _restore_drill(merged, where)
+    found += _object_lock(merged, where)
     found += _slack(merged, origin(global_section, strategy, index, ("slack", "bot_token")))
     encryption = _get(merged, ("s3", "server_side_encryption"))
     if _get(merged, ("s3", "kms_key_id")) and not (isinstance(encryption, str) and encryption.startswith("aws:kms")):
@@ -261,6 +262,21 @@ def _compression(merged: dict, where) -> list[str]:
         return [f"{where('s3', 'compression_level')}: {level} is above {codec}'s highest level "
                 f"{MAX_LEVEL[codec]}"]
     return []
+
+
+def _object_lock(merged: dict, where) -> list[str]:
+    """`days: retention` needs a duration; a locked write needs a checksum (S3 refuses it without one)."""
+    if not isinstance(_get(merged, ("s3", "object_lock")), dict):
+        return []
+    found = []
+    if _get(merged, ("s3", "object_lock", "days")) == "retention" and isinstance(merged.get("retention"), dict):
+        found.append(f"{where('s3', 'object_lock', 'days')}: 'retention' needs retention written as a duration; "
+                     "with tiers, every backup would be locked as long as the longest tier keeps one, and no hourly "
+                     "or daily backup could be deleted before that: give the days every backup must survive (e.g. 35)")
+    if _get(merged, ("s3", "checksum_mode")) == "when_required":
+        found.append(f"{where('s3', 'checksum_mode')}: when_required sends no checksum, and S3 refuses a locked "
+                     "write without one: use when_supported with s3.object_lock")
+    return found
 
 
 def _slack(merged: dict, token_path: tuple) -> list[str]:

@@ -16,6 +16,15 @@ from easybackup.errors import UsageError
 
 
 @dataclass(frozen=True)
+class ObjectLockSettings:
+    """S3 Object Lock of archives and manifests: `mode` governance or compliance, `days` from each upload (a
+    `days: retention` in the config is resolved to the strategy's retention duration, in days)."""
+
+    mode: str
+    days: float
+
+
+@dataclass(frozen=True)
 class S3Settings:
     bucket: str
     base_path: str = ""
@@ -31,6 +40,9 @@ class S3Settings:
     storage_class: str | None = None
     server_side_encryption: str | None = None
     kms_key_id: str | None = None
+    object_lock: ObjectLockSettings | None = None
+    prune_access_key: str | None = None  # s3.prune_credentials: the key retention and cleanup delete with
+    prune_secret_key: str | None = None
 
 
 @dataclass(frozen=True)
