@@ -27,13 +27,13 @@ from easybackup.catalogue.restore import (
 )
 from easybackup.catalogue.verify import CHUNK, FdSink, open_object, verification_error
 from easybackup.config.model import RestoreDrillSettings
+from easybackup.engines.postgres_toc import TOC_STAGE, toc_stage
 from easybackup.errors import EasybackupError
 from easybackup.pipeline.codecs import decompress_stage
-from easybackup.pipeline.stages import LineCallback, Pipeline, StageFailed, StageSpec, base_env
+from easybackup.pipeline.stages import LineCallback, Pipeline, StageFailed
 from easybackup.storage.manifest import Manifest
 
 DRILL_RESTORE_ARGS = ("--no-owner", "--no-privileges")
-LIST_STAGE = "pg_restore --list"
 # Every user table with its exact row count (a partitioned parent: null, its partitions hold the rows), as JSON.
 TABLES_SQL = r"""SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, CASE WHEN c.relkind = 'r' THEN
   (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname),
@@ -67,7 +67,7 @@ def archive_tables(client, bucket: str, manifest: Manifest, stop: threading.Even
     """Given a custom-format backup, return (schema, table) of every TABLE in its table of contents. Only the head
     is downloaded: `pg_restore --list` reads the TOC and exits. Raise a verification error if it cannot."""
     stages = [s for s in [decompress_stage(manifest.compression)] if s is not None]
-    stages.append(StageSpec(LIST_STAGE, ["pg_restore", "--list"], env=base_env(), failure_kind="verification"))
+    stages.append(toc_stage())
     body = open_object(client, bucket, manifest.key)["Body"]
     read_end, write_end = os.pipe()
     sink, listing = FdSink(write_end), []
@@ -100,7 +100,7 @@ def _check_listed(pipeline: Pipeline, key: str) -> None:
     try:
         pipeline.wait()
     except StageFailed as failed:
-        if failed.exit_codes.get(LIST_STAGE) != 0:
+        if failed.exit_codes.get(TOC_STAGE) != 0:
             raise verification_error(f"cannot read the table of contents of {key}: {failed.message}",
                                      failed.detail, last_lines=failed.last_lines) from failed
 
