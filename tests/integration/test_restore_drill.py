@@ -48,14 +48,15 @@ def prefixed(target) -> list[str]:
     return target.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{PREFIX}%' ORDER BY 1").splitlines()
 
 
-def backed_up(pg, moto, bucket, tmp_path, database: str, sql: str, target, **drill) -> str:
+def backed_up(pg, moto, bucket, tmp_path, database: str, sql: str, target, settings: dict | None = None,
+              **drill) -> str:
     """Create `database` from `sql`, back it up with `once`; return the config (with restore_drill)."""
     pg.create_database(database)
     pg.psql(sql, database)
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
                           strategies=[{"name": "main", "database_url": pg.url(database)}],
                           restore_drill={"schedule": "1w", "target_url": target.url("postgres"), **drill},
-                          timeout={"backup": "5m", "upload": "1m", "shutdown_grace": "1s"})
+                          timeout={"backup": "5m", "upload": "1m", "shutdown_grace": "1s"}, **(settings or {}))
     result = run_cli("once", "-c", str(config))
     assert result.returncode == 0, result.stderr
     return str(config)
@@ -94,6 +95,17 @@ def test_a_drill_restores_the_newest_backup_reports_tables_and_rows_and_drops_it
     assert database["table_rows"] == {"other.odd name": 3, "public.empty": 0, "public.items": 1000}
     assert database["restored_bytes"] > 0 and database["restore_s"] > 0
     assert database["key"].startswith("backups/main/drillsrc/")
+    assert prefixed(target) == []
+
+
+def test_a_plain_sql_backup_is_drilled_through_psql_with_exact_counts(pg, moto, bucket, tmp_path, target):
+    config = backed_up(pg, moto, bucket, tmp_path, "drillplain", SOURCE_SQL, target,
+                       settings={"pg_dump": {"format": "plain"}, "s3": {"compression": "zstd"}})
+    result = run_cli("drill", "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert "main/drillplain: passed — 3 table(s), 1003 row(s)" in result.stdout
+    [record] = drill_records(moto, bucket)
+    assert record["databases"][0]["key"].endswith(".sql.zst") and record["databases"][0]["toc_tables"] is None
     assert prefixed(target) == []
 
 
