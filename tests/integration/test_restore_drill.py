@@ -233,6 +233,8 @@ def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(pg, m
     drill.communicate(timeout=60)
     assert drill.returncode == 1
     assert prefixed(target) == [left]
+    [record] = drill_records(moto, bucket)  # the worker wrote none: the pool did, for health after a restart
+    assert (record["status"], record["error_kind"]) == ("failed", "crashed")
     # The next drill must not wait out the slow restore to prove the cleanup: a short timeout ends it.
     again = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, name="again.yaml",
                          strategies=[{"name": "main", "database_url": pg.url("drillkill")}],

@@ -84,8 +84,9 @@ def test_a_kind_the_table_does_not_name_runs_beside_nothing_of_its_strategy(kind
     assert not may_run_beside(("a", kind), ("a", "compact"))
 
 
-@pytest.mark.parametrize("kind,written", [(BACKUP, True), (DRILL, False), (VERIFY, False)])
-def test_only_a_backup_that_sent_no_result_gets_a_run_record_written_for_it(kind, written, monkeypatch):
+# A drill's is a drill record, never a backup run record (tests/integration/test_restore_drill.py reads it).
+@pytest.mark.parametrize("kind,written", [(BACKUP, True), (DRILL, True), (VERIFY, False)])
+def test_a_backup_or_a_drill_that_sent_no_result_gets_its_record_written_for_it(kind, written, monkeypatch):
     aborter = UploadAborter()
     started = []
     monkeypatch.setattr(aborter, "_start", lambda work, name: started.append(name))
