@@ -92,7 +92,7 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     if strategy.all_databases:
         rows.append(("database", "every database on that server (all_databases)"))
     if strategy.include_globals:
-        rows.append(("globals", "roles and tablespaces (pg_dumpall --globals-only)"))
+        rows.append(("globals", "roles and tablespaces (the server's globals)"))
     rows += [
         ("connects", describe_route(strategy)),
         ("schedule", f"{strategy.schedule} ({strategy.timezone})"),
