@@ -14,15 +14,17 @@ from its `--version` output (Debian installs MariaDB's client as `mysqldump` too
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from easybackup.errors import EasybackupError
+from easybackup.errors import EasybackupError, UsageError
 from easybackup.pipeline.stages import StageFailed, StageSpec, base_env
 from easybackup.secrets import mask, register_secret
 from easybackup.urls import masked_url, url_problem
@@ -30,7 +32,8 @@ from easybackup.urls import masked_url, url_problem
 SCHEMES = ("mysql", "mariadb")
 DEFAULT_HOST = "localhost"  # the clients read localhost as "the Unix socket"
 DEFAULT_PORT = 3306
-OPTION_FILE_NAME = "mysql-client.cnf"
+OPTION_FILE_PREFIX = "mysql-client-"
+CONNECT_TIMEOUT_S = 30.0  # timeout.connect's default; the mariadb client takes whole seconds
 SYSTEM_DATABASES = ("information_schema", "performance_schema", "sys", "mysql")
 SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 QUERY_KEYS = ("ssl-mode", "ssl-ca", "socket")
@@ -114,9 +117,27 @@ def _query_options(query: str, url: str) -> dict[str, str]:
 
 
 def with_database(url: str, dbname: str) -> str:
-    """Given a MySQL URL and a database name, return the URL naming that database instead."""
+    """Given a MySQL URL and a database name ("" for none), return the URL naming that database instead."""
     parts = urlsplit(url)
-    return parts._replace(path="/" + dbname.replace("%", "%25").replace("/", "%2F")).geturl()
+    return parts._replace(path="/" + quote(dbname, safe="")).geturl()
+
+
+def with_password(url: str, password: str) -> str:
+    """Given a MySQL URL without a password, return it with `password` (it reaches only the option file)."""
+    parts = urlsplit(url)
+    user, _at, hostport = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hostport}").geturl()
+
+
+def routed_url(url: str, address: str, port: int) -> str:
+    """Given a MySQL URL and the local end of a route (SSH tunnel, proxy forwarder), return the URL that reaches
+    the same server through it: the host and port replaced, a `socket=` dropped (the route is TCP)."""
+    parts = urlsplit(url)
+    userinfo, at, _hostport = parts.netloc.rpartition("@")
+    host = f"[{address}]" if ":" in address else address
+    query = "&".join(item for item in parts.query.split("&")
+                     if item and unquote(item.partition("=")[0]).lower() != "socket")
+    return parts._replace(netloc=f"{userinfo}{at}{host}:{port}", query=query).geturl()
 
 
 # -- client programs -------------------------------------------------------------------------------------------
@@ -199,10 +220,11 @@ def _ssl_mode_options(mode: str, flavour: str) -> list[str]:
 class _Connection:
     """A parsed URL, an option file with its password in `private_dir` while in use, and the child env."""
 
-    def __init__(self, url: str, private_dir: Path):
+    def __init__(self, url: str, private_dir: Path, connect_timeout: float = CONNECT_TIMEOUT_S):
         self.url = parse_mysql_url(url)
         register_secret(self.url.password)
         self.private_dir = Path(private_dir)
+        self.connect_timeout = connect_timeout
         self.option_file: Path | None = None
 
     def __enter__(self):
@@ -223,12 +245,12 @@ class _Connection:
 
     def _ensure_option_file(self) -> Path:
         if self.option_file is None:
-            path = self.private_dir / OPTION_FILE_NAME
-            # O_EXCL: never write a password into a file someone else prepared (or a symlink).
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            # mkstemp: 0600, O_EXCL (never a file someone else prepared, nor a symlink), a name of its own (a
+            # restore holds the server's connection and the database's at once).
+            fd, path = tempfile.mkstemp(prefix=OPTION_FILE_PREFIX, suffix=".cnf", dir=self.private_dir)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(option_file_text(self.url))
-            self.option_file = path
+            self.option_file = Path(path)
         return self.option_file
 
     def cleanup(self) -> None:
@@ -241,7 +263,8 @@ class _Connection:
         """Run `sql` through the client; return its rows as lists of fields; raise a classified error."""
         program = find_program(CLIENT_PROGRAMS)
         argv = self.client_argv(program) + ["--batch", "--skip-column-names", "--default-character-set=utf8mb4"]
-        argv += ["--connect-timeout=30", "--execute", sql] + ([database] if database else [])
+        seconds = max(1, math.ceil(self.connect_timeout))
+        argv += [f"--connect-timeout={seconds}", "--execute", sql] + (["--", database] if database else [])
         try:
             done = subprocess.run(argv, env=self.child_env(), capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
@@ -346,10 +369,15 @@ def dump_problem(head: bytes, tail: bytes) -> str | None:
         return "it wrote nothing"
     if not any(banner in head[:1024] for banner in HEAD_BANNERS):
         return "it does not begin with the '-- MariaDB dump' or '-- MySQL dump' header"
-    lines = [line.strip() for line in tail.replace(b"\r\n", b"\n").split(b"\n") if line.strip()]
-    if not lines or not lines[-1].startswith(DUMP_COMPLETE):
+    if not ends_complete(tail):
         return "it does not end with '-- Dump completed', which the dump program writes last and only on success"
     return None
+
+
+def ends_complete(tail: bytes) -> bool:
+    """Given a dump's last bytes, return whether its last line that is not blank is `-- Dump completed ...`."""
+    lines = [line.strip() for line in tail.replace(b"\r\n", b"\n").split(b"\n") if line.strip()]
+    return bool(lines) and lines[-1].startswith(DUMP_COMPLETE)
 
 
 class MysqlSource:
@@ -358,10 +386,12 @@ class MysqlSource:
 
     name = "mysql"
 
+    needs_tail = True  # check_dump reads the completion line
+
     def __init__(self, target_name: str, url: str, private_dir: Path, extra_args: tuple[str, ...] = (),
-                 globals_only: bool = False):
+                 globals_only: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S):
         self.target_name = target_name
-        self.connection = _Connection(url, private_dir)
+        self.connection = _Connection(url, private_dir, connect_timeout)
         self.url = self.connection.url
         self.extra_args = tuple(extra_args)
         self.globals_only = globals_only
@@ -457,11 +487,19 @@ class MysqlSource:
 
 # -- listing ---------------------------------------------------------------------------------------------------
 
-def list_databases(url: str, private_dir: Path, timeout: float = QUERY_TIMEOUT_S) -> list[str]:
-    """Return the server's databases except information_schema, performance_schema, sys and mysql, sorted."""
-    with _Connection(url, private_dir) as connection:
+def list_databases(url: str, private_dir: Path, timeout: float = QUERY_TIMEOUT_S,
+                   connect_timeout: float = CONNECT_TIMEOUT_S) -> list[str]:
+    """Return the server's databases except information_schema, performance_schema, sys and mysql, sorted; raise
+    the classified error when they cannot be listed, not_found when there is none."""
+    with _Connection(url, private_dir, connect_timeout) as connection:
         rows = connection.query("SHOW DATABASES", timeout=timeout)
-    return sorted(row[0] for row in rows if row and row[0] not in SYSTEM_DATABASES)
+        where = connection.url.where
+    names = sorted(row[0] for row in rows if row and row[0] not in SYSTEM_DATABASES)
+    if not names:
+        raise EasybackupError(f"no database to back up on {where}", "SHOW DATABASES lists only system databases",
+                              "check that the user may see the databases (SHOW DATABASES privilege, or grants on "
+                              "each)", kind="not_found")
+    return names
 
 
 # -- restore ---------------------------------------------------------------------------------------------------
@@ -476,36 +514,38 @@ def quote_string(text: str) -> str:
 
 
 class MysqlRestoreTarget:
-    """A database to restore a dump into, through `mariadb` (or `mysql`) with the same option-file rule.
+    """A database to restore a dump into (or, with no database in the URL, the server), through `mariadb` (or
+    `mysql`) with the same option-file rule: the RestoreTarget of easybackup.engines."""
 
-    `prepare(replace)` creates the database when missing and refuses one that holds anything unless `replace`,
-    which drops and recreates it. `restore_stage()` reads the decompressed dump on stdin."""
-
-    def __init__(self, url: str, private_dir: Path):
-        self.connection = _Connection(url, private_dir)
+    def __init__(self, url: str, private_dir: Path, connect_timeout: float = CONNECT_TIMEOUT_S):
+        self.connection = _Connection(url, private_dir, connect_timeout)
         self.url = self.connection.url
+        self.dbname = self.url.dbname or ""
         self.program = find_program(CLIENT_PROGRAMS)
 
     def __enter__(self) -> MysqlRestoreTarget:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self.cleanup()
+
+    def cleanup(self) -> None:
         self.connection.cleanup()
 
-    @property
-    def dbname(self) -> str:
-        if not self.url.dbname:
-            raise EasybackupError("the target URL names no database", hint="add the database to the URL's path",
-                                  kind="config")
-        return self.url.dbname
+    def check(self) -> None:
+        """Connect and authenticate (and open the database, when the URL names one); raise the classified error."""
+        self.connection.query("SELECT 1", self.dbname or None)
 
-    def exists(self) -> bool:
+    def database_exists(self, name: str) -> bool:
         rows = self.connection.query("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = "
-                                     + quote_string(self.dbname))
+                                     + quote_string(name))
         return rows[0][0] != "0"
 
-    def object_count(self) -> int:
-        """Return how many tables, views, routines and events the target database holds."""
+    def create_database(self, name: str) -> None:
+        self.connection.query(f"CREATE DATABASE {quote_identifier(name)} CHARACTER SET utf8mb4")
+
+    def user_table_count(self) -> int:
+        """Return how many tables, views, routines and events the database holds (0: safe to restore into)."""
         name = quote_string(self.dbname)
         rows = self.connection.query(
             f"SELECT (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {name})"
@@ -514,36 +554,92 @@ class MysqlRestoreTarget:
         return int(rows[0][0])
 
     def prepare(self, replace: bool = False) -> None:
-        """Create the target database when missing; refuse a non-empty one unless `replace` (drop, recreate)."""
-        name = quote_identifier(self.dbname)
-        if self.exists():
-            count = self.object_count()
-            if count and not replace:
-                raise EasybackupError(
-                    f"database {self.dbname} at {self.url.where} is not empty ({count} tables, views, routines "
-                    "or events)", hint="restore into a new database, or pass --clean to drop and recreate it",
-                    kind="config", transient=False)
-            if count:
-                self.connection.query(f"DROP DATABASE {name}")
-        self.connection.query(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4")
+        """Create the database when missing; refuse a non-empty one unless `replace` (the dump then replaces the
+        objects it holds, as its DROP ... IF EXISTS statements do; other objects stay)."""
+        if not self.database_exists(self.dbname):
+            self.create_database(self.dbname)
+            return
+        count = self.user_table_count()
+        if count and not replace:
+            raise EasybackupError(
+                f"database {self.dbname} at {self.url.where} is not empty ({count} tables, views, routines or "
+                "events)", hint="restore into a new database, or pass --clean to restore over it", kind="config",
+                transient=False)
 
-    def restore_argv(self) -> list[str]:
-        return self.connection.client_argv(self.program) + ["--default-character-set=utf8mb4", "--",
-                                                             self.dbname]
-
-    def globals_argv(self) -> list[str]:
-        """Return the argv that replays a users-and-grants dump (no database)."""
-        return self.connection.client_argv(self.program) + ["--default-character-set=utf8mb4"]
-
-    def restore_stage(self, globals_only: bool = False) -> StageSpec:
-        argv = self.globals_argv() if globals_only else self.restore_argv()
+    def restore_stage(self, fmt: str = "plain", *, globals_dump: bool = False, clean: bool = False,
+                      jobs: int | None = None, path: Path | None = None) -> StageSpec:
+        """Return the stage that replays a dump from stdin: `mariadb` into the database (or, for users and grants,
+        into the server). A MySQL dump drops and recreates what it holds by itself, so `clean` adds nothing;
+        it is one stream, so `jobs` is refused."""
+        if jobs and jobs > 1:
+            raise UsageError("--jobs needs a PostgreSQL custom-format archive; a MySQL dump replays as one stream",
+                             hint="leave out --jobs")
+        argv = self.connection.client_argv(self.program) + ["--default-character-set=utf8mb4"]
+        if not globals_dump:
+            argv += ["--", self.dbname]
         return StageSpec(self.program.name, argv, env=self.connection.child_env(), failure_kind="dump_failed")
+
+    @staticmethod
+    def restore_error(line: str) -> bool:
+        """Given a line the client printed replaying users and grants, return whether it is an error."""
+        return line.startswith("ERROR")
 
     def classify_failure(self, stage_failed: StageFailed) -> EasybackupError:
         if stage_failed.stage != self.program.name:
             return stage_failed
         lines = [mask(line) for line in stage_failed.last_lines]
         error = classify_lines(lines, self.url, f"{self.program.name} {stage_failed.description}",
-                               f"restore into {self.url.dbname or 'the server'} at {self.url.where}")
+                               f"restore into {self.dbname or 'the server'} at {self.url.where}")
         error.exit_codes = dict(stage_failed.exit_codes)
         return error
+
+
+# -- the engine ------------------------------------------------------------------------------------------------
+
+class MysqlEngine:
+    """The Engine (easybackup.engines) for mysql:// and mariadb:// URLs. Its dumps are plain SQL (`.sql`)."""
+
+    name = "mysql"
+    schemes = SCHEMES
+    maintenance_database = ""  # the clients connect to the server without a database
+
+    def parse_url(self, url: str) -> MysqlUrl:
+        return parse_mysql_url(url)
+
+    def with_database(self, url: str, dbname: str) -> str:
+        return with_database(url, dbname)
+
+    def with_password(self, url: str, password: str) -> str:
+        return with_password(url, password)
+
+    def routed_url(self, url: str, address: str, port: int) -> str:
+        return routed_url(url, address, port)
+
+    def dump_format(self, strategy) -> str:
+        return "plain"
+
+    def dump_source(self, target, strategy, private_dir: Path) -> MysqlSource:
+        return MysqlSource(target.name, target.url, private_dir, extra_args=strategy.mysqldump.extra_args,
+                           connect_timeout=strategy.timeout.connect)
+
+    def globals_source(self, target, strategy, private_dir: Path) -> MysqlSource:
+        return MysqlSource(target.name, target.url, private_dir, globals_only=True,
+                           connect_timeout=strategy.timeout.connect)
+
+    def list_databases(self, url: str, private_dir: Path, timeout: float, connect_timeout: float) -> list[str]:
+        return list_databases(url, private_dir, timeout, connect_timeout)
+
+    def reader_stages(self, fmt: str) -> list[StageSpec]:
+        return []  # the decompressed dump comes out of the chain; dump_end_problem reads its end
+
+    def dump_end_problem(self, fmt: str, tail: bytes) -> tuple[str, str] | None:
+        if ends_complete(tail):
+            return None
+        return ("it does not end with '-- Dump completed', which the dump program writes last",
+                "the dump stopped before the end; restore an older backup")
+
+    def restore_target(self, url: str, private_dir: Path, connect_timeout: float) -> MysqlRestoreTarget:
+        return MysqlRestoreTarget(url, private_dir, connect_timeout)
+
+
+ENGINE = MysqlEngine()

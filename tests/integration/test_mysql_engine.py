@@ -64,7 +64,8 @@ def restore(archive, codec: str, url: str, private_dir, replace: bool = False, g
     with MysqlRestoreTarget(url, private_dir) as target:
         if not globals_only:
             target.prepare(replace=replace)
-        stages = [stage for stage in (decompress_stage(codec),) if stage] + [target.restore_stage(globals_only)]
+        stages = [stage for stage in (decompress_stage(codec),) if stage]
+        stages.append(target.restore_stage("plain", globals_dump=globals_only))
         with open(archive, "rb") as body, Pipeline(stages, stdin=body) as pipeline:
             try:
                 pipeline.wait(timeout=60)
@@ -105,8 +106,11 @@ def test_a_non_empty_target_is_refused_unless_told(server, private_dir, tmp_path
         restore(archive, "none", server.url(target), private_dir)
     assert "is not empty (1 tables" in refused.value.message and "--clean" in refused.value.hint
     assert server.sql("SELECT x FROM keep_me", target) == "1"
-    restore(archive, "none", server.url(target), private_dir, replace=True)
-    assert server.table_fingerprints(target) == server.table_fingerprints(SHOP)
+    server.sql("CREATE TABLE customers (stale INT); INSERT INTO customers VALUES (7)", target)
+    restore(archive, "none", server.url(target), private_dir, replace=True)  # --clean: over it
+    restored = server.table_fingerprints(target)
+    assert restored.pop("keep_me") == (1, int(server.sql("CHECKSUM TABLE keep_me EXTENDED", target).split()[1]))
+    assert restored == server.table_fingerprints(SHOP)  # the dump's tables replaced, the other one kept
 
 
 def test_a_cut_dump_that_exits_0_is_rejected(server, private_dir, tmp_path, monkeypatch):
@@ -186,7 +190,8 @@ def test_the_password_is_in_no_argv_and_no_environment_of_the_running_stages(ser
     secret = server.password.encode()
     with MysqlSource(LARGE, server.url(LARGE), private_dir) as source:
         stage = source.dump_stage()
-        assert stage.argv[1] == f"--defaults-extra-file={private_dir}/mysql-client.cnf"  # first, as required
+        assert stage.argv[1] == f"--defaults-extra-file={source.connection.option_file}"  # first, as required
+        assert source.connection.option_file.parent == private_dir
         with Pipeline([stage, compressor_stage("zstd")]) as pipeline:
             seen = {name: (read_proc(pid, "cmdline"), read_proc(pid, "environ"))
                     for name, pid in pipeline.pids().items()}  # still running: nobody reads the output yet

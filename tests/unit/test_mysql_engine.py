@@ -89,7 +89,8 @@ def test_set_gtid_purged_only_where_the_program_is_mysqls(tmp_path, monkeypatch,
         argv = source.dump_argv()
     finally:
         mysql.probe.cache_clear()
-    assert argv[0] == "mysqldump" and argv[1] == f"--defaults-extra-file={tmp_path}/mysql-client.cnf"
+    assert argv[0] == "mysqldump" and argv[1] == f"--defaults-extra-file={source.connection.option_file}"
+    assert source.connection.option_file.parent == tmp_path
     assert ("--set-gtid-purged=OFF" in argv) is gtid
     assert argv[-2:] == ["--", "shop"] and "Secret-Pw-2" not in " ".join(argv)
     for option in ("--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
@@ -152,3 +153,24 @@ def test_client_errors_are_classified_with_a_one_line_message_and_a_hint(line, k
     assert (error.kind, error.transient) == (kind, transient)
     assert isinstance(error, EasybackupError) and error.hint and "\n" not in error.message
     assert error.message.startswith("mysqldump of database shop failed: ")
+
+
+def test_the_engine_rewrites_urls_for_routes_passwords_and_other_databases():
+    engine = mysql.ENGINE
+    url = "mysql://backup:Secret-Pw-4@db.internal:3307/shop?ssl-mode=REQUIRED&socket=/run/mysqld.sock"
+    assert engine.routed_url(url, "127.0.0.1", 40001) == \
+        "mysql://backup:Secret-Pw-4@127.0.0.1:40001/shop?ssl-mode=REQUIRED"
+    assert engine.routed_url("mariadb://u@db/x", "::1", 5) == "mariadb://u@[::1]:5/x"
+    assert engine.with_database(url, "other db").startswith("mysql://backup:Secret-Pw-4@db.internal:3307/other%20db?")
+    assert engine.parse_url(engine.with_database(url, "")).dbname is None
+    with_password = engine.with_password("mysql://backup@db/shop", "p@ss:w/rd")
+    assert engine.parse_url(with_password).password == "p@ss:w/rd"
+    assert (engine.name, engine.schemes, engine.dump_format(None)) == ("mysql", ("mysql", "mariadb"), "plain")
+
+
+def test_verify_reads_the_end_of_the_decompressed_dump():
+    engine = mysql.ENGINE
+    assert engine.reader_stages("plain") == []
+    assert engine.dump_end_problem("plain", MARIADB_HEAD + TAIL) is None
+    problem, hint = engine.dump_end_problem("plain", MARIADB_HEAD + b"INSERT INTO `t` VALUES (1")
+    assert "-- Dump completed" in problem and "older backup" in hint
