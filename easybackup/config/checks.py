@@ -154,7 +154,10 @@ def _databases(strategy: dict, index: int) -> list[str]:
         where = format_path((*path, *sub))
         broken = _url_problems(where, url)
         found += broken
-        if name is None and not broken:
+        # A MySQL client connects to a server without a database: all_databases needs none in the URL.
+        server_only = strategy.get("all_databases") and url.partition("://")[0].lower() in SETTINGS_ENGINES[
+            "mysqldump"][0]
+        if name is None and not broken and not server_only:
             found.append(f"{where}: the URL names no database; add /dbname to it")
         elif name in seen:
             found.append(f"{where}: database name '{name}' is already used by {seen[name]} in this strategy "

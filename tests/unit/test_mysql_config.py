@@ -50,6 +50,12 @@ def test_a_mysql_socket_url_names_its_host_in_the_query(tmp_path):
     assert config.strategies[0].databases[0].name == "shop"
 
 
+def test_all_databases_on_a_mysql_server_needs_no_database_in_the_url(tmp_path):
+    config = load(tmp_path, "database_url: mariadb://backup:pw@db2:3306/", "all_databases: true")
+    assert config.strategies[0].all_databases
+    assert "the URL names no database" in problems(tmp_path, "database_url: mariadb://backup:pw@db2:3306/")
+
+
 def test_pg_dump_settings_on_a_strategy_of_mysql_databases_are_refused(tmp_path):
     text = problems(tmp_path, "database_url: mysql://backup@shop-db/shop", "pg_dump: {extra_args: ['--no-owner']}")
     assert "strategies[0] (shop).pg_dump: applies to PostgreSQL databases, and this strategy has none (its " \
@@ -97,3 +103,12 @@ def test_a_short_options_value_may_be_the_next_argument():
 def test_a_word_that_would_be_read_as_the_database_or_a_table_is_refused(args):
     uses = reserved_uses(args)
     assert uses and "is no option" in uses[0].why
+
+
+def test_the_mysql_example_loads(monkeypatch):
+    monkeypatch.setenv("S3_BUCKET", "example-bucket")
+    for name in ("SHOP_PW", "DB2_PW", "PG_PW", "CRM_PW"):
+        monkeypatch.setenv(name, f"example-{name.lower()}")
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "mysql.yaml")
+    assert [strategy.name for strategy in config.strategies] == ["shop", "whole-server", "mixed"]
+    assert config.strategies[2].databases[1].url.startswith("mariadb://backup:")
