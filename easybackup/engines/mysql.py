@@ -180,9 +180,10 @@ def parse_version_output(text: str) -> tuple[str, str | None]:
 
     `mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, for debian-linux-gnu` -> ("mariadb", "10.11.19-MariaDB");
     `mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)` -> ("mysql", "8.0.36");
-    `mysqldump  Ver 10.13 Distrib 5.7.44, for Linux` -> ("mysql", "5.7.44"). Anything unreadable is MySQL's
-    flavour (its options are the stricter set) with no version."""
-    flavour = "mariadb" if "mariadb" in text.lower() else "mysql"
+    `mysqldump  Ver 10.13 Distrib 5.7.44, for Linux` -> ("mysql", "5.7.44"). No answer reads as ("unknown", None):
+    then no flavour's own option is added (an unknown one fails the dump; a missing one only changes its text)."""
+    lowered = text.lower()
+    flavour = "mariadb" if "mariadb" in lowered else "mysql" if "mysql" in lowered else "unknown"
     found = re.search(r"Distrib\s+([^\s,]+)", text) or re.search(r"\bVer\s+(\d+(?:\.\d+)+)", text)
     return flavour, found.group(1) if found else None
 
@@ -209,7 +210,7 @@ def connection_options(url: MysqlUrl, program: ClientProgram) -> list[str]:
 
 
 def _ssl_mode_options(mode: str, flavour: str) -> list[str]:
-    if flavour == "mysql":
+    if flavour != "mariadb":
         return [f"--ssl-mode={mode}"]
     # MariaDB's clients have no --ssl-mode: the same meaning through their own switches.
     return {"DISABLED": ["--skip-ssl"], "PREFERRED": [], "REQUIRED": ["--ssl"],

@@ -54,7 +54,7 @@ def test_a_bad_url_is_refused_without_its_password(url, expected):
     ("mysqldump  Ver 10.19 Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)", ("mariadb", "10.11.19-MariaDB")),
     ("mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)", ("mysql", "8.0.36")),
     ("mysqldump  Ver 10.13 Distrib 5.7.44, for Linux (x86_64)", ("mysql", "5.7.44")),
-    ("", ("mysql", None)),
+    ("", ("unknown", None)),
 ])
 def test_the_flavour_comes_from_the_version_output_not_the_name(text, expected):
     assert parse_version_output(text) == expected
@@ -174,3 +174,23 @@ def test_verify_reads_the_end_of_the_decompressed_dump():
     assert engine.dump_end_problem("plain", MARIADB_HEAD + TAIL) is None
     problem, hint = engine.dump_end_problem("plain", MARIADB_HEAD + b"INSERT INTO `t` VALUES (1")
     assert "-- Dump completed" in problem and "older backup" in hint
+
+
+def test_the_engine_is_registered_for_both_schemes_and_hands_out_protocol_objects(tmp_path):
+    from easybackup.config.model import DatabaseTarget, MysqldumpSettings, S3Settings, Strategy
+    from easybackup.engines import DumpSource, Engine, RestoreTarget, engine_for_url, engine_named
+
+    assert engine_for_url("mysql://u@h/db") is engine_for_url("MariaDB://u@h/db") is mysql.ENGINE
+    assert engine_named("mysql") is mysql.ENGINE and isinstance(mysql.ENGINE, Engine)
+    target = DatabaseTarget("shop", "mysql://u:Secret-Pw-5@h/shop")
+    strategy = Strategy(name="s", databases=(target,), s3=S3Settings(bucket="b"),
+                        mysqldump=MysqldumpSettings(("--no-tablespaces",)))
+    with mysql.ENGINE.dump_source(target, strategy, tmp_path) as source:
+        assert isinstance(source, DumpSource) and source.needs_tail
+        assert source.dump_argv()[-3:] == ["--no-tablespaces", "--", "shop"]
+    with mysql.ENGINE.globals_source(target, strategy, tmp_path) as source:
+        assert isinstance(source, DumpSource) and "--system=users" in source.dump_argv()
+    with mysql.ENGINE.restore_target("mysql://u:Secret-Pw-5@h/shop", tmp_path, 5) as restore:
+        assert isinstance(restore, RestoreTarget) and restore.dbname == "shop"
+        assert restore.restore_stage("plain", globals_dump=False, clean=False).argv[-2:] == ["--", "shop"]
+    assert list(tmp_path.iterdir()) == []  # every option file removed
