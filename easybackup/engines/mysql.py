@@ -603,6 +603,7 @@ class MysqlEngine:
     name = "mysql"
     schemes = SCHEMES
     maintenance_database = ""  # the clients connect to the server without a database
+    globals_what = "users and grants (mariadb-dump --system=users)"  # what include_globals adds, for validate
 
     def parse_url(self, url: str) -> MysqlUrl:
         return parse_mysql_url(url)

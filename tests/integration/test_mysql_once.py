@@ -114,3 +114,22 @@ def test_the_password_reaches_no_argv_and_no_environment(shop, moto, bucket, tmp
     assert shop.password not in json.dumps(seen["env"])
     assert shop.password not in result.stdout + result.stderr
     assert not Path(seen["argv"][1].split("=", 1)[1]).exists()
+
+
+def test_validate_shows_the_engine_of_each_database_and_reaches_mariadb(shop, moto, bucket, tmp_path):
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=[
+        {"name": "mixed", "database_urls": [shop.url(SHOP, scheme="mariadb"), "postgres://u@pg.invalid/app"],
+         "include_globals": False},
+        {"name": "server", "database_url": shop.url(""), "all_databases": True, "include_globals": True},
+        {"name": "denied", "database_url": shop.url(SHOP, password="Wrong-Pw-5521")}])
+    shown = run_cli("validate", "-c", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert f"{SHOP}  mariadb://root:***@{shop.host}:{shop.port}/{SHOP}  (mysql)" in shown.stdout
+    assert "app  postgres://u@pg.invalid/app  (postgres)" in shown.stdout
+    assert "users and grants (mariadb-dump --system=users)" in shown.stdout
+    assert shop.password not in shown.stdout + shown.stderr
+    checked = run_cli("validate", "-c", str(config), "--check-connectivity")
+    assert f"mixed: database {SHOP} (direct): ok" in checked.stdout
+    assert f"denied: database {SHOP} (direct): FAILED: " in checked.stdout and "1045" in checked.stdout
+    assert "hint: check the password for user root" in checked.stdout
+    assert "Wrong-Pw-5521" not in checked.stdout + checked.stderr and shop.password not in checked.stdout
