@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from easybackup.engines.mysql import probe
 from tests.harness.configs import REPO, cli_env, run_cli, write_config
+from tests.integration.test_once_backup import assert_nothing_left, pids_of
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys, sha256_of
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,6 +32,9 @@ def shop(mariadb):
     mariadb.sql_file(DATASET, SHOP)
     mariadb.create_database(OTHER)
     mariadb.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t VALUES (1, 'a'), (2, NULL)", OTHER)
+    # ~5 MB of dump in OTHER: a throttled dump is still streaming when the test kills it.
+    mariadb.sql("CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(100)); "
+                "INSERT INTO big SELECT seq, CONCAT(MD5(seq), MD5(seq + 1)) FROM seq_1_to_60000", OTHER)
     return mariadb
 
 
@@ -133,3 +140,30 @@ def test_validate_shows_the_engine_of_each_database_and_reaches_mariadb(shop, mo
     assert f"denied: database {SHOP} (direct): FAILED: " in checked.stdout and "1045" in checked.stdout
     assert "hint: check the password for user root" in checked.stdout
     assert "Wrong-Pw-5521" not in checked.stdout + checked.stderr and shop.password not in checked.stdout
+
+
+def test_a_dump_killed_mid_stream_leaves_no_object_and_no_open_upload(shop, moto, bucket, tmp_path, fault_proxy):
+    proxy = fault_proxy(shop.host, shop.port, "tcp")
+    proxy.throttle(200_000)
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
+                          strategies=[{"name": "shop", "database_url": shop.url(OTHER, port=proxy.port)}])
+    ours = f"--port={proxy.port}"  # only this test's mariadb-dump, never one of a test beside it
+    killed = []
+
+    def kill_the_dump_when_it_streams() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            fresh = pids_of("mariadb-dump", ours)
+            if fresh and proxy.bytes_down > 300_000:
+                os.kill(fresh[0], signal.SIGKILL)
+                killed.append(fresh[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_dump_when_it_streams)
+    killer.start()
+    result = run_cli("once", "-c", str(config))
+    killer.join()
+    assert killed, "mariadb-dump was never seen streaming"
+    assert result.returncode == 1, result.stderr
+    assert "mariadb-dump killed by signal 9" in result.stdout
+    assert_nothing_left(moto, bucket)
