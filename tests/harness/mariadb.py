@@ -72,15 +72,21 @@ class MariaDBServer:
                 "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=0",
                 "--skip-log-bin", "--event-scheduler=OFF", "--character-set-server=utf8mb4",
                 "--collation-server=utf8mb4_general_ci"]
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, cwd=self.root)
+        self._proc = self._spawn(argv)
         try:
-            wait_for_port(self.host, self.port, timeout=START_TIMEOUT_S)
+            self._wait_ready()
         except TimeoutError:
             log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
             self.stop()
             raise RuntimeError(f"mariadbd did not start: {log}") from None
         return self
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd=self.root)
+
+    def _wait_ready(self) -> None:
+        wait_for_port(self.host, self.port, timeout=START_TIMEOUT_S)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 30 s) and reap it."""
@@ -167,4 +173,27 @@ class MariaDBServer:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot set up mariadb: {done.stderr.strip()}")
+            time.sleep(0.2)
+
+
+class NamespacedMariaDB(MariaDBServer):
+    """A MariaDBServer inside a network namespace (tests/harness/netns.py), listening only on the namespace's own
+    127.0.0.1: unreachable over TCP from the root namespace. The harness still reaches it through its Unix socket
+    (a file: no network namespace scopes it)."""
+
+    def __init__(self, ns) -> None:
+        super().__init__()
+        self.ns = ns
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        return self.ns.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             cwd=self.root)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        # `ping` answers 0 once the server runs, whatever the credentials.
+        while subprocess.run(["mariadb-admin", "--no-defaults", f"--socket={self.socket}", "ping"],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("mariadbd did not answer on its socket")
             time.sleep(0.2)
