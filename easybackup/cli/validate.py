@@ -85,7 +85,8 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
         rows.append(("database", "every database on that server (all_databases)"))
     if strategy.include_globals and strategy.databases:
         engine = engine_for_url(strategy.databases[0].url)
-        rows.append(("globals", getattr(engine, "globals_what", "roles and tablespaces (pg_dumpall --globals-only)")))
+        # An engine may say what its globals are (MySQL: users and grants); PostgreSQL's are roles and tablespaces.
+        rows.append(("globals", getattr(engine, "globals_what", "roles and tablespaces (the server's globals)")))
     rows += [
         ("connects", describe_route(strategy)),
         ("schedule", f"{strategy.schedule} ({strategy.timezone})"),

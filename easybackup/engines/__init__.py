@@ -77,8 +77,9 @@ class RestoreTarget(Protocol):
 
     dbname: str
 
-    def check(self) -> None:
-        """Connect and authenticate; raise EasybackupError (connection/authentication/not_found) if that fails."""
+    def asks_for_password(self) -> bool:
+        """Connect; return True when the server wants a password and none was given, False when connected or when
+        it failed otherwise (the restore then reports that in its own words)."""
         ...
 
     def database_exists(self, name: str) -> bool: ...

@@ -533,6 +533,15 @@ class MysqlRestoreTarget:
     def cleanup(self) -> None:
         self.connection.cleanup()
 
+    def asks_for_password(self) -> bool:
+        """Connect; return True when the server refused us for want of a password (1045, `using password: NO`),
+        False when connected or when it failed otherwise."""
+        try:
+            self.check()
+        except EasybackupError as error:
+            return error.kind == "authentication" and "using password: NO" in error.message
+        return False
+
     def check(self) -> None:
         """Connect and authenticate (and open the database, when the URL names one); raise the classified error."""
         self.connection.query("SELECT 1", self.dbname or None)

@@ -142,9 +142,14 @@ class PostgresTarget:
             raise _connection_error(self.dbname, done.stderr)
         return done.stdout.strip()
 
-    def check(self) -> None:
-        """Connect and authenticate; raise EasybackupError (connection/authentication/not_found) if that fails."""
-        self.psql("SELECT 1")
+    def asks_for_password(self) -> bool:
+        """Connect; return True when the server wants a password and none was given, False when connected or when
+        it failed otherwise (the restore then reports that in its own words)."""
+        try:
+            self.psql("SELECT 1")
+        except EasybackupError as exc:
+            return "no password supplied" in exc.message
+        return False
 
     def database_exists(self, name: str) -> bool:
         """Given a database name (this target being the maintenance database), return whether it exists."""

@@ -117,7 +117,7 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
         finished_at=utc_now_text(), stored_bytes=result.size, sha256=result.sha256, compression=codec,
         format=plan.fmt, dump_bytes=dump_bytes, pg_dump_version=versions.get("dump_version"),
         server_version=versions.get("server_version"), easybackup_version=__version__, verified=verified,
-        duration_s=round(duration, 3))
+        duration_s=round(duration, 3), engine=plan.engine)
     _commit(ctx, manifest)
     return BackupOutcome(key=plan.key, size=result.size, sha256=result.sha256, dump_bytes=dump_bytes,
                          duration_s=duration, manifest=manifest, versions=versions)
@@ -182,7 +182,8 @@ def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, result: UploadResu
 
     try:
         verify_archive(ctx.client, strategy.s3.bucket, plan.key, size=result.size, sha256=result.sha256,
-                       fmt=plan.fmt, compression=strategy.s3.compression, on_line=on_line, stop_event=ctx.cancel)
+                       engine=plan.engine, fmt=plan.fmt, compression=strategy.s3.compression, on_line=on_line,
+                       stop_event=ctx.cancel)
     except EasybackupError:
         _delete_quietly(ctx, plan.key)
         raise
