@@ -91,22 +91,22 @@ def _positive_duration(text: str) -> float:
 
 def _pg_dump_args(section: dict, path: tuple) -> list[str]:
     """pg_dump options easybackup sets itself, in any spelling pg_dump accepts (see pg_dump_args)."""
-    args = _list(_get(section, ("pg_dump", "extra_args")))
-    if not all(isinstance(arg, str) for arg in args):
-        return []  # the schema reports the item that is not a string
-    return [f"{format_path((*path, 'pg_dump', 'extra_args', use.index))}: '{use.argument}' {use.why}, which is set "
-            "by easybackup and cannot be passed again (connection, output and format come from the config)"
-            for use in reserved_uses(args)]
+    return _reserved_args(section, path, "pg_dump", reserved_uses,
+                          "connection, output and format come from the config")
 
 
 def _mysqldump_args(section: dict, path: tuple) -> list[str]:
     """mysqldump/mariadb-dump options easybackup sets itself, in any spelling they accept (see mysqldump_args)."""
-    args = _list(_get(section, ("mysqldump", "extra_args")))
+    return _reserved_args(section, path, "mysqldump", mysqldump_args.reserved_uses,
+                          "connection, password and output come from the config")
+
+
+def _reserved_args(section: dict, path: tuple, key: str, find, why: str) -> list[str]:
+    args = _list(_get(section, (key, "extra_args")))
     if not all(isinstance(arg, str) for arg in args):
         return []  # the schema reports the item that is not a string
-    return [f"{format_path((*path, 'mysqldump', 'extra_args', use.index))}: '{use.argument}' {use.why}, which is "
-            "set by easybackup and cannot be passed again (connection, password and output come from the config)"
-            for use in mysqldump_args.reserved_uses(args)]
+    return [f"{format_path((*path, key, 'extra_args', use.index))}: '{use.argument}' {use.why}, which is set "
+            f"by easybackup and cannot be passed again ({why})" for use in find(args)]
 
 
 # The URL schemes of each engine's settings key: a strategy's own settings for an engine none of its databases

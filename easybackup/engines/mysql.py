@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from easybackup.errors import EasybackupError, UsageError
-from easybackup.pipeline.stages import StageFailed, StageSpec, base_env
+from easybackup.pipeline.stages import StageFailed, StageSpec, base_env, describe_returncode
 from easybackup.secrets import mask, register_secret
 from easybackup.urls import masked_url, url_problem
 
@@ -275,13 +275,9 @@ class _Connection:
                                   transient=True) from None
         if done.returncode != 0:
             lines = [mask(line) for line in done.stderr.splitlines()]
-            raise classify_lines(lines, self.url, f"{program.name} {describe_exit(done.returncode)}",
+            raise classify_lines(lines, self.url, f"{program.name} {describe_returncode(done.returncode)}",
                                  what=f"{program.name} at {self.url.where}")
         return [line.split("\t") for line in done.stdout.splitlines()]
-
-
-def describe_exit(returncode: int) -> str:
-    return f"exited with code {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
 
 
 # -- failures --------------------------------------------------------------------------------------------------

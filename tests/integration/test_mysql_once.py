@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from easybackup.engines.mysql import probe
 from tests.harness.configs import REPO, cli_env, run_cli, write_config
-from tests.integration.test_once_backup import assert_nothing_left, pids_of
+from tests.integration.test_once_backup import assert_nothing_left, once_killing_when_streaming
 from tests.harness.restore import archive_keys, decompress, download, manifest_keys, sha256_of
 
 pytestmark = pytest.mark.timeout(300)
@@ -147,22 +144,8 @@ def test_a_dump_killed_mid_stream_leaves_no_object_and_no_open_upload(shop, moto
     proxy.throttle(200_000)
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
                           strategies=[{"name": "shop", "database_url": shop.url(OTHER, port=proxy.port)}])
-    ours = f"--port={proxy.port}"  # only this test's mariadb-dump, never one of a test beside it
-    killed = []
-
-    def kill_the_dump_when_it_streams() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            fresh = pids_of("mariadb-dump", ours)
-            if fresh and proxy.bytes_down > 300_000:
-                os.kill(fresh[0], signal.SIGKILL)
-                killed.append(fresh[0])
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_the_dump_when_it_streams)
-    killer.start()
-    result = run_cli("once", "-c", str(config))
-    killer.join()
+    # only this test's mariadb-dump, never one of a test beside it
+    result, killed = once_killing_when_streaming(config, proxy, "mariadb-dump", f"--port={proxy.port}")
     assert killed, "mariadb-dump was never seen streaming"
     assert result.returncode == 1, result.stderr
     assert "mariadb-dump killed by signal 9" in result.stdout

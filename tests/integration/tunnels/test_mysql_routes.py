@@ -3,6 +3,7 @@ inside a network namespace is dumped through each route, and the dump restores t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 
@@ -89,17 +90,24 @@ def test_a_dump_through_an_ssh_tunnel_restores_to_identical_tables(maria_island,
     assert restores_identically(mariadb, maria_island, dump, "restored_via_ssh")
 
 
-def test_a_dump_through_socks5_restores_to_identical_tables(maria_island, mariadb, tmp_path):
-    port = free_port()
-    proxy = maria_island.ns.popen(["microsocks", "-i", maria_island.ns.address, "-p", str(port), "-u", PROXY_USER,
-                                   "-P", PROXY_PASSWORD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@contextlib.contextmanager
+def proxy_in(island, argv: list[str], port: int):
+    """Run a proxy inside the island until the block ends; wait until it listens on `port`."""
+    proxy = island.ns.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(maria_island.ns.address, port, timeout=10)
-        url = f"socks5://{PROXY_USER}:{PROXY_PASSWORD}@{maria_island.ns.address}:{port}"
-        dump = dump_through(strategy_for(maria_island, proxy=ProxySettings(url)), tmp_path)
+        wait_for_port(island.ns.address, port, timeout=10)
+        yield
     finally:
         proxy.kill()
         proxy.wait()
+
+
+def test_a_dump_through_socks5_restores_to_identical_tables(maria_island, mariadb, tmp_path):
+    port = free_port()
+    with proxy_in(maria_island, ["microsocks", "-i", maria_island.ns.address, "-p", str(port), "-u", PROXY_USER,
+                                 "-P", PROXY_PASSWORD], port):
+        url = f"socks5://{PROXY_USER}:{PROXY_PASSWORD}@{maria_island.ns.address}:{port}"
+        dump = dump_through(strategy_for(maria_island, proxy=ProxySettings(url)), tmp_path)
     assert restores_identically(mariadb, maria_island, dump, "restored_via_socks5")
 
 
@@ -109,13 +117,7 @@ def test_a_dump_through_http_connect_restores_to_identical_tables(maria_island, 
     config.write_text(f"Port {port}\nListen {maria_island.ns.address}\nTimeout 60\nMaxClients 20\n"
                       f"ConnectPort {maria_island.port}\nUser nobody\nGroup nogroup\n"
                       f"BasicAuth {PROXY_USER} {PROXY_PASSWORD}\n")
-    proxy = maria_island.ns.popen(["tinyproxy", "-d", "-c", str(config)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(maria_island.ns.address, port, timeout=10)
+    with proxy_in(maria_island, ["tinyproxy", "-d", "-c", str(config)], port):
         url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@{maria_island.ns.address}:{port}"
         dump = dump_through(strategy_for(maria_island, proxy=ProxySettings(url)), tmp_path)
-    finally:
-        proxy.kill()
-        proxy.wait()
     assert restores_identically(mariadb, maria_island, dump, "restored_via_http_connect")
