@@ -473,13 +473,18 @@ class MysqlSource:
             kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
 
     def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
-        """Return the manifest's versions, read off the dump's header (no second connection)."""
+        """Return the manifest's versions, read off the dump's header (no second connection): `dump_version`
+        names the program and its version ("mariadb-dump 10.11.19-MariaDB"), `server_version` the server's flavour
+        and version ("10.11.19-MariaDB-0+deb12u1" names it; MySQL's "8.0.36" becomes "MySQL 8.0.36")."""
         found = versions_from_dump_head(head)
-        return {"dump_program": self.program.name,
+        dump_version = found.dump_version if found else self.program.version
+        server_version = found.server_version if found else None
+        if found and found.server_flavour == "mysql" and server_version:
+            server_version = f"MySQL {server_version}"
+        return {"dump_version": f"{self.program.name} {dump_version}" if dump_version else self.program.name,
+                "server_version": server_version,
                 "dump_flavour": found.dump_flavour if found else self.program.flavour,
-                "dump_version": found.dump_version if found else self.program.version,
-                "server_flavour": found.server_flavour if found else None,
-                "server_version": found.server_version if found else None}
+                "server_flavour": found.server_flavour if found else None}
 
 
 # -- listing ---------------------------------------------------------------------------------------------------

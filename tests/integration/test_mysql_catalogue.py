@@ -46,6 +46,9 @@ def test_once_verify_and_restore_into_a_new_database(shop, moto, bucket, tmp_pat
     assert (manifest["engine"], manifest["verified"], manifest["format"]) == ("mysql", True, "plain")
     verified = run_cli("verify", "-c", str(config))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    listed = run_cli("list", "-c", str(config), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert manifest["key"] in listed.stdout and shop.password not in listed.stdout
     target = "eb_cat_restored"
     shop.drop_database(target)
     restored = restore(config, shop.url(target), "--database", SHOP, "--create")

@@ -194,3 +194,14 @@ def test_the_engine_is_registered_for_both_schemes_and_hands_out_protocol_object
         assert isinstance(restore, RestoreTarget) and restore.dbname == "shop"
         assert restore.restore_stage("plain", globals_dump=False, clean=False).argv[-2:] == ["--", "shop"]
     assert list(tmp_path.iterdir()) == []  # every option file removed
+
+
+@pytest.mark.parametrize("head, dump_version, server_version", [
+    (MARIADB_HEAD, "mariadb-dump 10.11.19-MariaDB", "10.11.19-MariaDB-0+deb12u1"),
+    (MYSQL_HEAD, "mariadb-dump 8.0.36", "MySQL 8.0.36"),  # the header's Distrib, the program we ran
+])
+def test_the_manifest_versions_name_the_program_and_the_server_flavour(tmp_path, head, dump_version,
+                                                                          server_version):
+    with MysqlSource("shop", "mysql://u@db/shop", tmp_path) as source:
+        versions = source.versions_after_dump(head)
+    assert (versions["dump_version"], versions["server_version"]) == (dump_version, server_version)
