@@ -104,11 +104,3 @@ def test_a_word_that_would_be_read_as_the_database_or_a_table_is_refused(args):
     uses = reserved_uses(args)
     assert uses and "is no option" in uses[0].why
 
-
-def test_the_mysql_example_loads(monkeypatch):
-    monkeypatch.setenv("S3_BUCKET", "example-bucket")
-    for name in ("SHOP_PW", "DB2_PW", "PG_PW", "CRM_PW"):
-        monkeypatch.setenv(name, f"example-{name.lower()}")
-    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "mysql.yaml")
-    assert [strategy.name for strategy in config.strategies] == ["shop", "whole-server", "mixed"]
-    assert config.strategies[2].databases[1].url.startswith("mariadb://backup:")
