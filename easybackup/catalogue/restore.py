@@ -2,12 +2,13 @@
 PostgreSQL pg_restore for the custom format, psql for plain SQL).
 
 Streamed without a temp file; the sha256 is computed on the way, so a mismatch is known only at the end, when
-the restore program may already have applied data (the error says so). A restore program that fails stops the download
-at once: its error comes without waiting for the rest of the archive, and says the checksum was not checked.
-With `jobs` (a parallel restore needs a seekable file) the archive is downloaded, checked and decompressed into a
-0600 file in a private directory first — then nothing is applied from a bad archive — and the file is removed
-afterwards. That file is the dump as the dump program wrote it: the manifest's dump_bytes, checked to fit before the
-download starts, and never more (an archive that decompresses to more is refused before it fills the disk).
+the restore program may already have applied data (the error says so). A restore program that fails stops the
+download at once: its error comes without waiting for the rest of the archive, and says the checksum was not
+checked. With `jobs` (a parallel restore needs a seekable file) the archive is downloaded, checked and
+decompressed into a 0600 file in a private directory first — then nothing is applied from a bad archive — and the
+file is removed afterwards. That file is the dump as the dump program wrote it: the manifest's dump_bytes, checked
+to fit before the download starts, and never more (an archive that decompresses to more is refused before it
+fills the disk).
 
 The password never reaches argv or a child's environment: the engine's RestoreTarget writes a 0600 passfile.
 """
@@ -37,7 +38,6 @@ from easybackup.pipeline.stages import LineCallback, Pipeline, StageFailed, Stag
 from easybackup.private_dirs import make_private_dir
 from easybackup.storage.layout import parse_archive_key
 from easybackup.storage.manifest import Manifest
-
 
 
 @dataclass(frozen=True)

@@ -234,16 +234,16 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, eng
                    on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
                    stop_event: threading.Event | None = None) -> VerifyResult:
     """Given an archive and what its manifest says (size, sha256, engine, format, codec), read it back whole and
-    check it;
-    return what was read. Raise a `verification` error naming the first reason it is not good (missing, size,
-    sha256, unreadable dump, incomplete plain dump), or the classified S3 error if S3 fails."""
+    check it; return what was read. Raise a `verification` error naming the first reason it is not good (missing,
+    size, sha256, unreadable dump, incomplete plain dump), the classified S3 error if S3 fails, or a `config` error
+    for an engine this version does not know."""
+    found = _engine(key, engine)
     response = open_object(client, bucket, key)
     stored = response.get("ContentLength")
     if stored is not None and stored != size:
         response["Body"].close()
         raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, S3 has {stored}",
                                  "the object was replaced or cut after the backup; restore an older backup")
-    found = engine_named(engine)
     stages = reader_stages(found, fmt, compression)
     engine_reads = bool(found.reader_stages(fmt))  # else the dump itself comes out, into the tail
     tail = TailKeeper()
@@ -261,6 +261,16 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, eng
         raise verification_error(f"the {fmt} dump {key} is incomplete", *end_problem)
     return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256,
                         dump_bytes=None if engine_reads else tail.count)
+
+
+def _engine(key: str, name: str) -> Engine:
+    """Given an archive and its manifest's engine, return the engine; raise EasybackupError (config) if this
+    version has none of that name (a backup written by a newer one)."""
+    try:
+        return engine_named(name)
+    except ValueError as exc:
+        raise EasybackupError(f"cannot read {key} back: {exc}", hint="use the easybackup version that wrote it",
+                              kind="config") from None
 
 
 def _judge(key: str, size: int, sha256: str, streamed: Streamed, failure: StageFailed | None) -> None:

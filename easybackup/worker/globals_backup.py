@@ -1,8 +1,8 @@
-"""Roles and tablespaces of a PostgreSQL server: `pg_dumpall --globals-only`, stored like a database.
+"""Roles and tablespaces of a server (PostgreSQL: `pg_dumpall --globals-only`), stored like a database.
 
 The dump goes through the same pipeline, compressor, multipart upload and manifest as a database's; only the
-program, the key (`<base>/<strategy>/_globals/<run timestamp>.sql[.gz|.zst]`) and the name in the events
-(`_globals`) differ. Connection, passfile and failure classification are PostgresSource's.
+source (the engine's `globals_source`), the key (`<base>/<strategy>/_globals/<run timestamp>.sql[.gz|.zst]`) and
+the name in the events (`_globals`) differ.
 """
 
 from __future__ import annotations
