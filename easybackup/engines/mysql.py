@@ -645,6 +645,9 @@ class MysqlEngine:
         return []  # the decompressed dump comes out of the chain; dump_end_problem reads its end
 
     def dump_end_problem(self, fmt: str, tail: bytes) -> tuple[str, str] | None:
+        if fmt != "plain":
+            return (f"its manifest says {fmt} format, and a MySQL dump is plain SQL",
+                    "the manifest does not describe this archive; restore an older backup")
         if ends_complete(tail):
             return None
         return ("it does not end with '-- Dump completed', which the dump program writes last",

@@ -174,6 +174,7 @@ def test_verify_reads_the_end_of_the_decompressed_dump():
     assert engine.dump_end_problem("plain", MARIADB_HEAD + TAIL) is None
     problem, hint = engine.dump_end_problem("plain", MARIADB_HEAD + b"INSERT INTO `t` VALUES (1")
     assert "-- Dump completed" in problem and "older backup" in hint
+    assert "a MySQL dump is plain SQL" in engine.dump_end_problem("custom", MARIADB_HEAD + TAIL)[0]
 
 
 def test_the_engine_is_registered_for_both_schemes_and_hands_out_protocol_objects(tmp_path):
