@@ -47,8 +47,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
                         help="which backup: latest (default), its key, or its run timestamp (2024-05-01T020000Z)")
     parser.add_argument("--target-url", required=True, metavar="URL",
                         help="postgres:// or mysql:// user@host:port/dbname to restore into, without a password "
-                             "(it would show in ps and the shell's history); the password comes from $EASYBACKUP_TARGET_PASSWORD, "
-                             "--target-password-file, or a prompt on a terminal")
+                             "(it would show in ps and the shell's history); the password comes from "
+                             "$EASYBACKUP_TARGET_PASSWORD, --target-password-file, or a prompt on a terminal")
     parser.add_argument("--target-password-file", default=None, metavar="FILE",
                         help="read the target's password from the first line of FILE (mode 0600)")
     parser.add_argument("--clean", action="store_true",
