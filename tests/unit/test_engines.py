@@ -43,9 +43,9 @@ def test_the_postgres_engine_hands_out_sources_and_targets_of_the_protocol(tmp_p
     assert POSTGRES.dump_format(strategy) == "plain"
     with POSTGRES.dump_source(target, strategy, tmp_path) as source:
         assert isinstance(source, DumpSource) and source.needs_tail
+        dump_program = source.stage_name
     with POSTGRES.globals_source(target, strategy, tmp_path) as source:
-        assert isinstance(source, DumpSource) and source.stage_name != POSTGRES.dump_source(
-            target, strategy, tmp_path).stage_name
+        assert isinstance(source, DumpSource) and source.stage_name != dump_program
     restore = POSTGRES.restore_target("postgres://u:pw@h/d", tmp_path, 5)
     try:
         assert isinstance(restore, RestoreTarget) and restore.dbname == "d"
