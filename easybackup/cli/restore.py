@@ -46,18 +46,20 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--backup", default="latest", metavar="latest|KEY|TIMESTAMP",
                         help="which backup: latest (default), its key, or its run timestamp (2024-05-01T020000Z)")
     parser.add_argument("--target-url", required=True, metavar="URL",
-                        help="postgres://user@host:port/dbname to restore into, without a password (it would show "
-                             "in ps and the shell's history); the password comes from $EASYBACKUP_TARGET_PASSWORD, "
-                             "--target-password-file, or a prompt on a terminal")
+                        help="postgres:// or mysql:// user@host:port/dbname to restore into, without a password "
+                             "(it would show in ps and the shell's history); the password comes from "
+                             "$EASYBACKUP_TARGET_PASSWORD, --target-password-file, or a prompt on a terminal")
     parser.add_argument("--target-password-file", default=None, metavar="FILE",
                         help="read the target's password from the first line of FILE (mode 0600)")
     parser.add_argument("--clean", action="store_true",
                         help="drop the target's objects that the backup contains before restoring (custom format); "
-                             "in one transaction, so a failed restore leaves the database as it was")
+                             "in one transaction, so a failed restore leaves the database as it was (MySQL: "
+                             "restore over a database that is not empty; its dump drops what it holds itself)")
     parser.add_argument("--force", action="store_true",
                         help="allow --clean with --jobs above 1, which cannot run in one transaction")
     parser.add_argument("--create", action="store_true",
-                        help="create the target database first (connects to the maintenance database 'postgres')")
+                        help="create the target database first (connects to the maintenance database 'postgres'; "
+                             "MySQL: to the server)")
     parser.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
                         help="parallel restore jobs; 2 or more download the archive to temp_dir first (custom "
                              "format); 1 streams, as without --jobs")

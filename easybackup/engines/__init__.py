@@ -170,9 +170,10 @@ class Engine(Protocol):
 def _registered() -> tuple[Engine, ...]:
     # The one place an engine is registered. Imported here, after the protocol above: an engine module may import
     # this package for its types, and the import direction stays inside engines/.
+    from easybackup.engines.mysql import ENGINE as MYSQL
     from easybackup.engines.postgres import ENGINE as POSTGRES
 
-    return (POSTGRES,)
+    return (POSTGRES, MYSQL)
 
 
 def engines() -> tuple[Engine, ...]:

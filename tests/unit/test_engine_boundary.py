@@ -1,5 +1,6 @@
 """Only the engines name a database's programs: outside easybackup/engines/ (and config/, which reads the user's
-`pg_dump:` settings) no string in the code says pg_dump, pg_dumpall, psql or pg_restore — argv, messages and hints
+`pg_dump:` and `mysqldump:` settings) no string in the code says pg_dump, pg_dumpall, psql, pg_restore, mariadb-dump
+or mysqldump — argv, messages and hints
 alike come from the engine (docs/architecture.md, "Add an engine"). Comments and docstrings may."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "easybackup"
 ALLOWED = ("engines", "config")
-PROGRAMS = re.compile(r"\b(pg_dump|pg_dumpall|psql|pg_restore)\b")
+# `mariadb` and `mysql` (the clients) are also URL schemes, which any module may name.
+PROGRAMS = re.compile(r"\b(pg_dump|pg_dumpall|psql|pg_restore|mariadb-dump|mysqldump)\b")
 
 
 def docstrings(tree: ast.AST) -> set[int]:
