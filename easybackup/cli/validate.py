@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from easybackup import exitcodes
 from easybackup.config.loader import config_secrets, load_config
 from easybackup.config.model import Config, Strategy
+from easybackup.engines import engine_for_url
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.network.routes import describe_route
@@ -88,11 +89,14 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     """Given a strategy and the current time, return the lines that describe it (passwords masked)."""
     upcoming = next_run(strategy.schedule, strategy.timezone, now)
     local = upcoming.astimezone(ZoneInfo(strategy.timezone))
-    rows = [("database", f"{target.name}  {masked_url(target.url)}") for target in strategy.databases]
+    rows = [("database", f"{target.name}  {masked_url(target.url)}  ({engine_name(target.url)})")
+            for target in strategy.databases]
     if strategy.all_databases:
         rows.append(("database", "every database on that server (all_databases)"))
-    if strategy.include_globals:
-        rows.append(("globals", "roles and tablespaces (pg_dumpall --globals-only)"))
+    if strategy.include_globals and strategy.databases:
+        engine = engine_for_url(strategy.databases[0].url)
+        # An engine may say what its globals are (MySQL: users and grants); PostgreSQL's are roles and tablespaces.
+        rows.append(("globals", getattr(engine, "globals_what", "roles and tablespaces (the server's globals)")))
     rows += [
         ("connects", describe_route(strategy)),
         ("schedule", f"{strategy.schedule} ({strategy.timezone})"),
@@ -104,6 +108,14 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     rows += [("immutable", text)] if (text := immutability_text(strategy)) else []
     width = max(len(label) for label, _ in rows)
     return [strategy.name] + [f"  {label:<{width}}  {value}" for label, value in rows]
+
+
+def engine_name(url: str) -> str:
+    """Given a database URL, return the name of the engine that backs it up ("postgres", "mysql")."""
+    try:
+        return engine_for_url(url).name
+    except ValueError:  # the config checks refuse such a URL; never fail a description on it
+        return "unknown engine"
 
 
 def check_connectivity(config: Config) -> list[str]:

@@ -11,6 +11,7 @@ from easybackup.config.model import (
     DatabaseTarget,
     Endpoint,
     KubernetesSettings,
+    MysqldumpSettings,
     ObjectLockSettings,
     PgDumpSettings,
     ProxySettings,
@@ -28,7 +29,7 @@ from easybackup.scheduling import parse_duration
 
 
 def database_name(url: str) -> str | None:
-    """Given a postgres:// URL, return the database it names (percent-decoded), or None if it names none."""
+    """Given a database URL, return the database it names (percent-decoded), or None if it names none."""
     try:
         name = unquote(urlsplit(url).path.lstrip("/"))
     except ValueError:  # `postgres://[::1/x`: the checks report the URL itself
@@ -78,6 +79,7 @@ def build_strategy(merged: dict) -> Strategy:
         timeout=TimeoutSettings(**_durations(merged.get("timeout"), "backup", "upload", "shutdown_grace", "connect")),
         slack=_slack(merged.get("slack") or {}),
         pg_dump=_pg_dump(merged.get("pg_dump") or {}),
+        mysqldump=MysqldumpSettings(extra_args=tuple((merged.get("mysqldump") or {}).get("extra_args", ()))),
         verify=VerifySettings(**(merged.get("verify") or {})),
         kubernetes=_kubernetes(merged.get("kubernetes") or {}),
         tunnel=_tunnel(merged.get("tunnel")),

@@ -81,6 +81,13 @@ class PgDumpSettings:
 
 
 @dataclass(frozen=True)
+class MysqldumpSettings:
+    """How MySQL/MariaDB databases are dumped: options added to mariadb-dump's (or mysqldump's) own."""
+
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class VerifySettings:
     after_backup: bool = False
 
@@ -167,6 +174,7 @@ class Strategy:
     timeout: TimeoutSettings = field(default_factory=TimeoutSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
     pg_dump: PgDumpSettings = field(default_factory=PgDumpSettings)
+    mysqldump: MysqldumpSettings = field(default_factory=MysqldumpSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     tunnel: TunnelSettings | None = None

@@ -15,9 +15,8 @@ import shutil
 import threading
 import time
 
-from easybackup.catalogue.drill import drill_one, drop_leftovers
+from easybackup.catalogue.drill import drill_one, drill_target, drop_leftovers
 from easybackup.catalogue.listing import read_backups, select_backup
-from easybackup.catalogue.restore import Connection
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.private_dirs import make_private_dir
@@ -96,7 +95,7 @@ def _drill_all(job: JobSpec, client, private_dir, watch: _Deadline, emit) -> lis
     strategy, settings = job.strategy, job.strategy.restore_drill
     newest = _newest_backups(client, strategy)
     emit("started", pid=os.getpid(), databases=list(newest))
-    maintenance = Connection(settings.target_url, private_dir, connect_timeout=strategy.timeout.connect)
+    maintenance = drill_target(settings.target_url, private_dir, strategy.timeout.connect)
     try:
         for name in drop_leftovers(maintenance, settings, list(newest), job.run_id):
             emit("log", stream="worker", level="warning",
@@ -136,7 +135,8 @@ def _drill_database(job, client, database, manifest, maintenance, private_dir, w
         emit("log", stream="worker", level="info", database=database,
              line=f"restore drill of {manifest.key} ({manifest.format}, {manifest.stored_bytes} bytes)")
         found = drill_one(client, job.strategy.s3.bucket, manifest, database, settings, maintenance, private_dir,
-                          job.run_id, watch.stop, watch.deadline, on_line=_relay(emit, database))
+                          job.run_id, watch.stop, watch.deadline, on_line=_relay(emit, database),
+                          connect_timeout=job.strategy.timeout.connect)
         outcome.update(found, status="success", size=found["restored_bytes"])
         emit("log", stream="worker", level="info", database=database,
              line=f"restore drill passed: {found['tables']} table(s), {found['rows']} row(s), restored in "

@@ -374,7 +374,7 @@ def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, m
 
 def test_a_rejected_config_does_not_echo_the_secrets_it_holds(tmp_path, moto, bucket):
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=[
-        {"name": "bad", "database_url": f"mysql://{ROLE}:{DB_PASSWORD}@db/app",
+        {"name": "bad", "database_url": f"mongodb://{ROLE}:{DB_PASSWORD}@db/app",
          "slack": {"bot_token": SLACK_TOKEN}, "s3": {"credentials": {"secret_key": AWS_SECRET}}, "schedule": "6x"}])
     result = run_cli("validate", "-c", str(config), env=environment_without_secrets(os.environ["PATH"]))
     assert result.returncode == 2, result.stderr

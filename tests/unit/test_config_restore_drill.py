@@ -79,3 +79,17 @@ def test_bad_drill_settings_are_refused_where_written(tmp_path, override, expect
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert any(problem.startswith(expected) for problem in caught.value.problems), caught.value.problems
+
+
+def test_a_mysql_strategy_cannot_be_drilled_yet(tmp_path):
+    text = CONFIG.replace("database_url: postgres://u@db:5432/app", "database_url: mysql://u@db:3306/app")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert any(problem.startswith("global.restore_drill: restore drills support PostgreSQL databases only")
+               and "strategy app has mysql://" in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_a_mysql_strategy_without_drills_loads(tmp_path):
+    text = CONFIG.replace("database_url: postgres://u@db:5432/app",
+                          "database_url: mysql://u@db:3306/app\n    restore_drill: null")
+    assert load(tmp_path, text).strategy("app").restore_drill is None
