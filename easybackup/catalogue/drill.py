@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from easybackup.catalogue.drill_plan import drill_database_name, is_leftover, missing_tables, summary, toc_tables
+from easybackup.catalogue.drill_plan import drill_database_name, is_leftover, missing_tables, summary
 from easybackup.catalogue.restore import restore_streaming
 from easybackup.catalogue.verify import CHUNK, FdSink, open_object, verification_error
 from easybackup.config.model import RestoreDrillSettings, TimeoutSettings
@@ -62,9 +62,8 @@ def drop_leftovers(maintenance: DrillTarget, settings: RestoreDrillSettings, dat
     return found
 
 
-def archive_tables(client, bucket: str, manifest: Manifest, toc: StageSpec, stop: threading.Event
-                   ) -> list[tuple[str, str]]:
-    """Given a backup and its engine's TOC stage, return (schema, table) of every table in its table of contents.
+def archive_toc(client, bucket: str, manifest: Manifest, toc: StageSpec, stop: threading.Event) -> str:
+    """Given a backup and its engine's TOC stage, return what the stage printed: the archive's table of contents.
     Only the head is downloaded: the stage reads the TOC and exits. Raise a verification error if it cannot."""
     stages = [s for s in [decompress_stage(manifest.compression)] if s is not None]
     stages.append(toc)
@@ -91,7 +90,7 @@ def archive_tables(client, bucket: str, manifest: Manifest, toc: StageSpec, stop
             os.close(read_end)
     if stop.is_set():
         raise EasybackupError("cancelled", "stopped while reading the archive's table of contents", kind="cancelled")
-    return toc_tables(listing[0].decode(errors="replace") if listing else "")
+    return listing[0].decode(errors="replace") if listing else ""
 
 
 def _check_listed(pipeline: Pipeline, toc_name: str, key: str) -> None:
@@ -137,7 +136,7 @@ def drill_one(client, bucket: str, manifest: Manifest, database: str, settings: 
         raise EasybackupError(f"drill database {name} exists already", "a drill never restores into an existing "
                               "database", "drop it by hand if no drill is running", kind="internal")
     toc = maintenance.toc_stage(manifest.format)
-    expected = archive_tables(client, bucket, manifest, toc, stop) if toc is not None else None
+    expected = None if toc is None else maintenance.toc_tables(archive_toc(client, bucket, manifest, toc, stop))
     maintenance.create_database(name)
     dropper = _DropOnStop(maintenance, name, settings.database_prefix, stop)
     try:

@@ -1,5 +1,5 @@
 """The pure parts of a restore drill (catalogue/drill.py does the I/O): the drill database's name, which databases
-a drill may drop, the tables of an archive's table of contents, and the judgement of a restored database.
+a drill may drop, and the judgement of a restored database.
 
 A drill creates and drops only databases whose name starts with the configured prefix. Leftovers of a killed
 drill are recognised by the whole name a drill of the same database would give them — `<prefix><database>_<run
@@ -13,7 +13,6 @@ import re
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: a longer CREATE DATABASE name is silently cut
 RUN_ID = r"[0-9a-z]{1,32}"
-PG_CLASS_OID = "1259"
 MAX_TABLES_RECORDED = 1000  # per database in the drill record; the counts and the checks cover every table
 
 
@@ -38,22 +37,6 @@ def is_leftover(name: str, prefix: str, databases: list[str], own_run_id: str) -
         if found and found[1] != own_run_id:
             return True
     return False
-
-
-def toc_tables(listing: str) -> list[tuple[str, str]]:
-    """Given `pg_restore --list` output, return (schema, table) of every TABLE entry, in order.
-
-    A table's entry reads `<id>; 1259 <oid> TABLE <schema> <name> <owner>` (1259: pg_class; `TABLE DATA` and
-    `TABLE ATTACH` entries have catalog oid 0). A name holding a space is read whole; a schema or an owner holding
-    one would be misread (pg_restore's list does not quote names)."""
-    tables = []
-    for line in listing.splitlines():
-        if line.startswith(";") or "; " not in line:
-            continue
-        fields = line.split("; ", 1)[1].split(" ")
-        if len(fields) >= 6 and fields[0] == PG_CLASS_OID and fields[2] == "TABLE":
-            tables.append((fields[3], " ".join(fields[4:-1])))
-    return tables
 
 
 def missing_tables(expected: list[tuple[str, str]], restored: dict[tuple[str, str], int | None]) -> list[str]:

@@ -117,6 +117,10 @@ class DrillTarget(RestoreTarget, Protocol):
         for a format without one (the drill then checks counts only)."""
         ...
 
+    def toc_tables(self, listing: str) -> list[tuple[str, str]]:
+        """Given what toc_stage printed, return (schema, table) of every table it lists, in order."""
+        ...
+
     def table_rows(self, *, timeout: float, stop: threading.Event | None = None) -> dict[tuple[str, str], int | None]:
         """Return {(schema, table): exact row count} of every user table (None where a table holds no rows of its
         own, a partitioned parent); raise EasybackupError kind cancelled once `stop` is set."""

@@ -20,6 +20,7 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'"""
 PREFIXED_SQL = "SELECT datname FROM pg_database WHERE starts_with(datname, :'prefix') ORDER BY 1"
 SIZE_SQL = "SELECT pg_database_size(current_database())"
+PG_CLASS_OID = "1259"
 
 
 class PostgresDrillQueries:
@@ -33,6 +34,22 @@ class PostgresDrillQueries:
         if fmt != "custom":
             return None
         return StageSpec("pg_restore --list", ["pg_restore", "--list"], env=base_env(), failure_kind="verification")
+
+    @staticmethod
+    def toc_tables(listing: str) -> list[tuple[str, str]]:
+        """Given `pg_restore --list` output, return (schema, table) of every TABLE entry, in order.
+
+        A table's entry reads `<id>; 1259 <oid> TABLE <schema> <name> <owner>` (1259: pg_class; `TABLE DATA` and
+        `TABLE ATTACH` entries have catalog oid 0). A name holding a space is read whole; a schema or an owner
+        holding one would be misread (pg_restore's list does not quote names)."""
+        tables = []
+        for line in listing.splitlines():
+            if line.startswith(";") or "; " not in line:
+                continue
+            fields = line.split("; ", 1)[1].split(" ")
+            if len(fields) >= 6 and fields[0] == PG_CLASS_OID and fields[2] == "TABLE":
+                tables.append((fields[3], " ".join(fields[4:-1])))
+        return tables
 
     def table_rows(self, *, timeout: float, stop: threading.Event | None = None) -> dict[tuple[str, str], int | None]:
         """Return {(schema, table): exact rows} of every user table (None for a partitioned parent)."""

@@ -1,4 +1,4 @@
-"""The pure parts of a restore drill: names, leftovers, the archive's tables, the judgement."""
+"""The pure parts of a restore drill: names, leftovers, the judgement."""
 
 from __future__ import annotations
 
@@ -7,22 +7,8 @@ from easybackup.catalogue.drill_plan import (
     is_leftover,
     missing_tables,
     summary,
-    toc_tables,
 )
 
-LISTING = """;
-; Archive created at 2026-12-06 23:40:30 UTC
-;     dbname: probe
-;
-6; 2615 16388 SCHEMA - s postgres
-217; 1259 16394 TABLE public p postgres
-218; 1259 16397 TABLE public p1 postgres
-215; 1259 16385 TABLE public t1 postgres
-216; 1259 16389 TABLE s my tab postgres
-219; 1259 16400 VIEW public v postgres
-3209; 0 0 TABLE ATTACH public p1 postgres
-3352; 0 16385 TABLE DATA public t1 postgres
-"""
 
 
 def test_the_drill_database_is_named_prefix_database_run_id():
@@ -45,13 +31,10 @@ def test_a_leftover_is_a_drill_database_of_one_of_these_databases_from_another_r
     assert not is_leftover("easybackup_drill_app_Not-A-Run", "easybackup_drill_", databases, "ffffffffffff")
 
 
-def test_the_archive_tables_are_its_table_entries_only():
-    assert toc_tables(LISTING) == [("public", "p"), ("public", "p1"), ("public", "t1"), ("s", "my tab")]
-
-
 def test_missing_tables_are_named_schema_dot_table():
     restored = {("public", "p"): None, ("public", "t1"): 5}
-    assert missing_tables(toc_tables(LISTING), restored) == ["public.p1", "s.my tab"]
+    archive = [("public", "p"), ("public", "p1"), ("public", "t1"), ("s", "my tab")]
+    assert missing_tables(archive, restored) == ["public.p1", "s.my tab"]
 
 
 def test_the_summary_counts_rows_of_tables_and_leaves_out_partitioned_parents():
