@@ -38,15 +38,6 @@ HEARTBEAT_S = 1.0
 STALE_UPLOADS_WAIT_S = 20.0
 
 
-def _import_boto3_meanwhile() -> None:
-    """Import boto3 (~0.2 s idle, the worker's largest import) on a thread: a spare worker (supervision/spawn.py)
-    has it loaded before its job arrives, and s3.BackgroundClient builds the client from it."""
-    def work() -> None:
-        import boto3  # noqa: F401
-
-    threading.Thread(target=work, name="import-boto3", daemon=True).start()
-
-
 class OrphanGuard:
     """Wraps the event writer: a broken pipe means the supervisor is gone — cancel everything, keep quiet."""
 
@@ -246,7 +237,6 @@ def main() -> int:
     # Signal handlers only set a flag; the watchdog of the running attempt does the stopping.
     signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
     signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    _import_boto3_meanwhile()
     try:
         job = _read_job()
     except (ValueError, KeyError, TypeError) as exc:
