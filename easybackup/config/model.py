@@ -16,6 +16,15 @@ from easybackup.errors import UsageError
 
 
 @dataclass(frozen=True)
+class ObjectLockSettings:
+    """S3 Object Lock of archives and manifests: `mode` governance or compliance, `days` from each upload (a
+    `days: retention` in the config is resolved to the strategy's retention duration, in days)."""
+
+    mode: str
+    days: float
+
+
+@dataclass(frozen=True)
 class S3Settings:
     bucket: str
     base_path: str = ""
@@ -31,6 +40,9 @@ class S3Settings:
     storage_class: str | None = None
     server_side_encryption: str | None = None
     kms_key_id: str | None = None
+    object_lock: ObjectLockSettings | None = None
+    prune_access_key: str | None = None  # s3.prune_credentials: the key retention and cleanup delete with
+    prune_secret_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,13 @@ class TimeoutSettings:
 @dataclass(frozen=True)
 class PgDumpSettings:
     format: str = "custom"  # or "plain"
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MysqldumpSettings:
+    """How MySQL/MariaDB databases are dumped: options added to mariadb-dump's (or mysqldump's) own."""
+
     extra_args: tuple[str, ...] = ()
 
 
@@ -143,6 +162,7 @@ class Strategy:
     timeout: TimeoutSettings = field(default_factory=TimeoutSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
     pg_dump: PgDumpSettings = field(default_factory=PgDumpSettings)
+    mysqldump: MysqldumpSettings = field(default_factory=MysqldumpSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     tunnel: TunnelSettings | None = None

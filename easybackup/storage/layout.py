@@ -118,9 +118,10 @@ def _check_run_name(name: str) -> None:
 
 
 def archive_extension(fmt: str, compression: str) -> str:
-    """Given a pg_dump format and a compression codec, return the archive's extension (`dump.gz`)."""
+    """Given an engine's dump format (custom | plain) and a compression codec, return the archive's extension
+    (`dump.gz`)."""
     if fmt not in FORMAT_EXTENSIONS:
-        raise ValueError(f"unknown pg_dump format '{fmt}'")
+        raise ValueError(f"unknown dump format '{fmt}'")
     if compression not in COMPRESSION_EXTENSIONS:
         raise ValueError(f"unknown compression '{compression}'")
     return FORMAT_EXTENSIONS[fmt] + COMPRESSION_EXTENSIONS[compression]

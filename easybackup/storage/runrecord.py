@@ -135,7 +135,7 @@ def store_run_record(client, strategy, run_id: str, run_timestamp: str, started_
     record = record_of(strategy.name, run_id, run_name(run_timestamp, run_id), started_at, finished_at, result,
                        __version__)
     return write_run_record(client, strategy.s3.bucket, strategy.s3.base_path, record,
-                            extra_put_args(strategy.s3, storage_class=False))
+                            extra_put_args(strategy.s3, storage_class=False, lock=False))
 
 
 def list_run_record_keys(client, bucket: str, base_path: str | None, strategy: str) -> list[str]:

@@ -38,9 +38,10 @@ from easybackup.storage.manifest import (
     newest_manifest_per_directory,
     read_manifest,
 )
+from easybackup.storage.locks import check_object_lock
 from easybackup.storage.multipart import abort_stale_uploads
 from easybackup.storage.runrecord import RunRecord, newest_run_records
-from easybackup.storage.s3 import classify_s3_error, make_client
+from easybackup.storage.s3 import classify_s3_error, make_client, prune_settings
 
 # Run records read at start, newest first, until a successful run: more failures in a row than this are shown as
 # this many (retention keeps at least as many records: catalogue.retention.RUN_RECORDS_KEPT).
@@ -188,6 +189,7 @@ class StartupReader:
         logger = log.bind(strategy=strategy.name)
         try:
             client = self.client_factory(strategy.s3)
+            self._check_lock(strategy, client)
             restored = read_state(strategy, client)
             restored = dataclasses.replace(restored, history=self._history(strategy, client))
             if self.clean_uploads:
@@ -212,11 +214,23 @@ class StartupReader:
             log.bind(strategy=strategy.name).warning(f"could not read the recent backups for the status page: {error}")
             return ()
 
+    @staticmethod
+    def _check_lock(strategy: Strategy, client) -> None:
+        """With s3.object_lock, say at once (one error line) when the bucket cannot lock: every upload would fail."""
+        if strategy.s3.object_lock is None:
+            return
+        try:
+            check_object_lock(strategy.s3, client, strategy.name)
+        except EasybackupError as error:
+            log.bind(strategy=strategy.name).error(str(error))
+
     def _delete_orphans(self, strategy: Strategy, client) -> int:
-        """Delete the strategy's archives that no run will commit any more; return how many. A failure is logged:
-        the state read before still counts."""
+        """Delete the strategy's archives that no run will commit any more (with the prune key, when one is set);
+        return how many. A failure is logged: the state read before still counts."""
         from easybackup.catalogue.retention import delete_orphans
 
+        if prune_settings(strategy.s3) is not strategy.s3:
+            client = self.client_factory(prune_settings(strategy.s3))
         try:
             return len(delete_orphans(client, strategy, self._clock()))
         except EasybackupError as error:

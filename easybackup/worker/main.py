@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
+from botocore.exceptions import BotoCoreError
 from loguru import logger
 
 from easybackup import exitcodes
@@ -26,7 +27,7 @@ from easybackup.jobspec import BACKUP, JobSpec
 from easybackup.network.databases import all_database_targets, connection_url
 from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
-from easybackup.storage.s3 import BackgroundClient
+from easybackup.storage.s3 import BackgroundClient, classify_s3_error, make_prune_client, prune_settings
 from easybackup.wire import EventWriter, take_over_stdout
 from easybackup.worker.attempts import run_database, with_retries
 from easybackup.worker.backup import backup_once
@@ -104,7 +105,8 @@ def _route_logs_to_events(emit) -> None:
 
 def _register_secrets(job: JobSpec) -> None:
     s3 = job.strategy.s3
-    for value in (s3.secret_key, s3.access_key, s3.session_token, job.strategy.slack.bot_token):
+    for value in (s3.secret_key, s3.access_key, s3.session_token, s3.prune_access_key, s3.prune_secret_key,
+                  job.strategy.slack.bot_token):
         register_secret(value)
 
 
@@ -165,7 +167,6 @@ def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
     """Store how this run ended, database by database, failed runs included (storage/runrecord.py): what a
     restarted supervisor shows in health. A failure here is a warning; it never changes the run's result."""
     from easybackup.storage.runrecord import store_run_record
-    from easybackup.storage.s3 import classify_s3_error
     from easybackup.worker.backup import utc_now_text
 
     try:
@@ -177,11 +178,18 @@ def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
 
 def _apply_retention(client, job: JobSpec, emit) -> None:
     """After a run in which every database succeeded (never after a failed one), delete the backups retention
-    no longer keeps. A problem here is a warning: it never turns a good backup into a failed run."""
+    no longer keeps, with the prune key when one is set (the backup key then cannot delete). A problem here is a
+    warning: it never turns a good backup into a failed run."""
     try:
         from easybackup.catalogue.retention import apply_retention  # only after a good run (docs/architecture.md)
 
+        if prune_settings(job.strategy.s3) is not job.strategy.s3:
+            client = make_prune_client(job.strategy.s3)
         result = apply_retention(client, job.strategy, datetime.now(timezone.utc), emit)
+    except BotoCoreError as exc:  # building the prune key's client
+        emit("log", stream="worker", level="warning",
+             line=f"retention skipped: {classify_s3_error(exc, job.strategy.s3.bucket)}")
+        return
     except (EasybackupError, ImportError) as error:
         emit("log", stream="worker", level="warning", line=f"retention skipped: {error}")
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -108,8 +107,9 @@ def test_once_aborts_its_strategies_stale_multipart_uploads_as_the_supervisor_do
     stale = "backups/main/orphans_once/2020-01-01T000000Z.dump.gz"
     client.create_multipart_upload(Bucket=bucket, Key=stale)
     client.create_multipart_upload(Bucket=bucket, Key="not-ours/2020-01-01T000000Z.dump.gz")
-    time.sleep(1.2)  # older than timeout.backup
-    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, timeout={"backup": "1s"},
+    # Stale: older than timeout.backup by the key's run timestamp (2020) and by moto's `Initiated` (a fixed date in
+    # 2010). A timeout of a second or two made the backup itself time out on a loaded machine.
+    config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, timeout={"backup": "60s"},
                           strategies=[{"name": "main", "database_url": pg.url("orphans_once")}])
     result = run_cli("once", "-c", str(config))
     assert result.returncode == 0, result.stderr

@@ -363,10 +363,12 @@ def test_a_silent_worker_is_killed_after_the_heartbeat_timeout(rec):
 
 
 def test_a_worker_that_beats_its_heartbeat_outlives_the_silence_limit_and_the_observers_never_see_the_beats(rec):
-    beats = [{"emit": "heartbeat"}, {"sleep": 0.2}] * 10  # 2 s of nothing but heartbeats, the limit is 0.5 s
+    # 4 s of nothing but heartbeats, the limit 1.5 s: a limit under a second was tight for a fake worker's start-up
+    # on a loaded machine.
+    beats = [{"emit": "heartbeat"}, {"sleep": 0.2}] * 20
     rec.plan("waiting", [{"emit": "started", "pid": 0, "databases": []}, *beats,
                          {"emit": "result", "status": "success"}])
-    pool = rec.pool(heartbeat_timeout=0.5)
+    pool = rec.pool(heartbeat_timeout=1.5)
     pool.submit(_job("waiting"))
     run_until_idle(pool)
     assert rec.result_of("waiting")["status"] == "success"
@@ -511,8 +513,9 @@ def _supervisor_of_fake_workers(rec, tmp_path, name: str, grace: str, stall_afte
 
 def test_the_supervisor_stays_healthy_while_a_long_shutdown_waits_for_its_workers(rec, tmp_path):
     rec.plan("stubborn", [{"ignore_sigterm": True}, {"emit": "started", "pid": 0, "databases": []}, {"sleep": 30}])
-    # The loop beats ~1/s; stuck after 0.5 s here.
-    supervisor = _supervisor_of_fake_workers(rec, tmp_path, "stubborn", "2s", stall_after=0.5)
+    # Stuck after 1.5 s here, well inside the 2.5 s the shutdown waits (grace, then cancel_wait): a shutdown that did
+    # not beat would show. The pool beats every 0.1 s while it waits; 0.5 s was too tight on a loaded machine.
+    supervisor = _supervisor_of_fake_workers(rec, tmp_path, "stubborn", "2s", stall_after=1.5)
     state = supervisor.state
     supervisor.pool.cancel_wait = 0.5  # it ignores SIGTERM: killed 0.5 s after its grace
     statuses: list[str] = []

@@ -351,15 +351,22 @@ def easybackup_config(bench: Bench, codec: str, prefix: str) -> Path:
                         timeout={"backup": "2h", "upload": "1h", "shutdown_grace": "10s"})
 
 
-def run_easybackup(bench: Bench, codec: str) -> Sample:
-    prefix = bench.next_key("easybackup", codec)
+def run_easybackup(bench: Bench, codec: str, tree_root: Path | None = None) -> Sample:
+    """Given the environment and a codec, time `easybackup once`; with `tree_root`, the easybackup of another
+    checkout (an earlier commit: `--compare-tree`), run as variant `easybackup@base`."""
+    variant = "easybackup" if tree_root is None else "easybackup@base"
+    prefix = bench.next_key(variant, codec)
     config = easybackup_config(bench, codec, prefix)
     tree = Tree()
     started = time.monotonic()
     # Its output goes through a pipe that this process drains: a log file written by the run itself would count
     # in its disk writes (a page is counted each time it is dirtied again after writeback), and it is not the
     # backup path's.
-    process = start_drained([*EASYBACKUP, "once", "-c", str(config)])
+    if tree_root is None:
+        process = start_drained([*EASYBACKUP, "once", "-c", str(config)])
+    else:  # `-m easybackup.worker` imports from the working directory first, then PYTHONPATH, then the venv's
+        process = start_drained([sys.executable, str(tree_root / "bin" / "easybackup"), "once", "-c", str(config)],
+                                cli_env(PYTHONPATH=str(tree_root)), cwd=tree_root)
     watcher = WorkerWatcher(process.pid)
     watcher.start()
     try:
@@ -368,7 +375,7 @@ def run_easybackup(bench: Bench, codec: str) -> Sample:
         watcher.stop.set()
         watcher.join()
     wall = time.monotonic() - started
-    return Sample("easybackup", codec, wall, tree.cpu_s, bench.stored_size_and_clean(prefix),
+    return Sample(variant, codec, wall, tree.cpu_s, bench.stored_size_and_clean(prefix),
                   worker_rss=watcher.peak_rss or None, disk_write=tree.disk_write)
 
 
@@ -524,11 +531,13 @@ VARIANTS = {"shell": run_shell, "tempfile": run_tempfile, "easybackup": run_easy
 
 
 def run_rounds(bench: Bench, codecs: list[str], runs: int, relay_check: bool = False,
-               variants: list[str] | None = None) -> list[Sample]:
+               variants: list[str] | None = None, compare_tree: Path | None = None) -> list[Sample]:
     """Given the environment, run every variant `runs` times, interleaved, the order rotating each round."""
     jobs = [("limit", "-", run_limit)]
     for codec in codecs:
         jobs += [(name, codec, VARIANTS[name]) for name in (list(VARIANTS) if variants is None else variants)]
+        if compare_tree is not None:
+            jobs.append(("easybackup@base", codec, lambda b, c: run_easybackup(b, c, compare_tree)))
         if relay_check:
             jobs += [("stream", codec, lambda b, c: run_stream(b, c, False)),
                      ("stream+relay", codec, lambda b, c: run_stream(b, c, True))]
@@ -649,6 +658,18 @@ def describe_tempfile_target(values: dict[str, float], codec: str) -> str:
     return text
 
 
+def base_ratios(summaries: list[Summary], codecs: list[str]) -> dict[str, float]:
+    """Given summaries with an easybackup@base variant, return this checkout's wall time and worker RSS over it."""
+    values = {}
+    for codec in codecs:
+        ours, base = find(summaries, "easybackup", codec), find(summaries, "easybackup@base", codec)
+        if ours and base:
+            values[f"easybackup/base wall {codec}"] = ours.wall_s / base.wall_s
+            if ours.worker_rss and base.worker_rss:
+                values[f"easybackup/base rss {codec}"] = ours.worker_rss / base.worker_rss
+    return values
+
+
 def render_ratios(values: dict[str, float]) -> str:
     lines = []
     for name, value in values.items():
@@ -662,16 +683,21 @@ def render_ratios(values: dict[str, float]) -> str:
 
 
 def benchmark(rows: int, runs: int, codecs: list[str], relay_check: bool = False,
-              variants: list[str] | None = None, idle: bool = False) -> tuple[list[Summary], dict[str, float]]:
+              variants: list[str] | None = None, idle: bool = False,
+              compare_tree: Path | None = None) -> tuple[list[Summary], dict[str, float]]:
     """Given the data set size, run the benchmark; return the summaries and the ratios (and print both).
 
     With `idle`, the ratios also hold "supervisor idle cpu %" when `easybackup run` exists.
     """
     with bench_environment(rows) as bench:
-        samples = run_rounds(bench, codecs, runs, relay_check, variants)
+        if compare_tree is not None:
+            compileall.compile_dir(compare_tree / "easybackup", quiet=1)
+        samples = run_rounds(bench, codecs, runs, relay_check, variants, compare_tree)
         idle_cpu = idle_supervisor_cpu(bench, IDLE_STRATEGIES) if idle else None
     summaries = summarize(samples)
     values = ratios(summaries, codecs)
+    if compare_tree is not None:
+        values.update(base_ratios(summaries, codecs))
     if idle_cpu is not None:
         values[f"supervisor idle cpu % ({IDLE_STRATEGIES} strategies)"] = idle_cpu
     print(f"\nmachine: {machine_description()}\ndata set: rows={rows}, median of {runs} interleaved runs\n")
@@ -696,11 +722,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: shell,tempfile,easybackup")
     parser.add_argument("--relay-check", action="store_true",
                         help="also time the worker's pipeline in-process with and without the counting relay")
+    parser.add_argument("--compare-tree", type=Path, metavar="CHECKOUT",
+                        help="also run the easybackup of another checkout (e.g. `git worktree add /tmp/base REV`) "
+                             "as variant easybackup@base, and print this one's wall time and RSS over its")
     parser.add_argument("--idle", action="store_true",
                         help=f"also measure `easybackup run`'s CPU while idle with {IDLE_STRATEGIES} strategies")
     args = parser.parse_args(argv)
     benchmark(args.rows, args.runs, [c for c in args.codecs.split(",") if c], args.relay_check,
-              [v for v in args.variants.split(",") if v], args.idle)
+              [v for v in args.variants.split(",") if v], args.idle, args.compare_tree)
     return 0
 
 

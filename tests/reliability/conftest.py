@@ -88,6 +88,19 @@ def no_process_survives_the_suite():
     assert not found, f"processes left behind by the fault matrix: {found}"
 
 
+# bytes/s from PostgreSQL to pg_dump through `throttled`: a small database then streams for seconds whatever the
+# machine's load, so a test can act mid-stream.
+THROTTLE = 200_000
+
+
+@pytest.fixture
+def throttled(pg, fault_proxy):
+    """A fault proxy in front of PostgreSQL that lets THROTTLE bytes/s through."""
+    proxy = fault_proxy(pg.host, pg.port, "tcp")
+    proxy.throttle(THROTTLE)
+    return proxy
+
+
 @pytest.fixture
 def start_daemon(tmp_path):
     """A factory: start_daemon(config, port, env=suite_env(), prefix=()) -> Daemon; killed after the test."""

@@ -10,8 +10,8 @@ import pytest
 
 from tests.harness.configs import write_config
 from tests.harness.daemon import alive
-from tests.reliability.conftest import assert_nothing_stored
-from tests.reliability.test_faults_processes import THROTTLE, summary_line, wait_streaming
+from tests.reliability.conftest import THROTTLE, assert_nothing_stored
+from tests.reliability.test_faults_processes import summary_line, wait_streaming
 
 DATABASE = "rel_sigint"
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.harness.configs import EASYBACKUP, cli_env, restore_target, run_cli, write_config
-from tests.harness.daemon import daemon_factory
 from tests.harness.net import free_port
 
 READABLE_WARNING = "is readable by other users"
@@ -120,11 +119,6 @@ def test_a_config_others_can_read_draws_a_warning_only_when_it_holds_secrets_its
     if warned:
         assert f"mode {mode:04o}" in result.stderr and "chmod 600" in result.stderr
     assert "hunter2-literal" not in result.stderr
-
-
-@pytest.fixture
-def start_daemon(tmp_path):
-    yield from daemon_factory(tmp_path)
 
 
 def can_connect(host: str, port: int) -> bool:

@@ -20,10 +20,9 @@ from tests.harness.configs import write_config
 from tests.harness.daemon import alive, children_of, group_of, monitoring, parse_utc, wait_until, workers_of
 from tests.harness.net import free_port
 from tests.harness.restore import manifest_keys
-from tests.reliability.conftest import assert_nothing_stored, assert_one_whole_backup, suite_env
+from tests.reliability.conftest import THROTTLE, assert_nothing_stored, assert_one_whole_backup, suite_env
 
 DATABASE = "rel_shutdown"
-THROTTLE = 200_000  # bytes/s from PostgreSQL to pg_dump
 ROWS = 6_000  # with pg_dump's catalogue queries ~950 kB through the proxy: the dump needs ~5 s
 STREAMED_1S = THROTTLE  # bytes through the proxy after about a second of it
 SILENCE_S = 5  # EASYBACKUP_WORKER_SILENCE_LIMIT in the quiet-worker tests
@@ -35,13 +34,6 @@ def slow_db(pg) -> str:
     pg.psql(f"CREATE TABLE items AS SELECT g AS id, md5(g::text) AS digest FROM generate_series(1, {ROWS}) g",
             DATABASE)
     return DATABASE
-
-
-@pytest.fixture
-def throttled(pg, fault_proxy):
-    proxy = fault_proxy(pg.host, pg.port, "tcp")
-    proxy.throttle(THROTTLE)
-    return proxy
 
 
 def shutdown_config(tmp_path, pg, port: int, moto, bucket: str, grace: str, **overrides):
