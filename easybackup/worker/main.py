@@ -39,23 +39,6 @@ HEARTBEAT_S = 1.0
 STALE_UPLOADS_WAIT_S = 20.0
 
 
-def _import_meanwhile(importer) -> None:
-    """Given a function that imports what the run needs later, call it on a thread: imported with the worker,
-    retention delayed every pg_dump by ~40 ms; boto3, imported while a spare worker waits for its job, is ready
-    when it comes."""
-    threading.Thread(target=importer, name="import", daemon=True).start()
-
-
-def _import_retention():
-    from easybackup.catalogue import retention  # after the dump has started: see _import_meanwhile
-
-    return retention
-
-
-def _import_boto3() -> None:
-    import boto3  # noqa: F401 — ~0.2 s; the S3 client is built from it on a thread (s3.BackgroundClient)
-
-
 class OrphanGuard:
     """Wraps the event writer: a broken pipe means the supervisor is gone — cancel everything, keep quiet."""
 
@@ -132,7 +115,6 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     `result` fields. One database failing fails the run; the others still run and their archives stay."""
     strategy = job.strategy
     started = time.monotonic()
-    _import_meanwhile(_import_retention)
     private_dir = make_private_dir(job.temp_dir, f"run-{job.run_id}-")
     outcomes = []
     try:
@@ -199,7 +181,8 @@ def _apply_retention(client, job: JobSpec, emit) -> None:
     no longer keeps, with the prune key when one is set (the backup key then cannot delete). A problem here is a
     warning: it never turns a good backup into a failed run."""
     try:
-        apply_retention = _import_retention().apply_retention
+        from easybackup.catalogue.retention import apply_retention  # only after a good run (docs/architecture.md)
+
         if prune_settings(job.strategy.s3) is not job.strategy.s3:
             client = make_prune_client(job.strategy.s3)
         result = apply_retention(client, job.strategy, datetime.now(timezone.utc), emit)
@@ -269,7 +252,6 @@ def main() -> int:
     # Signal handlers only set a flag; the watchdog of the running attempt does the stopping.
     signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
     signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    _import_meanwhile(_import_boto3)  # a spare worker (supervision/spawn.py) has it loaded before its job arrives
     try:
         job = _read_job()
     except (ValueError, KeyError, TypeError) as exc:

@@ -37,9 +37,6 @@ TRICKS = {
                "client = __import__('easybackup.storage.s3', fromlist=['x']).make_client(strategy.s3)"),
     "early-upload": ("easybackup/worker/backup.py", "start_in_background=True", "start_in_background=False"),
     "os-exit": ("easybackup/worker/main.py", "    os._exit(code)", "    sys.exit(code)"),
-    "boto3-import": ("easybackup/worker/main.py", "    _import_meanwhile(_import_boto3)", "    pass"),
-    "retention-import": ("easybackup/worker/main.py", "    _import_meanwhile(_import_retention)",
-                         "    _import_retention()"),
 }
 
 
