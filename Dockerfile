@@ -43,10 +43,11 @@ LABEL org.opencontainers.image.title="easybackup" \
 # Alpine's repositories keep only the newest build of each package in a release branch, so pinning
 # `pkg=version` here would break the build at the next security update; the Alpine release in the base tag
 # is the pin. tini reaps orphans as PID 1; pigz/zstd are the compressors; age encrypts (`encryption.age`);
-# openssh-client serves `tunnel`.
+# openssh-client serves `tunnel`; mariadb-client (mariadb-dump, mariadb) backs up and restores MySQL and MariaDB.
 # hadolint ignore=DL3018
 RUN apk add --no-cache \
         "postgresql${PG_MAJOR}-client" \
+        mariadb-client \
         pigz \
         zstd \
         age \
@@ -55,6 +56,7 @@ RUN apk add --no-cache \
         tini \
     && pg_dump --version \
     && age --version \
+    && mariadb-dump --version \
     && addgroup -S -g 10001 easybackup \
     && adduser -S -D -H -u 10001 -G easybackup -h /var/lib/easybackup -s /sbin/nologin easybackup \
     && mkdir -p /etc/easybackup \

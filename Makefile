@@ -9,7 +9,8 @@ RUFF := $(VENV)/bin/ruff check --isolated --line-length 120 --target-version py3
 # command:debian-package — every system tool the tests and the demo use.
 SYSTEM_TOOLS := pg_dump:postgresql-client pg_ctlcluster:postgresql sshd:openssh-server microsocks:microsocks \
 	tinyproxy:tinyproxy pigz:pigz zstd:zstd faketime:faketime promtool:prometheus ip:iproute2 \
-	systemd-analyze:systemd tini:tini chromium:chromium age:age
+	systemd-analyze:systemd tini:tini chromium:chromium age:age mariadbd:mariadb-server \
+	mariadb-dump:mariadb-client
 
 .PHONY: test demo lint venv system-tools perf clean
 

@@ -17,7 +17,7 @@ PERCENT_ENCODING_HINT = ("percent-encode reserved characters in the user name an
                          "@ as %40, / as %2F, : as %3A, # as %23, ? as %3F, % as %25")
 # libpq reads a client key's passphrase only as a connection parameter: no passfile line, no environment
 # variable. In a URL it would reach pg_dump's argv, so it is refused; a service file is the channel libpq has.
-SSLPASSWORD_PROBLEM = ("sslpassword= in the URL would show on pg_dump's command line (libpq takes a client key's "
+SSLPASSWORD_PROBLEM = ("sslpassword= in the URL would show on the command line (libpq takes a client key's "
                        "passphrase from no passfile or variable); name a service instead (?service=NAME, with "
                        "sslpassword in a 0600 file that $PGSERVICEFILE points at), or use a key without a passphrase "
                        "in a 0600 file (sslkey=)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fault_proxy import FaultProxy
+from tests.harness.mariadb import MariaDBServer
 from tests.harness.moto_server import MotoServer
 from tests.harness.postgres import PostgresCluster
 from tests.harness.slack_server import SlackServer
@@ -55,6 +56,16 @@ def pg():
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """A throwaway MariaDB server with a root password on a free loopback port."""
+    server = MariaDBServer().init()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError, UsageError
+from easybackup.storage.drillrecord import is_drill_record
 from easybackup.storage.layout import (
     GLOBALS,
     MANIFEST_SUFFIX,
@@ -118,6 +119,8 @@ def other_objects(catalogue: Catalogue, strategy: Strategy, now: datetime,
             kind = "orphaned" if old else "incomplete"
         elif run_name_of_record(item.key) is not None:
             kind = "run record"
+        elif is_drill_record(item.key):
+            kind = "drill record"
         elif item.key.endswith(PIN_SUFFIX):
             kind = "pin"
         elif item.key.endswith(MANIFEST_SUFFIX):

@@ -15,8 +15,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from easybackup.catalogue.listing import StoredObject, list_objects, parse_utc, scan_prefix
 from easybackup.config.model import Strategy
+from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.storage.layout import PIN_SUFFIX, pin_key
+from easybackup.storage.locks import delete_versions, list_versions
 from easybackup.storage.s3 import classify_s3_error, error_code, extra_put_args
 
 
@@ -90,16 +92,25 @@ def write_pin(client, strategy: Strategy, pin: Pin) -> str:
     backup); return its key. Raise the classified S3 error."""
     key = pin_key(pin.key)
     try:
+        # never locked: an operator must be able to unpin; the backup's own lock is on its archive and manifest
         client.put_object(Bucket=strategy.s3.bucket, Key=key, Body=pin.to_json().encode("utf-8"),
-                          ContentType="application/json", **extra_put_args(strategy.s3, storage_class=False))
+                          ContentType="application/json",
+                          **extra_put_args(strategy.s3, storage_class=False, lock=False))
     except (ClientError, BotoCoreError) as exc:
         raise classify_s3_error(exc, strategy.s3.bucket) from exc
     return key
 
 
 def delete_pin(client, strategy: Strategy, archive: str) -> None:
-    """Given an archive key, delete its pin. Raise the classified S3 error."""
+    """Given an archive key, delete its pin (under s3.object_lock every version of it: storage/locks.py). Raise the
+    classified S3 error."""
+    key, bucket = pin_key(archive), strategy.s3.bucket
+    if strategy.s3.object_lock is not None:
+        failed = delete_versions(client, bucket, list_versions(client, bucket, key).get(key, []))
+        if failed:
+            raise EasybackupError(f"could not delete every version of {key}", failed[key], kind="storage")
+        return
     try:
-        client.delete_object(Bucket=strategy.s3.bucket, Key=pin_key(archive))
+        client.delete_object(Bucket=bucket, Key=key)
     except (ClientError, BotoCoreError) as exc:
-        raise classify_s3_error(exc, strategy.s3.bucket) from exc
+        raise classify_s3_error(exc, bucket) from exc

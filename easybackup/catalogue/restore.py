@@ -1,30 +1,31 @@
-"""Restoring a backup into a database: S3 → sha256 → [decoders] → pg_restore (custom) or psql (plain).
+"""Restoring a backup into a database: S3 → sha256 → [decoders] → the engine's restore program (for PostgreSQL
+pg_restore for the custom format, psql for plain SQL). The decoders are the codec chain's (pipeline/codecs.py).
 
 Streamed without a temp file; the sha256 is computed on the way, so a mismatch is known only at the end, when
-pg_restore may already have applied data (the error says so). A restore program that fails stops the download
-at once: its error comes without waiting for the rest of the archive, and says the checksum was not checked.
-With `jobs` (pg_restore -j needs a seekable file) the archive is downloaded, checked and decompressed into a
-0600 file in a private directory first — then nothing is applied from a bad archive — and the file is removed
-afterwards. That file is the dump as pg_dump wrote it: the manifest's dump_bytes, checked to fit before the
-download starts, and never more (an archive that decompresses to more is refused before it fills the disk).
+the restore program may already have applied data (the error says so). A restore program that fails stops the
+download at once: its error comes without waiting for the rest of the archive, and says the checksum was not
+checked. With `jobs` (a parallel restore needs a seekable file) the archive is downloaded, checked and
+decompressed into a 0600 file in a private directory first — then nothing is applied from a bad archive — and the
+file is removed afterwards. That file is the dump as the dump program wrote it: the manifest's dump_bytes, checked
+to fit before the download starts, and never more (an archive that decompresses to more is refused before it
+fills the disk).
 
 An age-encrypted backup is read twice: first decrypted and checked whole with the identity (verify_archive),
 so a wrong identity or a cut or altered ciphertext fails before anything reaches the target — age authenticates
 chunk by chunk, and a streamed restore would already have applied the chunks before a bad one — then restored.
 
-The password never reaches argv or a child's environment: PostgresSource writes the 0600 passfile.
+The password never reaches argv or a child's environment: the engine's RestoreTarget writes a 0600 passfile.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from easybackup.catalogue.verify import (
     ProgressCallback,
@@ -35,9 +36,8 @@ from easybackup.catalogue.verify import (
     verify_archive,
     write_all,
 )
-from easybackup.config.model import DatabaseTarget, PgDumpSettings
-from easybackup.engines.postgres import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource, parse_postgres_url
-from easybackup.errors import EasybackupError, UsageError
+from easybackup.engines import RestoreTarget
+from easybackup.errors import EasybackupError
 from easybackup.humanize import format_bytes
 from easybackup.codec_table import chain_of_manifest
 from easybackup.pipeline import age
@@ -47,83 +47,12 @@ from easybackup.private_dirs import make_private_dir
 from easybackup.storage.layout import parse_archive_key
 from easybackup.storage.manifest import Manifest
 
-MAINTENANCE_DB = "postgres"
-QUERY_TIMEOUT_S = 60
-USER_TABLES_SQL = ("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                   "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                   "AND n.nspname NOT LIKE 'pg\\_toast%'")
-
 
 @dataclass(frozen=True)
 class RestoreResult:
     key: str
     size: int
     sha256: str
-
-
-class Connection:
-    """A database to talk to with psql/pg_restore: conninfo without the password, env with a 0600 passfile."""
-
-    def __init__(self, url: str, private_dir: Path, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
-        parsed = parse_postgres_url(url)  # ValueError (masked) for anything that is not a postgres URL
-        self.dbname = parsed.dbname or parsed.user or MAINTENANCE_DB
-        self._dir = Path(tempfile.mkdtemp(prefix="conn-", dir=private_dir))  # passfile names are fixed per dir
-        self._source = PostgresSource(DatabaseTarget(self.dbname, url), PgDumpSettings(), self._dir,
-                                      compress_externally=False, connect_timeout=connect_timeout)
-
-    def conninfo(self) -> str:
-        return self._source.url.conninfo()
-
-    def env(self) -> dict[str, str]:
-        return self._source.child_env()
-
-    def psql(self, sql: str, variables: dict[str, str] | None = None) -> str:
-        """Given SQL (read from stdin, so :'var' interpolation works), run it; return the unaligned output.
-        Raise EasybackupError (kind connection/authentication/not_found) with psql's last line if it fails."""
-        argv = ["psql", "-X", "-At", "--no-password", "-v", "ON_ERROR_STOP=1"]
-        for name, value in (variables or {}).items():
-            argv += ["-v", f"{name}={value}"]
-        argv += ["--dbname", self.conninfo()]
-        try:
-            done = subprocess.run(argv, input=sql, env=self.env(), capture_output=True, text=True,
-                                  timeout=QUERY_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            raise EasybackupError(f"database {self.dbname} did not answer in {QUERY_TIMEOUT_S}s",
-                                  kind="connection") from exc
-        if done.returncode != 0:
-            raise _connection_error(self.dbname, done.stderr)
-        return done.stdout.strip()
-
-    def cleanup(self) -> None:
-        self._source.cleanup()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _connection_error(dbname: str, stderr: str) -> EasybackupError:
-    last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "psql failed")
-    if "no password supplied" in last:
-        return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}",
-                               kind="authentication", hint="give the target's password in $EASYBACKUP_TARGET_PASSWORD "
-                               "or --target-password-file, or run restore on a terminal to be asked for it")
-    kind = "not_found" if "does not exist" in last else "authentication" if "authentication" in last else "connection"
-    return EasybackupError(f"cannot use database {dbname}: {last.removeprefix('psql: error: ')}", kind=kind,
-                           hint="check --target-url; add --create to create the database" if kind == "not_found"
-                           else "check --target-url (host, port, user) and the password")
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    """Given a postgres URL, return it pointing at `dbname` (same user, password, host and options)."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
-def with_password(url: str, password: str) -> str:
-    """Given a postgres URL without a password, return it with `password` in its user-info (percent-encoded); it
-    reaches only the passfile (Connection's conninfo leaves it out)."""
-    parts = urlsplit(url)
-    userinfo, _at, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hostport}"))
 
 
 @contextmanager
@@ -136,56 +65,16 @@ def private_directory(temp_dir: str):
         shutil.rmtree(path, ignore_errors=True)
 
 
-# -- the target ----------------------------------------------------------------------------------------------------
-
-
-def database_exists(maintenance: Connection, dbname: str) -> bool:
-    """Given a connection to the maintenance database, return whether `dbname` exists."""
-    return maintenance.psql("SELECT count(*) FROM pg_database WHERE datname = :'name'", {"name": dbname}) == "1"
-
-
-def create_database(maintenance: Connection, dbname: str) -> None:
-    """Given a connection to the maintenance database, create `dbname`."""
-    maintenance.psql('CREATE DATABASE :"name"', {"name": dbname})
-
-
-def user_table_count(target: Connection) -> int:
-    """Given the target, return how many user tables it has (0: safe to restore into)."""
-    return int(target.psql(USER_TABLES_SQL) or 0)
-
-
 # -- the restore ---------------------------------------------------------------------------------------------------
 
 
-def restore_stage(manifest: Manifest, target: Connection, *, clean: bool, jobs: int | None = None,
-                  path: Path | None = None) -> StageSpec:
-    """Given a backup and the target, return the stage that applies it: pg_restore (custom) or psql (plain).
-
-    Raise UsageError for options the format cannot do (--clean or --jobs with a plain dump).
-    """
-    if is_globals(manifest):
-        # Roles that already exist fail their CREATE ROLE; the ALTER ROLE after it still applies. Keep going.
-        argv = ["psql", "-X", "-q", "--no-password", "--dbname", target.conninfo()]
-        return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
-    if manifest.format == "plain":
-        if clean or jobs:
-            raise UsageError("--clean and --jobs need a custom-format archive; this backup is plain SQL",
-                             hint="restore a plain dump into an empty database (--create with a new name)")
-        argv = ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                "--dbname", target.conninfo()]
-        return StageSpec("psql", argv, env=target.env(), failure_kind="dump_failed")
-    argv = ["pg_restore", "--no-password", "--exit-on-error", "--dbname", target.conninfo()]
-    if (jobs or 1) == 1:
-        # One transaction: a restore that fails (with --clean: after dropping the target's objects) leaves the
-        # database as it was. pg_restore refuses it with parallel jobs; the command line refuses --clean there.
-        argv.append("--single-transaction")
-    if clean:
-        argv += ["--clean", "--if-exists"]
-    if jobs:
-        argv += [f"--jobs={jobs}"]
-    if path is not None:
-        argv.append(str(path))
-    return StageSpec("pg_restore", argv, env=target.env(), failure_kind="dump_failed")
+def restore_stage(manifest: Manifest, target: RestoreTarget, *, clean: bool, jobs: int | None = None,
+                  path: Path | None = None, without_owners: bool = False) -> StageSpec:
+    """Given a backup and the target, return the stage that applies it (the engine's, for the backup's format);
+    raise UsageError for options the format cannot do (--clean or --jobs with a plain dump). `without_owners`: a
+    drill's, into a scratch server that lacks production's roles."""
+    return target.restore_stage(manifest.format, globals_dump=is_globals(manifest), clean=clean, jobs=jobs, path=path,
+                                without_owners=without_owners)
 
 
 def is_globals(manifest: Manifest) -> bool:
@@ -195,7 +84,8 @@ def is_globals(manifest: Manifest) -> bool:
 
 
 def prove_decryptable(client, bucket: str, manifest: Manifest, identity: Path | None, *,
-                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None) -> None:
+                      on_line: LineCallback | None = None, on_progress: ProgressCallback | None = None,
+                      stop_event: threading.Event | None = None) -> None:
     """Given an encrypted backup and the identity, read it back whole (decrypt, decompress, read the dump) before
     anything is restored; nothing for a backup that is not encrypted. Raise UsageError without an identity, or the
     verification error (wrong identity, damaged ciphertext)."""
@@ -205,22 +95,27 @@ def prove_decryptable(client, bucket: str, manifest: Manifest, identity: Path | 
     if identity is None:
         raise age.need_identity(manifest.key)
     verify_archive(client, bucket, manifest.key, size=manifest.stored_bytes, sha256=manifest.sha256,
-                   fmt=manifest.format, codecs=codecs, identity=identity, on_line=on_line, on_progress=on_progress)
+                   engine=manifest.engine, fmt=manifest.format, codecs=codecs, identity=identity, on_line=on_line,
+                   on_progress=on_progress, stop_event=stop_event)
 
 
-def restore_streaming(client, bucket: str, manifest: Manifest, target: Connection, *, clean: bool,
+def restore_streaming(client, bucket: str, manifest: Manifest, target: RestoreTarget, *, clean: bool,
                       identity: Path | None = None, on_line: LineCallback | None = None,
-                      on_progress: ProgressCallback | None = None) -> RestoreResult:
+                      on_progress: ProgressCallback | None = None, without_owners: bool = False,
+                      stop_event: threading.Event | None = None) -> RestoreResult:
     """Given a backup and the target, stream it in; return what was read. Raise a verification error on a size or
-    sha256 mismatch (saying data may already be applied), or an error naming the restore stage that failed.
+    sha256 mismatch (saying data may already be applied), an error naming the restore stage that failed, or a
+    `cancelled` error once `stop_event` is set. `without_owners`: see restore_stage (a drill's).
 
-    A globals dump goes through psql without ON_ERROR_STOP; its errors other than "already exists" fail it."""
-    errors = _GlobalsErrors(on_line) if is_globals(manifest) else None
+    A globals dump is applied past its errors; those the engine counts (not "already exists") fail it."""
+    errors = _GlobalsErrors(on_line, target.restore_error) if is_globals(manifest) else None
     on_line = errors or on_line
-    stages = [*decode_stages(chain_of_manifest(manifest), identity), restore_stage(manifest, target, clean=clean)]
+    stages = [*decode_stages(chain_of_manifest(manifest), identity),
+              restore_stage(manifest, target, clean=clean, without_owners=without_owners)]
     body = open_object(client, bucket, manifest.key)["Body"]
     streamed, failure = stream_through(body, stages, consume_output=_discard, bucket=bucket, on_line=on_line,
-                                       on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True)
+                                       on_progress=on_progress, name="restore-out", stop_when_a_stage_fails=True,
+                                       stop_event=stop_event)
     if failure is not None and not streamed.complete:
         # Reading the rest of a large archive only to hash it would keep the operator waiting for this error.
         raise _restore_failed(failure, target, unchecked=(streamed.size, manifest.stored_bytes, manifest.key))
@@ -236,32 +131,35 @@ def restore_streaming(client, bucket: str, manifest: Manifest, target: Connectio
         raise _restore_failed(failure, target)
     if errors is not None and errors.lines:
         raise EasybackupError(f"restoring the globals reported {len(errors.lines)} error(s)", errors.lines[0],
-                              "read the psql lines above", kind="dump_failed", last_lines=errors.lines[-25:])
+                              f"read the {stages[-1].name} lines above", kind="dump_failed",
+                              last_lines=errors.lines[-25:])
     return RestoreResult(key=manifest.key, size=streamed.size, sha256=streamed.sha256)
 
 
 class _GlobalsErrors:
-    """Passes psql's lines on and keeps its ERROR lines, except for objects that already exist (the usual case
-    when restoring roles into a cluster that has some of them)."""
+    """Passes the restore program's lines on and keeps those the engine calls errors — not objects that already
+    exist (the usual case when restoring roles into a cluster that has some of them)."""
 
-    def __init__(self, on_line: LineCallback | None):
+    def __init__(self, on_line: LineCallback | None, is_error: Callable[[str], bool]):
         self._on_line = on_line
+        self._is_error = is_error
         self.lines: list[str] = []
 
     def __call__(self, stage: str, line: str) -> None:
-        if "ERROR:" in line and "already exists" not in line:
+        if self._is_error(line):
             self.lines.append(line)
         if self._on_line is not None:
             self._on_line(stage, line)
 
 
 def _discard(fd: int) -> None:
-    # psql prints a command tag per statement on stdout; an undrained pipe would stall it.
+    # A restore program may print a line per statement on stdout (psql's command tags); an undrained pipe would
+    # stall it.
     while os.read(fd, 1 << 16):
         pass
 
 
-def _restore_failed(failure: StageFailed, target: Connection,
+def _restore_failed(failure: StageFailed, target: RestoreTarget,
                     unchecked: tuple[int, int, str] | None = None) -> EasybackupError:
     """Given the failed stage and the target, return the restore's error; `unchecked` (bytes read, bytes stored,
     key) says the download stopped with the failure, so the archive's checksum was not checked."""
@@ -285,12 +183,12 @@ def check_free_space(directory: Path, needed: int) -> None:
                               "(streamed, no temp file)", kind="storage")
 
 
-def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection, private_dir: Path, *, jobs: int,
+def restore_parallel(client, bucket: str, manifest: Manifest, target: RestoreTarget, private_dir: Path, *, jobs: int,
                      clean: bool, identity: Path | None = None, on_line: LineCallback | None = None,
                      on_progress: ProgressCallback | None = None) -> RestoreResult:
     """Given a custom-format backup, download, check and decompress it into a 0600 file in `private_dir`, then
-    `pg_restore --jobs`; remove the file afterwards. Raise a verification error before anything is applied if
-    the archive does not match its manifest."""
+    restore it with `jobs` parallel jobs; remove the file afterwards. Raise a verification error before anything
+    is applied if the archive does not match its manifest."""
     stage = restore_stage(manifest, target, clean=clean, jobs=jobs)  # refuses plain before any download
     # The stored size is what we know for sure; a compressed dump grows when decompressed.
     check_free_space(private_dir, manifest.dump_bytes or manifest.stored_bytes)
@@ -304,7 +202,7 @@ def restore_parallel(client, bucket: str, manifest: Manifest, target: Connection
         if overflowed:
             raise verification_error(
                 f"{manifest.key} decompresses to more than the {manifest.dump_bytes} bytes its manifest says "
-                "pg_dump wrote", f"the download file in {private_dir} was not written past that size",
+                "the dump program wrote", f"the download file in {private_dir} was not written past that size",
                 f"nothing was restored into {target.dbname}; restore without --jobs (no file), or an older backup")
         stage = restore_stage(manifest, target, clean=clean, jobs=jobs, path=path)
         with Pipeline([stage], on_line=on_line) as pipeline:

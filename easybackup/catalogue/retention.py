@@ -39,6 +39,7 @@ from easybackup.catalogue.listing import (
     read_backups,
     scan_prefix,
 )
+from easybackup.catalogue.locked import VersionView, keep_locked, locked_backups
 from easybackup.catalogue.pins import pin_reason, read_pins
 from easybackup.catalogue.tiers import BackupLike, Decision, decide
 from easybackup.config.model import AnomalySettings, RetentionTiers, Strategy
@@ -124,21 +125,26 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     decisions = tuple(decide(backups, now, retention_seconds=strategy.retention, keep_last=strategy.keep_last,
                              tiers=strategy.tiers, timezone=strategy.timezone,
                              protected=lambda backup: pinned(backup) or normal.get(backup.key)))
+    view = VersionView(client, strategy, now) if strategy.s3.object_lock is not None else None
+    locked = locked_backups(view, decisions) if view is not None else {}
+    # a locked backup is kept, and deleted by version once its lock ends (catalogue.locked)
+    decisions = keep_locked(decisions, locked)
     delete = [d.backup for d in decisions if not d.keep]
     bound = log.bind(strategy=strategy.name)
-    _log_decisions(bound, decisions, dry_run, explain)
+    _log_decisions(bound, decisions, dry_run, explain, set(locked))
     records = old_run_records(list_run_record_keys(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name),
                               now, strategy.retention)
+    records = [key for key in records if view is None or view.lock(key) is None]  # a bucket's default lock
     if dry_run:
         return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(backups) - len(delete), errors=(),
                                records_deleted=len(records), decisions=decisions)
     failed: dict[str, str] = {}
     for batch in deletion_batches(delete, batch_keys):
-        failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound))
+        failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound, view))
     # the expired pins of the backups deleted, with the run records: a pin left behind would pin nothing
     records = records + [pin_key(b.key) for b in delete if pin_key(b.key) in pins and b.key not in failed]
     for start in range(0, len(records), batch_keys):
-        failed.update(_delete_batch(client, strategy.s3.bucket, records[start:start + batch_keys], bound))
+        failed.update(_delete_batch(client, strategy.s3.bucket, records[start:start + batch_keys], bound, view))
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
     deleted = tuple(b.key for b in delete if b.key not in failed and manifest_key(b.key) not in failed)
     kept = len(backups) - len(deleted)
@@ -152,12 +158,15 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
                            decisions=decisions)
 
 
-def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool) -> None:
-    """Log why each backup goes (info) and why each stays (info when explaining, else debug)."""
+def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool,
+                   locked: set[str] = frozenset()) -> None:
+    """Log why each backup goes (info) and why each stays (info when explaining or only a lock keeps it, else
+    debug)."""
     for decision in decisions:
         reasons = "; ".join(decision.reasons)
         if decision.keep:
-            (bound.info if explain else bound.debug)("retention keeps {}: {}", decision.backup.key, reasons)
+            loud = explain or decision.backup.key in locked
+            (bound.info if loud else bound.debug)("retention keeps {}: {}", decision.backup.key, reasons)
         else:
             verb = "would delete" if dry_run else "deletes"
             bound.info("retention {} {} and its manifest: {}", verb, decision.backup.key, reasons)
@@ -202,6 +211,11 @@ def delete_orphans(client, strategy: Strategy, now: datetime, *, dry_run: bool =
     found = orphans(list_objects(client, strategy.s3.bucket, scan_prefix(strategy)), strategy, now)
     bound = log.bind(strategy=strategy.name)
     limit = format_duration(longest_run_s(strategy))
+    view = VersionView(client, strategy, now) if strategy.s3.object_lock is not None and found else None
+    for item in [item for item in found if view is not None and view.lock(item.key) is not None]:
+        bound.info(f"keeps {item.key}, an archive without a manifest: {view.lock(item.key).describe()}; deleted "
+                   "once it ends")
+        found.remove(item)
     for item in found:
         age = format_duration((now - item.last_modified).total_seconds())
         bound.warning(f"{'would delete' if dry_run else 'deleting'} {item.key}: an archive without a manifest, "
@@ -212,33 +226,38 @@ def delete_orphans(client, strategy: Strategy, now: datetime, *, dry_run: bool =
     keys = [item.key for item in found]
     failed: dict[str, str] = {}
     for start in range(0, len(keys), DELETE_BATCH_KEYS):
-        failed.update(_delete_batch(client, strategy.s3.bucket, keys[start:start + DELETE_BATCH_KEYS], bound))
+        failed.update(_delete_batch(client, strategy.s3.bucket, keys[start:start + DELETE_BATCH_KEYS], bound, view))
     return [item for item in found if item.key not in failed]
 
 
-def _delete_manifests_then_archives(client, bucket: str, batch: list[str], bound) -> dict[str, str]:
+def _delete_manifests_then_archives(client, bucket: str, batch: list[str], bound,
+                                    view: VersionView | None = None) -> dict[str, str]:
     """Given a batch of archive and manifest keys, delete the manifests first, then the archives whose manifest is
     gone; return {key: reason} for each key not deleted. A half-done deletion thus leaves at worst an archive
     without a manifest (flagged as incomplete), never a manifest that points at nothing."""
     manifests = [key for key in batch if key.endswith(MANIFEST_SUFFIX)]
-    failed = _delete_batch(client, bucket, manifests, bound)
+    failed = _delete_batch(client, bucket, manifests, bound, view)
     archives = [key for key in batch if not key.endswith(MANIFEST_SUFFIX) and manifest_key(key) not in failed]
     if archives:
-        failed.update(_delete_batch(client, bucket, archives, bound))
+        failed.update(_delete_batch(client, bucket, archives, bound, view))
     return failed
 
 
-def _delete_batch(client, bucket: str, keys: list[str], bound) -> dict[str, str]:
-    """Delete one batch with DeleteObjects; log every key; return {key: reason} for each one not deleted."""
-    try:
-        response = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys],
-                                                                 "Quiet": True})
-    except (ClientError, BotoCoreError) as exc:
-        error = classify_s3_error(exc, bucket)
-        bound.warning("retention: could not delete {} object(s): {}", len(keys), error)
-        return {key: error.message for key in keys}
-    failed = {item["Key"]: f"{item.get('Code')} {item.get('Message', '')}".strip()
-              for item in response.get("Errors", [])}
+def _delete_batch(client, bucket: str, keys: list[str], bound, view: VersionView | None = None) -> dict[str, str]:
+    """Delete one batch with DeleteObjects (with `view`, every version of each key); log every key; return
+    {key: reason} for each one not deleted."""
+    if view is not None:
+        failed = view.delete(keys)
+    else:
+        try:
+            response = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys],
+                                                                     "Quiet": True})
+        except (ClientError, BotoCoreError) as exc:
+            error = classify_s3_error(exc, bucket)
+            bound.warning("retention: could not delete {} object(s): {}", len(keys), error)
+            return {key: error.message for key in keys}
+        failed = {item["Key"]: f"{item.get('Code')} {item.get('Message', '')}".strip()
+                  for item in response.get("Errors", [])}
     for key in keys:
         if key in failed:
             bound.warning("retention: could not delete {}: {}", key, failed[key])

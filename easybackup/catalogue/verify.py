@@ -1,10 +1,10 @@
 """Reading an archive back from S3 and checking it: size, sha256, and a full read of the dump.
 
 One function, `verify_archive`, serves both `easybackup verify` and the worker's `verify.after_backup` step.
-The object is streamed, never stored: S3 → sha256 → [decoders] → reader, where the reader is
-`pg_restore --file=/dev/null` for the custom format (it reads every block; `pg_restore --list` reads only the
-table of contents and passes a truncated archive) and our own tail check for plain SQL (pg_dump ends a
-complete dump with `-- PostgreSQL database dump complete`).
+The object is streamed, never stored: S3 → sha256 → [decoders] → reader, where the decoders are the codec chain's
+(pipeline/codecs.py: decompressor, and age before it for an encrypted archive) and the engine gives the reader:
+stages that read the whole dump and fail on a damaged one (for PostgreSQL's custom format a restore into
+/dev/null), or none, and then its check of the dump's last bytes (plain SQL's completion comment).
 
 `stream_object` is the shared S3 → sha256 → sink loop, and `stream_through` the shared S3 → pipe → Pipeline
 mechanism around it; restore uses both too.
@@ -22,12 +22,13 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
-from easybackup.engines.dump_header import TAIL_BYTES, ends_like_a_complete_dump
+from easybackup.engines import Engine, engine_named
+from easybackup.engines.dump_header import TAIL_BYTES
 from easybackup.errors import EasybackupError
 from easybackup.codec_table import CodecChain
 from easybackup.pipeline import age
 from easybackup.pipeline.codecs import decode_stages
-from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec, base_env
+from easybackup.pipeline.stages import Pipeline, StageFailed, StageSpec
 from easybackup.storage.s3 import classify_s3_error, error_code
 
 CHUNK = 1024 * 1024
@@ -230,28 +231,24 @@ class TailKeeper:
             self(chunk)
 
 
-def reader_stages(fmt: str, codecs: CodecChain, identity: Path | None = None) -> list[StageSpec]:
-    """Given the archive's format, codec chain and identity (encrypted archives), return the stages that read it
-    whole: the chain's decoders + [pg_restore to /dev/null] for the custom format; plain SQL comes out of the last
-    stage (none: no stage)."""
-    stages = decode_stages(codecs, identity)
-    if fmt == "custom":
-        stages.append(StageSpec("pg_restore", ["pg_restore", "--file=/dev/null"], env=base_env(),
-                                failure_kind="verification"))
-    elif fmt != "plain":
-        raise ValueError(f"unknown pg_dump format '{fmt}'")
-    return stages
+def reader_stages(engine: Engine, fmt: str, codecs: CodecChain, identity: Path | None = None) -> list[StageSpec]:
+    """Given the archive's engine, format, codec chain and identity (encrypted archives), return the stages that
+    read it whole: the chain's decoders + the engine's readers; where the engine has none, the dump comes out of
+    the last stage (none: no stage)."""
+    return decode_stages(codecs, identity) + engine.reader_stages(fmt)
 
 
-def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt: str, codecs: CodecChain,
-                   identity: Path | None = None, on_line: LineCallback | None = None,
+def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, engine: str, fmt: str,
+                   codecs: CodecChain, identity: Path | None = None, on_line: LineCallback | None = None,
                    on_progress: ProgressCallback | None = None,
                    stop_event: threading.Event | None = None) -> VerifyResult:
-    """Given an archive and what its manifest says (size, sha256, format, codec chain), read it back whole and check
-    it; return what was read. An encrypted archive without an identity is checked as far as that goes: sha256 and
-    a whole age header naming the manifest's recipient count (level `ciphertext`). Raise a `verification` error
-    naming the first reason it is not good (missing, size, sha256, header, undecryptable, unreadable dump,
-    incomplete plain dump), or the classified S3 error if S3 fails."""
+    """Given an archive and what its manifest says (size, sha256, engine, format, codec chain), read it back whole
+    and check it; return what was read. An encrypted archive without an identity is checked as far as that goes:
+    sha256 and a whole age header naming the manifest's recipient count (level `ciphertext`). Raise a
+    `verification` error naming the first reason it is not good (missing, size, sha256, header, undecryptable,
+    unreadable dump, incomplete plain dump), the classified S3 error if S3 fails, or a `config` error for an engine
+    this version does not know."""
+    found = _engine(key, engine)
     ciphertext_only = codecs.encrypted and identity is None
     response = open_object(client, bucket, key)
     stored = response.get("ContentLength")
@@ -259,7 +256,8 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt
         response["Body"].close()
         raise verification_error(f"size mismatch for {key}", f"the manifest says {size} bytes, S3 has {stored}",
                                  "the object was replaced or cut after the backup; restore an older backup")
-    stages = [] if ciphertext_only else reader_stages(fmt, codecs, identity)
+    stages = [] if ciphertext_only else reader_stages(found, fmt, codecs, identity)
+    engine_reads = bool(found.reader_stages(fmt))  # else the dump itself comes out, into the tail
     tail = TailKeeper()
     if not stages:
         streamed = stream_object(response["Body"], tail, bucket=bucket, on_progress=on_progress,
@@ -274,9 +272,22 @@ def verify_archive(client, bucket: str, key: str, *, size: int, sha256: str, fmt
         return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256, dump_bytes=None, level="ciphertext")
     if failure is not None and failure.stage == age.PROGRAM and streamed.sha256 == sha256:
         raise age.explain(failure, key, identity) from failure
-    _judge(key, size, sha256, fmt, streamed, failure, tail)
+    _judge(key, size, sha256, streamed, failure)
+    end_problem = None if engine_reads else found.dump_end_problem(fmt, tail.tail)
+    if end_problem is not None:
+        raise verification_error(f"the {fmt} dump {key} is incomplete", *end_problem)
     return VerifyResult(key=key, size=streamed.size, sha256=streamed.sha256,
-                        dump_bytes=tail.count if fmt == "plain" else None)
+                        dump_bytes=None if engine_reads else tail.count)
+
+
+def _engine(key: str, name: str) -> Engine:
+    """Given an archive and its manifest's engine, return the engine; raise EasybackupError (config) if this
+    version has none of that name (a backup written by a newer one)."""
+    try:
+        return engine_named(name)
+    except ValueError as exc:
+        raise EasybackupError(f"cannot read {key} back: {exc}", hint="use the easybackup version that wrote it",
+                              kind="config") from None
 
 
 def _judge_stored(key: str, size: int, sha256: str, streamed: Streamed) -> None:
@@ -298,8 +309,7 @@ def _judge_ciphertext(key: str, size: int, sha256: str, streamed: Streamed, head
                                  hint="restore an older backup; with --identity FILE verify decrypts it whole")
 
 
-def _judge(key: str, size: int, sha256: str, fmt: str, streamed: Streamed, failure: StageFailed | None,
-           tail: TailKeeper) -> None:
+def _judge(key: str, size: int, sha256: str, streamed: Streamed, failure: StageFailed | None) -> None:
     """Raise the verification error for the most precise reason found, in order: size, sha256, the reader."""
     _judge_stored(key, size, sha256, streamed)
     if failure is not None:
@@ -307,7 +317,3 @@ def _judge(key: str, size: int, sha256: str, fmt: str, streamed: Streamed, failu
                                  failure.detail, "the dump itself is damaged (truncated or corrupt) although its "
                                  "checksum matches what was uploaded; restore an older backup",
                                  last_lines=failure.last_lines)
-    if fmt == "plain" and not ends_like_a_complete_dump(tail.tail):
-        raise verification_error(f"the plain dump {key} is incomplete",
-                                 "it does not end with pg_dump's '-- PostgreSQL database dump complete'",
-                                 "pg_dump stopped before the end; restore an older backup")

@@ -1,4 +1,4 @@
-"""Command line: `easybackup [run|once|validate|list|restore|verify|prune|pin|unpin|render|worker] ...`.
+"""Command line: `easybackup [run|once|drill|validate|list|restore|verify|prune|pin|unpin|render|worker] ...`.
 
 Each command lives in its own module here and exposes `add_parser(subparsers, common)` and
 `run(args) -> int`; only the module of the command being run is imported.
@@ -17,7 +17,8 @@ from easybackup.errors import ConfigError, EasybackupError, UsageError
 from easybackup.logs import LEVELS, log, setup_logging
 
 # Order is the order shown in --help.
-COMMANDS = ("run", "once", "validate", "list", "restore", "verify", "prune", "pin", "unpin", "render", "worker")
+COMMANDS = ("run", "once", "drill", "validate", "list", "restore", "verify", "prune", "pin", "unpin", "render",
+            "worker")
 DEFAULT_COMMAND = "run"
 DEFAULT_CONFIG = "/etc/easybackup/config.yaml"
 

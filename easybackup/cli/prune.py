@@ -9,12 +9,13 @@ from datetime import datetime, timedelta, timezone
 
 from easybackup import exitcodes
 from easybackup.catalogue.listing import incomplete_archives, list_objects, scan_prefix
+from easybackup.catalogue.locked import VersionView
 from easybackup.catalogue.retention import RetentionResult, apply_retention, delete_orphans, longest_run_s
 from easybackup.cli.list import load
 from easybackup.cli.validate import policy_text
 from easybackup.humanize import format_bytes
 from easybackup.scheduling.durations import format_duration
-from easybackup.storage.s3 import make_client
+from easybackup.storage.s3 import make_prune_client
 
 # An archive without a manifest younger than this may be a backup that is still being verified.
 INCOMPLETE_REPORT_AGE = timedelta(days=1)
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     failed = False
     for strategy in config.select([args.strategy] if args.strategy else None):
-        client = make_client(strategy.s3)
+        client = make_prune_client(strategy.s3)  # the key that may delete (s3.prune_credentials), when one is set
         result = apply_retention(client, strategy, now, dry_run=args.dry_run, explain=True)
         verb = "would delete" if args.dry_run else "deleted"
         print(f"{strategy.name}: {verb} {len(result.deleted)} backup(s), kept {result.kept} "
@@ -79,9 +80,13 @@ def _prune_orphans(client, strategy, now: datetime, dry_run: bool) -> bool:
               f"older than the longest run ({format_duration(limit)})")
     gone = {item.key for item in orphaned}
     problem = False
+    view = VersionView(client, strategy, now) if strategy.s3.object_lock is not None else None
     for item in incomplete_archives(list_objects(client, strategy.s3.bucket, scan_prefix(strategy)), strategy):
         age = (now - item.last_modified).total_seconds()
-        if age > limit and item.key not in gone and not dry_run:
+        lock = view.lock(item.key) if view is not None and age > limit and item.key not in gone else None
+        if lock is not None:
+            print(f"  keep {item.key} {format_bytes(item.size)}: no manifest, {lock.describe()}; deleted once it ends")
+        elif age > limit and item.key not in gone and not dry_run:
             print(f"  NOT DELETED {item.key}: no manifest, older than the longest run")
             problem = True
         elif age > INCOMPLETE_REPORT_AGE.total_seconds() and age <= limit:

@@ -1,4 +1,4 @@
-"""`easybackup restore`: stream a backup from S3 into a database (pg_restore for custom, psql for plain).
+"""`easybackup restore`: stream a backup from S3 into a database with its engine's restore program.
 
 Exit 0 restored; 1 the restore failed (checksum mismatch, restore errors); 2 bad usage or config, or a target
 that is not empty without --clean (nothing was changed).
@@ -17,21 +17,10 @@ from pathlib import Path
 
 from easybackup import exitcodes
 from easybackup.catalogue.listing import GLOBALS_DUMP, database_of_key, pick_database, read_backups, select_backup
-from easybackup.catalogue.restore import (
-    Connection,
-    create_database,
-    database_exists,
-    private_directory,
-    prove_decryptable,
-    restore_parallel,
-    restore_streaming,
-    user_table_count,
-    with_dbname,
-    with_password,
-)
+from easybackup.catalogue.restore import private_directory, prove_decryptable, restore_parallel, restore_streaming
 from easybackup.cli.list import load
 from easybackup.config.model import Config, DatabaseTarget, Strategy
-from easybackup.engines.postgres import parse_postgres_url
+from easybackup.engines import Engine, RestoreTarget, engine_for_url
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import Console, console, log
@@ -42,7 +31,6 @@ from easybackup.secrets import mask_url, register_secret
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.s3 import make_client
 
-MAINTENANCE_DB = "postgres"
 PASSWORD_ENV = "EASYBACKUP_TARGET_PASSWORD"
 
 
@@ -59,20 +47,22 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--backup", default="latest", metavar="latest|KEY|TIMESTAMP",
                         help="which backup: latest (default), its key, or its run timestamp (2024-05-01T020000Z)")
     parser.add_argument("--target-url", required=True, metavar="URL",
-                        help="postgres://user@host:port/dbname to restore into, without a password (it would show "
-                             "in ps and the shell's history); the password comes from $EASYBACKUP_TARGET_PASSWORD, "
-                             "--target-password-file, or a prompt on a terminal")
+                        help="postgres:// or mysql:// user@host:port/dbname to restore into, without a password "
+                             "(it would show in ps and the shell's history); the password comes from "
+                             "$EASYBACKUP_TARGET_PASSWORD, --target-password-file, or a prompt on a terminal")
     parser.add_argument("--target-password-file", default=None, metavar="FILE",
                         help="read the target's password from the first line of FILE (mode 0600)")
     parser.add_argument("--clean", action="store_true",
                         help="drop the target's objects that the backup contains before restoring (custom format); "
-                             "in one transaction, so a failed restore leaves the database as it was")
+                             "in one transaction, so a failed restore leaves the database as it was (MySQL: "
+                             "restore over a database that is not empty; its dump drops what it holds itself)")
     parser.add_argument("--force", action="store_true",
                         help="allow --clean with --jobs above 1, which cannot run in one transaction")
     parser.add_argument("--create", action="store_true",
-                        help="create the target database first (connects to the maintenance database 'postgres')")
+                        help="create the target database first (connects to the maintenance database 'postgres'; "
+                             "MySQL: to the server)")
     parser.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
-                        help="parallel pg_restore jobs; 2 or more download the archive to temp_dir first (custom "
+                        help="parallel restore jobs; 2 or more download the archive to temp_dir first (custom "
                              "format); 1 streams, as without --jobs")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--direct", action="store_true",
@@ -82,7 +72,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
                         help="the age identity (private key) file that decrypts an encrypted backup (mode 0600); "
                              f"default ${age.IDENTITY_ENV}")
     parser.add_argument("--globals", action="store_true",
-                        help="restore the newest roles/tablespaces dump (`_globals/`) with psql instead")
+                        help="restore the newest roles/tablespaces dump (`_globals/`) instead")
     parser.set_defaults(handler=run)
 
 
@@ -113,11 +103,12 @@ def choose_backup(client, strategy: Strategy, database: str | None, choice: str,
 
 def run(args: argparse.Namespace) -> int:
     config = load(args)
-    _check_options(args)
-    url = _with_target_password(args)
+    engine = _check_options(args)
+    url = _with_target_password(args, engine)
     strategy = pick_strategy(config, args.strategy)
     client = make_client(strategy.s3)
     manifest = choose_backup(client, strategy, args.database, args.backup, args.globals)
+    _check_engine(engine, manifest)
     encrypted = manifest.encryption != "none"
     print(f"backup: {manifest.key} ({format_bytes(manifest.stored_bytes)}, {manifest.format} format, "
           f"{manifest.compression}{', encrypted with ' + manifest.encryption if encrypted else ''}, "
@@ -127,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
         _prove_decryptable(client, strategy, manifest, args.identity)
     with private_directory(config.temp_dir) as private, _route(args, strategy, private, url) as target_url:
         connect = strategy.timeout.connect
-        target_url = _prompt_if_asked(target_url, private, connect)
-        target = Connection(target_url, private, connect)
-        maintenance = Connection(with_dbname(target_url, MAINTENANCE_DB), private, connect) if args.create else None
+        target_url = _prompt_if_asked(engine, target_url, private, connect)
+        target = engine.restore_target(target_url, private, connect)
+        maintenance = (engine.restore_target(engine.with_database(target_url, engine.maintenance_database), private,
+                                             connect) if args.create else None)
         try:
             return _restore(args, client, strategy, manifest, target, maintenance, private)
         finally:
@@ -151,8 +143,8 @@ def _prove_decryptable(client, strategy: Strategy, manifest: Manifest, identity)
 
 @contextlib.contextmanager
 def _route(args, strategy: Strategy, private, url: str):
-    """Yield the URL pg_restore connects to: through the strategy's tunnel or proxy when it has one — the target
-    usually sits behind the same bastion as the backed-up server — unless --direct; else `url` itself."""
+    """Yield the URL the restore program connects to: through the strategy's tunnel or proxy when it has one — the
+    target usually sits behind the same bastion as the backed-up server — unless --direct; else `url` itself."""
     if args.direct or (strategy.tunnel is None and strategy.proxy is None):
         yield url
         return
@@ -163,17 +155,18 @@ def _route(args, strategy: Strategy, private, url: str):
         yield routed.url
 
 
-def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Connection, maintenance, private) -> int:
+def _restore(args, client, strategy: Strategy, manifest: Manifest, target: RestoreTarget,
+             maintenance: RestoreTarget | None, private) -> int:
     where = mask_url(args.target_url)
-    missing = maintenance is not None and not database_exists(maintenance, target.dbname)
+    missing = maintenance is not None and not maintenance.database_exists(target.dbname)
     # Roles and tablespaces are cluster-wide: the target database's tables do not matter to --globals.
-    tables = 0 if missing or args.globals else user_table_count(target)
+    tables = 0 if missing or args.globals else target.user_table_count()
     if tables and not args.clean and not args.globals:
         raise UsageError(f"database {target.dbname} is not empty ({tables} user tables); nothing was changed",
                          hint=not_empty_hint(args.create, manifest.format))
     _confirm(args, manifest, where, tables, missing)
     if missing:
-        create_database(maintenance, target.dbname)
+        maintenance.create_database(target.dbname)
         log.info("created database {}", target.dbname)
     progress = ProgressLine(manifest.stored_bytes)
 
@@ -204,27 +197,38 @@ def not_empty_hint(create: bool, fmt: str) -> str:
     return f"{new_name}, or add --clean to replace the objects the backup contains"
 
 
-def _check_options(args) -> None:
+def _check_options(args) -> Engine:
+    """Given the command line, return the engine of --target-url; raise UsageError for options that do not go
+    together or a target URL that is not one, or holds a password."""
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if args.globals and (args.clean or args.jobs):
-        raise UsageError("--globals restores roles and tablespaces with psql: --clean and --jobs do not apply")
+        raise UsageError("--globals restores roles and tablespaces: --clean and --jobs do not apply")
     if args.clean and (args.jobs or 1) > 1 and not args.force:
         raise UsageError("--clean with --jobs above 1 cannot run in one transaction: a failed restore would leave "
                          "the target half replaced; nothing was changed",
                          hint="leave out --jobs (one transaction: a failure leaves the database as it was), or add "
                               "--force to accept that risk")
     try:
-        parsed = parse_postgres_url(args.target_url)
+        engine = engine_for_url(args.target_url)
+        parsed = engine.parse_url(args.target_url)
     except ValueError as exc:
         raise UsageError(f"--target-url: {exc}") from None
     if parsed.password:
         raise UsageError("--target-url holds a password, which shows in ps and the shell's history; nothing was "
                          "changed", hint=f"take it out of the URL and set ${PASSWORD_ENV}, pass "
                          "--target-password-file FILE, or type it when asked on a terminal")
+    return engine
 
 
-def _with_target_password(args) -> str:
+def _check_engine(engine: Engine, manifest: Manifest) -> None:
+    """Given the target's engine and the backup's manifest, raise UsageError if the backup is another engine's."""
+    if manifest.engine != engine.name:
+        raise UsageError(f"{manifest.key} is a {manifest.engine} backup and --target-url is a {engine.name} "
+                         "database; nothing was changed", hint=f"restore it into a {manifest.engine} database")
+
+
+def _with_target_password(args, engine: Engine) -> str:
     """Return --target-url with the target's password in it, from $EASYBACKUP_TARGET_PASSWORD or
     --target-password-file, or unchanged when neither gives one. The URL goes no further than the passfile:
     every child gets the URL without it."""
@@ -234,7 +238,7 @@ def _with_target_password(args) -> str:
     if password is None:
         return args.target_url
     register_secret(password)
-    return with_password(args.target_url, password)
+    return engine.with_password(args.target_url, password)
 
 
 def _password_from_file(name: str) -> str:
@@ -256,25 +260,22 @@ def _password_from_file(name: str) -> str:
     return lines[0]
 
 
-def _prompt_if_asked(url: str, private, connect_timeout: float) -> str:
-    """Given the URL pg_restore will use, return it with a password typed at the terminal when none was given,
-    stdin is a terminal and the server asks for one; else unchanged (a restore without a terminal fails
-    with the server's own "no password supplied")."""
-    if parse_postgres_url(url).password is not None or not sys.stdin.isatty():
+def _prompt_if_asked(engine: Engine, url: str, private, connect_timeout: float) -> str:
+    """Given the engine and the URL its restore program will use, return it with a password typed at the terminal
+    when none was given, stdin is a terminal and the server asks for one; else unchanged (a restore without a
+    terminal fails with the server's own "no password supplied")."""
+    parsed = engine.parse_url(url)
+    if parsed.password is not None or not sys.stdin.isatty():
         return url
-    probe = Connection(url, private, connect_timeout)
+    probe = engine.restore_target(url, private, connect_timeout)
     try:
-        probe.psql("SELECT 1")
-        return url
-    except EasybackupError as exc:
-        if "no password supplied" not in exc.message:
-            return url  # not about the password: the restore reports it in its own words
+        if not probe.asks_for_password():
+            return url  # connected, or failed for another reason: the restore reports it in its own words
     finally:
         probe.cleanup()
-    parsed = parse_postgres_url(url)
     password = getpass.getpass(f"password for user {parsed.user or '(default)'} at {parsed.host}:{parsed.port}: ")
     register_secret(password)
-    return with_password(url, password)
+    return engine.with_password(url, password)
 
 
 def _confirm(args, manifest: Manifest, where: str, tables: int, missing: bool) -> None:

@@ -12,7 +12,7 @@ from easybackup.cli.pin import find_backup
 from easybackup.cli.restore import pick_strategy
 from easybackup.errors import UsageError
 from easybackup.storage.layout import pin_key
-from easybackup.storage.s3 import make_client
+from easybackup.storage.s3 import make_prune_client
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load(args)
     strategy = pick_strategy(config, args.strategy)
-    client = make_client(strategy.s3)
+    client = make_prune_client(strategy.s3)  # deleting needs the prune key, when one is set
     manifest = find_backup(client, strategy, args.key)
     if pin_key(manifest.key) not in read_pins(client, strategy):
         raise UsageError(f"{manifest.key} is not pinned", hint="`easybackup list` shows the pins")

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from easybackup import exitcodes
 from easybackup.config.loader import config_secrets, load_config
 from easybackup.config.model import Config, Strategy
+from easybackup.engines import engine_for_url
 from easybackup.errors import ConfigError, EasybackupError
 from easybackup.logs import log
 from easybackup.network.routes import describe_route
@@ -87,15 +88,28 @@ def policy_text(strategy: Strategy) -> str:
     return ", ".join(f"{name} {count}" for name, count in counts if count) + f" ({strategy.timezone})"
 
 
+def immutability_text(strategy: Strategy) -> str | None:
+    """Given a strategy, return its Object Lock and prune key in words (`Object Lock governance, 35d from each
+    upload; deletes with the prune key`), or None when it has neither."""
+    s3 = strategy.s3
+    parts = [f"Object Lock {s3.object_lock.mode}, {format_duration(s3.object_lock.days * 86400)} from each upload"
+             ] if s3.object_lock else []
+    parts += ["deletes with the prune key (s3.prune_credentials)"] if s3.prune_access_key else []
+    return "; ".join(parts) or None
+
+
 def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
     """Given a strategy and the current time, return the lines that describe it (passwords masked)."""
     upcoming = next_run(strategy.schedule, strategy.timezone, now)
     local = upcoming.astimezone(ZoneInfo(strategy.timezone))
-    rows = [("database", f"{target.name}  {masked_url(target.url)}") for target in strategy.databases]
+    rows = [("database", f"{target.name}  {masked_url(target.url)}  ({engine_name(target.url)})")
+            for target in strategy.databases]
     if strategy.all_databases:
         rows.append(("database", "every database on that server (all_databases)"))
-    if strategy.include_globals:
-        rows.append(("globals", "roles and tablespaces (pg_dumpall --globals-only)"))
+    if strategy.include_globals and strategy.databases:
+        engine = engine_for_url(strategy.databases[0].url)
+        # An engine may say what its globals are (MySQL: users and grants); PostgreSQL's are roles and tablespaces.
+        rows.append(("globals", getattr(engine, "globals_what", "roles and tablespaces (the server's globals)")))
     rows += [
         ("connects", describe_route(strategy)),
         ("schedule", f"{strategy.schedule} ({strategy.timezone})"),
@@ -106,8 +120,17 @@ def strategy_table(strategy: Strategy, now: datetime) -> list[str]:
         ("encryption", "off" if strategy.encryption is None else
          f"{strategy.encryption.kind} to {len(strategy.encryption.recipients)} recipient(s)"),
     ]
+    rows += [("immutable", text)] if (text := immutability_text(strategy)) else []
     width = max(len(label) for label, _ in rows)
     return [strategy.name] + [f"  {label:<{width}}  {value}" for label, value in rows]
+
+
+def engine_name(url: str) -> str:
+    """Given a database URL, return the name of the engine that backs it up ("postgres", "mysql")."""
+    try:
+        return engine_for_url(url).name
+    except ValueError:  # the config checks refuse such a URL; never fail a description on it
+        return "unknown engine"
 
 
 def check_connectivity(config: Config) -> list[str]:
@@ -115,7 +138,8 @@ def check_connectivity(config: Config) -> list[str]:
     proxy, as a backup connects), print one line each; return what failed."""
     from easybackup.network.databases import check_reachable
     from easybackup.notifications.slack_api import SlackApi  # imported here: offline validation needs none
-    from easybackup.storage.s3 import check_bucket
+    from easybackup.storage.locks import check_object_lock
+    from easybackup.storage.s3 import CHECK_TIMEOUT_S, check_bucket, make_client
 
     checks = {}
     for strategy in config.strategies:
@@ -126,6 +150,11 @@ def check_connectivity(config: Config) -> list[str]:
         s3 = strategy.s3
         checks.setdefault(("s3", s3.bucket, s3.endpoint_url, s3.access_key),
                           (f"s3://{s3.bucket}", lambda s3=s3: check_bucket(s3)))
+        if s3.object_lock is not None:
+            checks[("lock", strategy.name)] = (
+                f"{strategy.name}: Object Lock of s3://{s3.bucket}",
+                lambda s=strategy: check_object_lock(s.s3, make_client(s.s3, read_timeout=CHECK_TIMEOUT_S,
+                                                                       connect_timeout=CHECK_TIMEOUT_S), s.name))
         slack = strategy.slack
         if slack.bot_token:
             checks.setdefault(("slack", slack.bot_token, slack.api_url),

@@ -26,8 +26,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "verify", parents=[common], help="read backups back and check them",
         description="Stream a backup from S3, check its size and sha256 against the manifest and read the whole "
-        "dump (pg_restore for the custom format; the completion comment for plain SQL). Without --database, the "
-        "chosen backup of every database is checked. Exit 0 good, 1 bad, 2 bad usage.")
+        "dump as its engine reads it (PostgreSQL: a restore to nowhere for the custom format, the completion "
+        "comment for plain SQL). Without --database, the chosen backup of every database is checked. Exit 0 good, "
+        "1 bad, 2 bad usage.")
     parser.add_argument("-s", "--strategy", default=None, metavar="NAME",
                         help="the strategy (may be left out when the config has one)")
     parser.add_argument("-d", "--database", default=None, metavar="DB", help="only this database")
@@ -62,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         progress = ProgressLine(manifest.stored_bytes)
         try:
             checked = verify_archive(client, strategy.s3.bucket, manifest.key, size=manifest.stored_bytes,
-                                     sha256=manifest.sha256, fmt=manifest.format, codecs=chain_of_manifest(manifest),
-                                     identity=identity, on_progress=progress,
+                                     sha256=manifest.sha256, engine=manifest.engine, fmt=manifest.format,
+                                     codecs=chain_of_manifest(manifest), identity=identity, on_progress=progress,
                                      on_line=lambda stage, line: log.info("{}: {}", stage, line))
         except EasybackupError as error:
             progress.clear()

@@ -13,8 +13,11 @@ from easybackup.config.model import (
     EncryptionSettings,
     Endpoint,
     KubernetesSettings,
+    MysqldumpSettings,
+    ObjectLockSettings,
     PgDumpSettings,
     ProxySettings,
+    RestoreDrillSettings,
     RetentionTiers,
     RetrySettings,
     S3Settings,
@@ -28,7 +31,7 @@ from easybackup.scheduling import parse_duration
 
 
 def database_name(url: str) -> str | None:
-    """Given a postgres:// URL, return the database it names (percent-decoded), or None if it names none."""
+    """Given a database URL, return the database it names (percent-decoded), or None if it names none."""
     try:
         name = unquote(urlsplit(url).path.lstrip("/"))
     except ValueError:  # `postgres://[::1/x`: the checks report the URL itself
@@ -69,22 +72,25 @@ def build_config(data: dict, source_path: str | None = None) -> Config:
 
 def build_strategy(merged: dict) -> Strategy:
     """Given one strategy with global's defaults merged in, return the frozen Strategy."""
+    retention = _retention(merged.get("retention"))
     return Strategy(
         name=merged["name"],
         databases=tuple(DatabaseTarget(name=name, url=url) for _path, name, url in database_entries(merged)),
-        s3=_s3(merged["s3"]),
+        s3=_s3(merged["s3"], retention.get("retention", Strategy.retention)),
         retry=RetrySettings(**_durations(merged.get("retry"), "initial_delay", "max_delay")),
         timeout=TimeoutSettings(**_durations(merged.get("timeout"), "backup", "upload", "shutdown_grace", "connect")),
         slack=_slack(merged.get("slack") or {}),
         pg_dump=_pg_dump(merged.get("pg_dump") or {}),
+        mysqldump=MysqldumpSettings(extra_args=tuple((merged.get("mysqldump") or {}).get("extra_args", ()))),
         verify=VerifySettings(**(merged.get("verify") or {})),
         kubernetes=_kubernetes(merged.get("kubernetes") or {}),
         tunnel=_tunnel(merged.get("tunnel")),
         proxy=ProxySettings(**merged["proxy"]) if merged.get("proxy") else None,
         anomaly=AnomalySettings(**(merged.get("anomaly") or {})),
         encryption=_encryption(merged.get("encryption")),
+        restore_drill=_restore_drill(merged.get("restore_drill")),
         **{**_pick(merged, "schedule", "timezone", "keep_last", "catch_up", "all_databases", "include_globals"),
-           **_retention(merged.get("retention"))},
+           **retention},
     )
 
 
@@ -117,12 +123,23 @@ def _durations(mapping: dict | None, *duration_keys: str) -> dict:
     return mapping
 
 
-def _s3(s3: dict) -> S3Settings:
+def _s3(s3: dict, retention_s: float) -> S3Settings:
     credentials = s3.get("credentials") or {}
+    prune = s3.get("prune_credentials") or {}
     optional = _pick(s3, "endpoint_url", "compression_level", "storage_class", "server_side_encryption",
                      "kms_key_id", "force_path_style", "checksum_mode", "compression")
     return S3Settings(bucket=s3["bucket"], base_path=s3.get("base_path", "").strip("/"),
+                      object_lock=_object_lock(s3.get("object_lock"), retention_s),
+                      prune_access_key=prune.get("access_key"), prune_secret_key=prune.get("secret_key"),
                       **_pick(credentials, "access_key", "secret_key", "region", "session_token"), **optional)
+
+
+def _object_lock(lock: dict | None, retention_s: float) -> ObjectLockSettings | None:
+    """`days: retention` is the strategy's retention duration (the checks refuse it with tiers)."""
+    if not lock:
+        return None
+    days = retention_s / 86400.0 if lock["days"] == "retention" else float(lock["days"])
+    return ObjectLockSettings(mode=lock["mode"], days=days)
 
 
 def _slack(slack: dict) -> SlackSettings:
@@ -156,3 +173,9 @@ def _tunnel(tunnel: dict | None) -> TunnelSettings | None:
     if not tunnel:
         return None
     return TunnelSettings(**{**tunnel, "jump_hosts": tuple(tunnel.get("jump_hosts", ()))})
+
+
+def _restore_drill(drill: dict | None) -> RestoreDrillSettings | None:
+    if not drill:
+        return None
+    return RestoreDrillSettings(**_durations(drill, "timeout"))

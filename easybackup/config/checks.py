@@ -10,7 +10,7 @@ import re
 from urllib.parse import urlsplit
 
 from easybackup.codec_table import COMPRESSORS
-from easybackup.config import encryption
+from easybackup.config import encryption, mysqldump_args
 from easybackup.config.build import database_entries
 from easybackup.config.merge import effective_strategy, origin
 from easybackup.config.pg_dump_args import reserved_uses
@@ -24,7 +24,8 @@ NOT_SUPPORTED_YET: frozenset[str] = frozenset()
 
 DURATION_KEYS = (("retention",), ("retry", "initial_delay"), ("retry", "max_delay"), ("timeout", "backup"),
                  ("timeout", "upload"), ("timeout", "shutdown_grace"), ("timeout", "connect"),
-                 ("slack", "progress_interval"), ("kubernetes", "active_deadline"))
+                 ("slack", "progress_interval"), ("kubernetes", "active_deadline"),
+                 ("restore_drill", "timeout"))
 
 
 def check(data: dict) -> list[str]:
@@ -41,6 +42,7 @@ def check(data: dict) -> list[str]:
         problems += _own_value_problems(strategy, ("strategies", index))
         merged = effective_strategy(global_section, strategy)
         problems += _databases(strategy, index)
+        problems += _engine_settings(strategy, index)
         problems += _relations(global_section, strategy, index, merged)
         problems += _route(strategy, index)
     return problems
@@ -53,10 +55,12 @@ def _own_value_problems(section: dict, path: tuple) -> list[str]:
     found = [f"{format_path((*path, key))}: not supported yet (planned; remove it, or use a release that "
              "supports it)" for key in section if key in NOT_SUPPORTED_YET and key in allowed]
     found += _parsed(section, path, ("schedule",), parse_schedule)
+    found += _parsed(section, path, ("restore_drill", "schedule"), parse_schedule)
     found += _parsed(section, path, ("timezone",), validate_timezone)
     for key in DURATION_KEYS:
         found += _parsed(section, path, key, _positive_duration)
     found += _pg_dump_args(section, path)
+    found += _mysqldump_args(section, path)
     found += _tiers_keep_something(section, path)
     found += encryption.problems(section, path)
     return found
@@ -90,12 +94,40 @@ def _positive_duration(text: str) -> float:
 
 def _pg_dump_args(section: dict, path: tuple) -> list[str]:
     """pg_dump options easybackup sets itself, in any spelling pg_dump accepts (see pg_dump_args)."""
-    args = _list(_get(section, ("pg_dump", "extra_args")))
+    return _reserved_args(section, path, "pg_dump", reserved_uses,
+                          "connection, output and format come from the config")
+
+
+def _mysqldump_args(section: dict, path: tuple) -> list[str]:
+    """mysqldump/mariadb-dump options easybackup sets itself, in any spelling they accept (see mysqldump_args)."""
+    return _reserved_args(section, path, "mysqldump", mysqldump_args.reserved_uses,
+                          "connection, password and output come from the config")
+
+
+def _reserved_args(section: dict, path: tuple, key: str, find, why: str) -> list[str]:
+    args = _list(_get(section, (key, "extra_args")))
     if not all(isinstance(arg, str) for arg in args):
         return []  # the schema reports the item that is not a string
-    return [f"{format_path((*path, 'pg_dump', 'extra_args', use.index))}: '{use.argument}' {use.why}, which is set "
-            "by easybackup and cannot be passed again (connection, output and format come from the config)"
-            for use in reserved_uses(args)]
+    return [f"{format_path((*path, key, 'extra_args', use.index))}: '{use.argument}' {use.why}, which is set "
+            f"by easybackup and cannot be passed again ({why})" for use in find(args)]
+
+
+# The URL schemes of each engine's settings key: a strategy's own settings for an engine none of its databases
+# uses are a mistake (pg_dump.extra_args on a MySQL database would be ignored silently).
+SETTINGS_ENGINES = {"pg_dump": (("postgres", "postgresql"), "PostgreSQL"),
+                    "mysqldump": (("mysql", "mariadb"), "MySQL/MariaDB")}
+
+
+def _engine_settings(strategy: dict, index: int) -> list[str]:
+    schemes = {url.partition("://")[0].lower() for _sub, _name, url in database_entries(strategy)}
+    found = []
+    for key, (engine_schemes, engine) in SETTINGS_ENGINES.items():
+        if key in strategy and schemes and not schemes & set(engine_schemes):
+            other = next(k for k in SETTINGS_ENGINES if k != key)
+            found.append(f"{format_path(('strategies', index, key))}: applies to {engine} databases, and this "
+                         f"strategy has none (its databases are {', '.join(sorted(s + '://' for s in schemes))}); "
+                         f"use {other}: for them, or remove {key}")
+    return found
 
 
 def _unique_strategy_names(strategies: list[dict | None]) -> list[str]:
@@ -125,7 +157,10 @@ def _databases(strategy: dict, index: int) -> list[str]:
         where = format_path((*path, *sub))
         broken = _url_problems(where, url)
         found += broken
-        if name is None and not broken:
+        # A MySQL client connects to a server without a database: all_databases needs none in the URL.
+        server_only = strategy.get("all_databases") and url.partition("://")[0].lower() in SETTINGS_ENGINES[
+            "mysqldump"][0]
+        if name is None and not broken and not server_only:
             found.append(f"{where}: the URL names no database; add /dbname to it")
         elif name in seen:
             found.append(f"{where}: database name '{name}' is already used by {seen[name]} in this strategy "
@@ -140,8 +175,10 @@ def _url_problems(where: str, url: str) -> list[str]:
     if problem is not None:
         return [f"{where}: {problem}"]
     parts = urlsplit(url)
-    # libpq takes the host from the query too: `postgresql://u@/db?host=/run/postgresql` is a socket directory.
-    in_query = any(item.startswith("host=") and item != "host=" for item in parts.query.split("&"))
+    # libpq takes the host from the query too: `postgresql://u@/db?host=/run/postgresql` is a socket directory;
+    # a MySQL URL names its socket file as `?socket=/run/mysqld/mysqld.sock`.
+    in_query = any(item.partition("=")[0] in ("host", "socket") and item.partition("=")[2]
+                   for item in parts.query.split("&"))
     return [] if parts.hostname or in_query else [f"{where}: the URL names no host (add one, or ?host=/socket/dir)"]
 
 
@@ -159,10 +196,44 @@ def _relations(global_section: dict, strategy: dict, index: int, merged: dict) -
     if None not in delays and delays[0] > delays[1]:
         found.append(f"{where('retry', 'initial_delay')}: is longer than retry.max_delay")
     found += _compression(merged, where)
+    found += _restore_drill(merged, where)
+    found += _object_lock(merged, where)
     found += _slack(merged, origin(global_section, strategy, index, ("slack", "bot_token")))
     encryption = _get(merged, ("s3", "server_side_encryption"))
     if _get(merged, ("s3", "kms_key_id")) and not (isinstance(encryption, str) and encryption.startswith("aws:kms")):
         found.append(f"{where('s3', 'kms_key_id')}: needs s3.server_side_encryption aws:kms or aws:kms:dsse")
+    return found
+
+
+def _restore_drill(merged: dict, where) -> list[str]:
+    """A drill needs its schedule and its target once global and the strategy are merged; its target URL must
+    parse as meant."""
+    drill = merged.get("restore_drill")
+    if not isinstance(drill, dict):
+        return []  # off (null or unset), or the schema's to report
+    found = [f"{where('restore_drill')}: needs {key} (here or under global.restore_drill)"
+             for key in ("schedule", "target_url") if key not in drill]
+    url = drill.get("target_url")
+    problem = url_problem(url) if isinstance(url, str) else None
+    if problem:
+        found.append(f"{where('restore_drill', 'target_url')}: {problem}")
+    return found + _drill_engine(merged, url, where)
+
+
+# Restore drills speak PostgreSQL only for now (the engines' DrillTarget): a MySQL drill is refused, never started.
+DRILL_SCHEMES = ("postgres", "postgresql")
+
+
+def _drill_engine(merged: dict, url, where) -> list[str]:
+    found = []
+    if isinstance(url, str) and "://" in url and url.partition("://")[0].lower() not in DRILL_SCHEMES:
+        found.append(f"{where('restore_drill', 'target_url')}: restore drills restore into PostgreSQL only for now "
+                     "(a postgres:// URL)")
+    others = sorted({u.partition("://")[0].lower() + "://" for _sub, _name, u in database_entries(merged)
+                     if u.partition("://")[0].lower() not in DRILL_SCHEMES})
+    if others:
+        found.append(f"{where('restore_drill')}: restore drills support PostgreSQL databases only for now, and "
+                     f"strategy {merged.get('name')} has {', '.join(others)} ones; set its restore_drill: null")
     return found
 
 
@@ -245,6 +316,21 @@ def _compression(merged: dict, where) -> list[str]:
     if levels is not None and level > levels[1]:
         return [f"{where('s3', 'compression_level')}: {level} is above {codec}'s highest level {levels[1]}"]
     return []
+
+
+def _object_lock(merged: dict, where) -> list[str]:
+    """`days: retention` needs a duration; a locked write needs a checksum (S3 refuses it without one)."""
+    if not isinstance(_get(merged, ("s3", "object_lock")), dict):
+        return []
+    found = []
+    if _get(merged, ("s3", "object_lock", "days")) == "retention" and isinstance(merged.get("retention"), dict):
+        found.append(f"{where('s3', 'object_lock', 'days')}: 'retention' needs retention written as a duration; "
+                     "with tiers, every backup would be locked as long as the longest tier keeps one, and no hourly "
+                     "or daily backup could be deleted before that: give the days every backup must survive (e.g. 35)")
+    if _get(merged, ("s3", "checksum_mode")) == "when_required":
+        found.append(f"{where('s3', 'checksum_mode')}: when_required sends no checksum, and S3 refuses a locked "
+                     "write without one: use when_supported with s3.object_lock")
+    return found
 
 
 def _slack(merged: dict, token_path: tuple) -> list[str]:

@@ -219,11 +219,15 @@ def config_secrets(config: Config) -> list[tuple[str, str, str]]:
     found = []
     for strategy in config.strategies:
         for what in ("slack.bot_token", "s3.credentials.access_key", "s3.credentials.secret_key",
-                     "s3.credentials.session_token"):
+                     "s3.credentials.session_token", "s3.prune_credentials.access_key",
+                     "s3.prune_credentials.secret_key"):
             section, key = what.split(".")[0], what.rsplit(".", 1)[1]
+            key = f"prune_{key}" if ".prune_credentials." in what else key
             found.append((strategy.name, what, getattr(getattr(strategy, section), key)))
         urls = [(f"the password in database {t.name}'s URL", t.url) for t in strategy.databases]
         urls += [("the password in proxy.url", strategy.proxy.url)] if strategy.proxy else []
+        drill = strategy.restore_drill
+        urls += [("the password in restore_drill.target_url", drill.target_url)] if drill else []
         for what, url in urls:
             # the user-info's password and a query's password=, each as written and percent-decoded
             found += [(strategy.name, what, secret) for secret in url_secrets(url)]

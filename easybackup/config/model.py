@@ -16,6 +16,15 @@ from easybackup.errors import UsageError
 
 
 @dataclass(frozen=True)
+class ObjectLockSettings:
+    """S3 Object Lock of archives and manifests: `mode` governance or compliance, `days` from each upload (a
+    `days: retention` in the config is resolved to the strategy's retention duration, in days)."""
+
+    mode: str
+    days: float
+
+
+@dataclass(frozen=True)
 class S3Settings:
     bucket: str
     base_path: str = ""
@@ -31,6 +40,9 @@ class S3Settings:
     storage_class: str | None = None
     server_side_encryption: str | None = None
     kms_key_id: str | None = None
+    object_lock: ObjectLockSettings | None = None
+    prune_access_key: str | None = None  # s3.prune_credentials: the key retention and cleanup delete with
+    prune_secret_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,13 @@ class TimeoutSettings:
 @dataclass(frozen=True)
 class PgDumpSettings:
     format: str = "custom"  # or "plain"
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MysqldumpSettings:
+    """How MySQL/MariaDB databases are dumped: options added to mariadb-dump's (or mysqldump's) own."""
+
     extra_args: tuple[str, ...] = ()
 
 
@@ -136,6 +155,18 @@ class RetentionTiers:
 
 
 @dataclass(frozen=True)
+class RestoreDrillSettings:
+    """`restore_drill`: when and where the strategy's newest backups are restored to prove they restore
+    (catalogue.drill). `target_url` may hold a password (from the config, `${VAR}`-expanded); it reaches only a
+    0600 passfile."""
+
+    schedule: str
+    target_url: str
+    database_prefix: str = "easybackup_drill_"
+    timeout: float = 2 * 3600.0
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     databases: tuple[DatabaseTarget, ...]
@@ -151,6 +182,7 @@ class Strategy:
     timeout: TimeoutSettings = field(default_factory=TimeoutSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
     pg_dump: PgDumpSettings = field(default_factory=PgDumpSettings)
+    mysqldump: MysqldumpSettings = field(default_factory=MysqldumpSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     tunnel: TunnelSettings | None = None
@@ -158,6 +190,7 @@ class Strategy:
     tiers: RetentionTiers | None = None  # `retention` written as tiers; then `retention` is the span they cover
     encryption: EncryptionSettings | None = None  # None: archives are stored as compressed, not encrypted
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
+    restore_drill: RestoreDrillSettings | None = None  # None: no drills (unset, or `restore_drill: null`)
 
     def to_dict(self) -> dict:
         return to_dict(self)

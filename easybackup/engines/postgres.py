@@ -1,373 +1,72 @@
-"""PostgreSQL as a dump source: pg_dump argv, a private passfile, failure classification, versions.
-
-The password never reaches argv or a child's environment: pg_dump gets the URL without it
-(`--dbname postgresql://user@host:port/db?sslmode=...`) and `PGPASSFILE` pointing at a 0600 file in the
-worker's private directory, removed by `cleanup()` (or leaving the `with` block).
+"""PostgreSQL, the engine: pg_dump/pg_dumpall to back up, psql to list databases and restore plain SQL, pg_restore
+to restore and verify the custom format. The pieces live beside it: postgres_url.py (libpq's URLs),
+postgres_dump.py (PostgresSource, GlobalsSource: argv, passfile, failure classification, versions),
+postgres_server.py (psql and pg_restore: listing, verify's reader, the restore target), dump_header.py (the
+dump's own versions and completeness).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
-import subprocess
-import threading
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
 
-from easybackup.config.model import DatabaseTarget, PgDumpSettings, TimeoutSettings
-from easybackup.engines.dump_header import (
-    DUMP_COMPLETE,
-    PLAIN_BANNER,
-    dump_problem,
-    versions_from_dump_head,
+from easybackup.config.model import DatabaseTarget, Strategy
+from easybackup.engines import postgres_server, postgres_url
+from easybackup.engines.postgres_dump import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    GlobalsSource,
+    PostgresSource,
+    parse_version_output,
+    pg_dump_version,
 )
-from easybackup.errors import EasybackupError
-from easybackup.pipeline.stages import StageFailed, StageSpec, base_env
-from easybackup.scheduling import format_duration
-from easybackup.secrets import mask, register_secret
-from easybackup.urls import masked_url, url_problem
+from easybackup.engines.postgres_url import PostgresUrl, parse_postgres_url
+from easybackup.pipeline.stages import StageSpec
 
-DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 5432
-PASSFILE_NAME = "pgpass"
-# libpq waits forever on a server that accepts TCP and never answers otherwise; a URL's connect_timeout wins.
-DEFAULT_CONNECT_TIMEOUT_S = TimeoutSettings.connect
-LIBPQ_MIN_CONNECT_TIMEOUT_S = 2  # libpq raises anything shorter to 2 s
-VERSION_QUERY_TIMEOUT_S = 20
+__all__ = ["ENGINE", "DEFAULT_CONNECT_TIMEOUT_S", "PostgresEngine", "PostgresSource", "PostgresUrl",
+           "parse_postgres_url", "parse_version_output", "pg_dump_version"]
 
 
-def is_socket_dir(host: str) -> bool:
-    """Given a host as libpq reads it, return True for a Unix-socket directory (`/run/postgresql`, or Linux's
-    abstract `@name`), False for a host name or address."""
-    return host.startswith(("/", "@"))
-
-
-def url_host(host: str) -> str:
-    """Given a host name, address or socket directory, return it as a URL's netloc spells it: an IPv6 address
-    bracketed, anything else percent-encoded once (a socket directory's slashes as %2F)."""
-    return f"[{host}]" if ":" in host and not is_socket_dir(host) else quote(host, safe="")
-
-
-@dataclass(frozen=True)
-class PostgresUrl:
-    """A parsed postgres:// URL, percent-decoded. `query` is the raw query string (sslmode=... etc.)."""
-
-    host: str
-    port: int
-    user: str | None
-    password: str | None
-    dbname: str | None
-    query: str = ""
-
-    @property
-    def where(self) -> str:
-        """Return where the server listens, for messages: `host:port`, or the socket file in a socket directory."""
-        if is_socket_dir(self.host):
-            return f"socket {self.host.rstrip('/')}/.s.PGSQL.{self.port}"
-        return f"{self.host}:{self.port}"
-
-    def conninfo(self) -> str:
-        """Return the URL without its password, for `pg_dump --dbname`."""
-        user = f"{quote(self.user, safe='')}@" if self.user else ""
-        host = url_host(self.host)
-        dbname = quote(self.dbname, safe="") if self.dbname else ""
-        query = f"?{self.query}" if self.query else ""
-        return f"postgresql://{user}{host}:{self.port}/{dbname}{query}"
-
-    def passfile_line(self) -> str:
-        """Return the passfile line `host:port:dbname:user:password`; fields libpq defaults itself are `*`."""
-        # A passfile line cannot hold a line break: a database or user named with one matches as a wildcard
-        # (the file serves this one connection only).
-        dbname, user = (None if value and ("\n" in value or "\r" in value) else value
-                        for value in (self.dbname, self.user))
-        # libpq looks a socket directory up as `localhost` when it is its compiled-in default and as the path
-        # otherwise: a wildcard matches both.
-        host = "*" if is_socket_dir(self.host) else self.host
-        fields = [host, str(self.port), dbname or "*", user or "*", self.password or ""]
-        escaped = [_escape_passfile_field(value) for value in fields]
-        for index in (0, 2, 3):
-            if fields[index] == "*":
-                escaped[index] = "*"  # a wildcard, not a literal star
-        return ":".join(escaped) + "\n"
-
-
-def _escape_passfile_field(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def parse_postgres_url(url: str) -> PostgresUrl:
-    """Given a postgres:// or postgresql:// URL, return its parts; raise ValueError (masked) if it is not one."""
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise ValueError(f"not a postgres:// URL: {masked_url(url)}")
-    problem = url_problem(url)  # never urlsplit's own message: it can quote a piece of the password
-    if problem is not None:
-        raise ValueError(problem)
-    parts = urlsplit(url)
-    dbname = unquote(parts.path.lstrip("/")) or None
-    query, query_password = _without_password(parts.query)
-    # libpq lets the query name the host and port (`?host=/run/postgresql&port=5433`), over the netloc's.
-    host = _query_value(parts.query, "host") or unquote(_netloc_host(parts.netloc)) or DEFAULT_HOST
-    port = parts.port or DEFAULT_PORT
-    query_port = _query_value(parts.query, "port")
-    if query_port:
-        if not query_port.isdigit() or not 0 < int(query_port) < 65536:
-            raise ValueError(f"invalid port in database URL {masked_url(url)}")
-        port = int(query_port)
-    return PostgresUrl(
-        host=host,
-        port=port,
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else query_password,
-        dbname=dbname,
-        query=query,
-    )
-
-
-def _without_password(query: str) -> tuple[str, str | None]:
-    """Given a URL's raw query, return it without `password=` and that password (percent-decoded): the password
-    goes to the passfile, the rest to pg_dump's argv."""
-    kept, password = [], None
-    for item in query.split("&"):
-        key, _equals, value = item.partition("=")
-        if unquote(key).lower() == "password":
-            password = unquote(value)
-        elif item:
-            kept.append(item)
-    return "&".join(kept), password
-
-
-def _netloc_host(netloc: str) -> str:
-    """Given a URL's netloc, return its host as written: still percent-encoded, its case kept (urlsplit's
-    `hostname` lowercases, and a socket directory's path is case-sensitive), an IPv6 address unbracketed."""
-    hostport = netloc.rpartition("@")[2]
-    if hostport.startswith("["):
-        return hostport[1:].partition("]")[0]
-    return hostport.partition(":")[0]
-
-
-def _query_value(query: str, key: str) -> str | None:
-    """Given a URL's raw query and a parameter name, return its last value, percent-decoded as libpq decodes it
-    (no `+` for a space), or None."""
-    values = [unquote(value) for name, _, value in (item.partition("=") for item in query.split("&"))
-              if unquote(name) == key]
-    return values[-1] if values else None
-
-
-@dataclass(frozen=True)
-class _Rule:
-    pattern: re.Pattern
-    kind: str
-    transient: bool
-    hint: str
-
-
-_RULES = (
-    _Rule(re.compile(r'password authentication failed|no password supplied|role ".*" does not exist'
-                     r"|no pg_hba.conf entry", re.I), "authentication", False,
-          "check the password for user {user} in the strategy's database URL (and that the role exists)"),
-    _Rule(re.compile(r'database ".*" does not exist', re.I), "not_found", False,
-          "check the database name {dbname} in the strategy's database URL, or create it"),
-    _Rule(re.compile(r"permission denied", re.I), "permission", False,
-          "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
-    # libpq's connect_timeout ran out: the server (or a proxy before it) took the connection and never answered.
-    _Rule(re.compile(r"timeout expired", re.I), "connection", True,
-          "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
-          "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
-    # A reset while connecting (a proxy or load balancer dropping us, a server restarting) is as passing.
-    _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
-                     r"|connection reset by peer|broken pipe|is the server running on that host"
-                     r"|terminating connection due to administrator command"
-                     r"|the database system is (starting up|shutting down)|no route to host"
-                     r"|could not translate host name", re.I), "connection", True,
-          "check that PostgreSQL at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
-)
-
-
-class PostgresSource:
-    """One PostgreSQL database to dump with pg_dump. Use as a context manager so the passfile is removed."""
+class PostgresEngine:
+    """The Engine (easybackup.engines) for postgres:// and postgresql:// URLs."""
 
     name = "postgres"
-    stage_name = "pg_dump"
-    plain_banner = PLAIN_BANNER  # how pg_dump's plain output begins, and the comment it ends with
-    plain_complete = DUMP_COMPLETE
+    schemes = ("postgres", "postgresql")
+    maintenance_database = postgres_server.MAINTENANCE_DB
 
-    def __init__(self, target: DatabaseTarget, settings: PgDumpSettings, private_dir: Path,
-                 compress_externally: bool, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S):
-        self.target = target
-        self.connect_timeout = connect_timeout
-        self.settings = settings
-        self.private_dir = Path(private_dir)
-        # Custom format always gets -Z0: with a compressor it would compress twice, single-threaded;
-        # with `none` the operator asked for no compression at all (DESIGN.md).
-        self.compress_externally = compress_externally
-        self.url = parse_postgres_url(target.url)
-        register_secret(self.url.password)
-        self.passfile: Path | None = None
+    def parse_url(self, url: str) -> PostgresUrl:
+        return parse_postgres_url(url)
 
-    def __enter__(self) -> PostgresSource:
-        return self
+    def with_database(self, url: str, dbname: str) -> str:
+        return postgres_url.with_database(url, dbname)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.cleanup()
+    def with_password(self, url: str, password: str) -> str:
+        return postgres_url.with_password(url, password)
 
-    # -- what to run ---------------------------------------------------------------------------------------
+    def routed_url(self, url: str, address: str, port: int) -> str:
+        return postgres_url.routed_url(url, address, port)
 
-    def describe(self) -> str:
-        """Return "database <name> at <masked url> (<format> format)"."""
-        return f"database {self.target.name} at {mask(self.target.url)} ({self.settings.format} format)"
+    def dump_format(self, strategy: Strategy) -> str:
+        return strategy.pg_dump.format
 
-    def file_extension(self) -> str:
-        """Return "dump" for the custom format, "sql" for plain."""
-        return "dump" if self.settings.format == "custom" else "sql"
+    def dump_source(self, target: DatabaseTarget, strategy: Strategy, private_dir: Path) -> PostgresSource:
+        return PostgresSource(target, strategy.pg_dump, private_dir,
+                              compress_externally=strategy.s3.compression != "none",
+                              connect_timeout=strategy.timeout.connect)
 
-    def dump_argv(self) -> list[str]:
-        """Return pg_dump's argv: never a password, never a shell."""
-        argv = ["pg_dump", "--no-password", f"--format={self.settings.format}"]
-        if self.settings.format == "custom":
-            argv.append("-Z0")
-        argv += list(self.settings.extra_args)
-        return argv + ["--dbname", self.url.conninfo()]
+    def globals_source(self, target: DatabaseTarget, strategy: Strategy, private_dir: Path) -> GlobalsSource:
+        return GlobalsSource(target, private_dir, compress_externally=strategy.s3.compression != "none",
+                             connect_timeout=strategy.timeout.connect)
 
-    def child_env(self) -> dict[str, str]:
-        """Return the environment for pg_dump/psql: the basics and PG* settings (PGSSLROOTCERT, ...), never
-        PGPASSWORD or other secrets of ours, PGCONNECT_TIMEOUT from timeout.connect (libpq takes whole seconds),
-        and PGPASSFILE when the URL has a password."""
-        env = base_env(keep_prefixes=("PG",), drop=("PGPASSWORD",))
-        env["PGCONNECT_TIMEOUT"] = str(max(LIBPQ_MIN_CONNECT_TIMEOUT_S, math.ceil(self.connect_timeout)))
-        if self.url.password is not None:
-            env["PGPASSFILE"] = str(self._ensure_passfile())
-        return env
+    def list_databases(self, url: str, private_dir: Path, timeout: float, connect_timeout: float) -> list[str]:
+        return postgres_server.list_databases(url, private_dir, timeout, connect_timeout)
 
-    def dump_stage(self) -> StageSpec:
-        """Return the pg_dump stage (writes the passfile first when the URL has a password)."""
-        return StageSpec(self.stage_name, self.dump_argv(), env=self.child_env(), failure_kind="dump_failed")
+    def reader_stages(self, fmt: str) -> list[StageSpec]:
+        return postgres_server.reader_stages(fmt)
 
-    def _ensure_passfile(self) -> Path:
-        if self.passfile is None:
-            path = self.private_dir / PASSFILE_NAME
-            # O_EXCL: never write a password into a file someone else prepared (or a symlink).
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.passfile_url().passfile_line())
-            self.passfile = path
-        return self.passfile
+    def dump_end_problem(self, fmt: str, tail: bytes) -> tuple[str, str] | None:
+        return postgres_server.dump_end_problem(fmt, tail)
 
-    def passfile_url(self) -> PostgresUrl:
-        """Return the URL whose passfile line the program's connections look up: the database's own."""
-        return self.url
-
-    def cleanup(self) -> None:
-        """Remove the passfile if we wrote one (idempotent)."""
-        if self.passfile is not None:
-            self.passfile.unlink(missing_ok=True)
-            self.passfile = None
-
-    # -- failures ------------------------------------------------------------------------------------------
-
-    def classify_failure(self, stage_failed: StageFailed) -> EasybackupError:
-        """Given a StageFailed from the dump pipeline, return the error an operator can act on.
-
-        A failure of another stage (the compressor) is returned unchanged.
-        """
-        if stage_failed.stage != self.stage_name:
-            return stage_failed
-        lines = [mask(line) for line in stage_failed.last_lines]
-        rule, evidence = self._match(lines) if stage_failed.signal is None else (None, None)
-        what = self.dumped()
-        if rule is None:
-            return EasybackupError(
-                f"{what} failed: pg_dump {stage_failed.description}", detail=_last_nonblank(lines),
-                hint="read pg_dump's last lines below", kind="dump_failed", transient=False,
-                exit_codes=stage_failed.exit_codes, last_lines=lines)
-        hint = rule.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
-                                where=self.url.where, connect=format_duration(self.connect_timeout))
-        return EasybackupError(
-            f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
-            hint=mask(hint), kind=rule.kind, transient=rule.transient,
-            exit_codes=stage_failed.exit_codes, last_lines=lines)
-
-    def dumped(self) -> str:
-        """Return what the dump program dumps, for messages: "pg_dump of database <name>"."""
-        return f"pg_dump of database {self.target.name}"
-
-    def check_dump(self, head: bytes, tail: bytes, size: int | None, last_lines: list[str]) -> None:
-        """Given the first and last bytes the dump program wrote (the counting relay keeps them), their count and
-        its last stderr lines, raise EasybackupError (kind invalid_dump) unless they are a whole dump of the
-        configured format: PGDMP first, or pg_dump's preamble first and its completion comment last."""
-        problem = dump_problem(self.settings.format, head, tail, banner=self.plain_banner,
-                               complete=self.plain_complete)
-        if problem is None:
-            return
-        raise EasybackupError(
-            f"{self.dumped()} is not a whole {self.settings.format}-format dump although {self.stage_name} exited 0: "
-            f"{problem}",
-            detail=f"{self.stage_name} wrote {size if size is not None else len(head)} bytes to easybackup",
-            hint="nothing was stored; check pg_dump.extra_args for an option that sends the dump elsewhere or "
-                 "changes its format, and what wraps pg_dump on the PATH",
-            kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
-
-    @staticmethod
-    def _match(lines: list[str]) -> tuple[_Rule | None, str | None]:
-        for rule in _RULES:  # in priority order: authentication before the "could not connect" around it
-            for line in lines:
-                if rule.pattern.search(line):
-                    return rule, line
-        return None, None
-
-    # -- versions ------------------------------------------------------------------------------------------
-
-    def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
-        """Given the first bytes the dump program wrote, return {"pg_dump_version", "server_version"} for the
-        manifest: read off the dump's header, or — where it names none (pg_dumpall) — asked of pg_dump and the
-        server, now that the dump's connection is closed (a second one beside it could take the last one a role
-        or a pooler allows, CONNECTION LIMIT 1, and fail the dump). Values that cannot be had are None."""
-        found = versions_from_dump_head(head)
-        if found is not None:
-            return {"pg_dump_version": found.pg_dump_version, "server_version": found.server_version}
-        answer: dict[str, str | None] = {}
-        beside = threading.Thread(target=lambda: answer.update(pg_dump_version=pg_dump_version()),
-                                  name="pg_dump-version", daemon=True)
-        beside.start()  # both ask a program through Debian's perl wrapper, ~0.1 s each
-        server = self.server_version()
-        beside.join()
-        return {"pg_dump_version": answer.get("pg_dump_version"), "server_version": server}
-
-    def server_version(self) -> str | None:
-        """Return the server's version ("15.6") through a psql connection, or None when it cannot be had."""
-        argv = ["psql", "-X", "-At", "--no-password", "-c", "show server_version", "--dbname", self.url.conninfo()]
-        try:
-            done = subprocess.run(argv, env=self.child_env(), capture_output=True, text=True,
-                                  timeout=VERSION_QUERY_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            return None  # only for the manifest: the dump itself reports a real connection problem
-        if done.returncode != 0:
-            return None
-        return done.stdout.strip() or None
+    def restore_target(self, url: str, private_dir: Path, connect_timeout: float) -> postgres_server.PostgresTarget:
+        return postgres_server.PostgresTarget(url, private_dir, connect_timeout)
 
 
-def pg_dump_version() -> str | None:
-    """Return the installed pg_dump's version ("15.6"), or None when pg_dump cannot be run."""
-    try:
-        done = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, timeout=10,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_version_output(done.stdout)
-
-
-def parse_version_output(text: str) -> str | None:
-    """Given `pg_dump (PostgreSQL) 15.6 (Debian 15.6-0+deb12u1)`, return "15.6"; None if there is no version."""
-    found = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", text)
-    return found.group(1) if found else None
-
-
-def _last_nonblank(lines: list[str]) -> str | None:
-    return next((line for line in reversed(lines) if line.strip()), None)
-
-
-def _short(line: str) -> str:
-    # pg_dump prefixes "pg_dump: error: connection to server at ... failed: FATAL:  ..."; keep the cause.
-    text = re.sub(r"^pg_dump:\s*(error:\s*)?", "", line.strip())
-    return " ".join(text.split())
+ENGINE = PostgresEngine()

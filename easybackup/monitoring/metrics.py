@@ -27,6 +27,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest() writes
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, float("inf"))
 RUN_STATUSES = ("success", "failed", "skipped")
 VERIFY_STATUSES = ("success", "failed")
+DRILL_STATUSES = ("success", "failed")  # a drill that timed out or was cancelled did not prove the backup: failed
 PUSH_TIMEOUT_S = 10.0  # a Pushgateway that does not answer must not hold a finished backup's pod for long
 
 
@@ -76,6 +77,14 @@ class Metrics:
                                   registry=r)
         self.verify_runs = Counter("easybackup_verify_runs_total", "Archive verifications by outcome.",
                                    ["strategy", "status"], registry=r)
+        self.drill_runs = Counter("easybackup_restore_drill_runs_total", "Restore drills by outcome (success, "
+                                  "failed: also timed out or cancelled).", ["strategy", "status"], registry=r)
+        self.drill_duration = Gauge("easybackup_restore_drill_duration_seconds", "Wall time of the strategy's last "
+                                    "restore drill (every database: download, restore, checks).", ["strategy"],
+                                    registry=r)
+        self.drill_last_success = Gauge("easybackup_restore_drill_last_success_timestamp_seconds",
+                                        "When the strategy's last restore drill in which every database passed "
+                                        "finished.", ["strategy"], registry=r)
         self.notification_errors = Counter("easybackup_notification_errors_total",
                                            "Notifications that could not be delivered, by kind of error.",
                                            ["kind"], registry=r)
@@ -101,6 +110,9 @@ class Metrics:
             for status in VERIFY_STATUSES:
                 self.verify_runs.labels(strategy=name, status=status)
             self.retention_deleted.labels(strategy=name)
+            if getattr(item, "restore_drill", None) is not None:
+                for status in DRILL_STATUSES:
+                    self.drill_runs.labels(strategy=name, status=status)
             self.orphans.labels(strategy=name)
             self.in_progress.labels(strategy=name)  # 0 when new; a running strategy keeps its 1
             for database in _database_names(item):
@@ -116,6 +128,8 @@ class Metrics:
         """Drop every series of a strategy that is no longer configured (caller holds the lock)."""
         for metric, labels in ((self.runs, [(strategy, s) for s in RUN_STATUSES]),
                                (self.verify_runs, [(strategy, s) for s in VERIFY_STATUSES]),
+                               (self.drill_runs, [(strategy, s) for s in DRILL_STATUSES]),
+                               (self.drill_duration, [(strategy,)]), (self.drill_last_success, [(strategy,)]),
                                (self.retention_deleted, [(strategy,)]), (self.in_progress, [(strategy,)]),
                                (self.orphans, [(strategy,)]),
                                (self.last_success, [(strategy,)]), (self.next_run, [(strategy,)])):
@@ -188,6 +202,17 @@ class Metrics:
     def verify(self, strategy: str, status: str) -> None:
         """Given a strategy and a verification's outcome (success or failed), count it."""
         self.verify_runs.labels(strategy=strategy, status="success" if status == "success" else "failed").inc()
+
+    def drill_finished(self, strategy: str, result: dict) -> None:
+        """Given a strategy and its restore drill's `result` fields, count it, keep its duration and, when every
+        database passed, stamp its last success."""
+        succeeded = isinstance(result, dict) and result.get("status") == "success"
+        self.drill_runs.labels(strategy=strategy, status="success" if succeeded else "failed").inc()
+        duration = result.get("duration_s") if isinstance(result, dict) else None
+        if _is_number(duration):
+            self.drill_duration.labels(strategy=strategy).set(duration)
+        if succeeded:
+            self.drill_last_success.labels(strategy=strategy).set(self._clock())
 
     def notification_error(self, kind: str) -> None:
         """Given the kind of a notification failure (rate_limited, http, api, network…), count it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from easybackup.jobspec import BACKUP, DRILL
 from easybackup.monitoring.metrics import Metrics
 from easybackup.monitoring.state import MonitorState
 from easybackup.run_observer import RunObserver
@@ -30,7 +31,11 @@ def _count(value) -> int | None:
 
 
 class MonitoringObserver(RunObserver):
-    """Given the health state and the metrics, keep both current as runs start, progress and finish."""
+    """Given the health state and the metrics, keep both current as backups start, progress and finish.
+
+    Health and these metrics hold one backup per strategy (`running`, `in_progress`, `runs_total`): a job of
+    another kind (a verify, a restore drill) may run beside its strategy's backup and is not one of them, so it is
+    left out here; such a kind reports through its own fields (issue 18), never through a backup's."""
 
     name = "monitoring"
 
@@ -44,12 +49,14 @@ class MonitoringObserver(RunObserver):
         return datetime.fromtimestamp(self._clock(), timezone.utc)
 
     def run_started(self, handle) -> None:
+        if not _is_backup(handle):
+            return
         started_at = _parse_utc(getattr(handle.job, "started_at", None)) or self._now()
         self.state.run_started(handle.strategy, handle.run_id, started_at)
         self.metrics.run_started(handle.strategy)
 
     def event(self, handle, event: dict) -> None:
-        if not isinstance(event, dict):
+        if not isinstance(event, dict) or not _is_backup(handle):
             return
         kind = event.get("type")
         if kind == "progress":
@@ -86,7 +93,17 @@ class MonitoringObserver(RunObserver):
 
     def run_finished(self, handle) -> None:
         result = handle.result if isinstance(handle.result, dict) else {}
+        if getattr(handle.job, "kind", BACKUP) == DRILL:
+            self.metrics.drill_finished(handle.strategy, result)
+            self.state.drill_finished(handle.strategy, result, self._now())
+            return
+        if not _is_backup(handle):
+            return
         self.metrics.run_finished(handle.strategy, result)
         self.state.run_finished(handle.strategy, result, self._now())
         for key in [key for key in self._uploaded if key[0] == handle.run_id]:
             del self._uploaded[key]
+
+
+def _is_backup(handle) -> bool:
+    return getattr(handle.job, "kind", BACKUP) == BACKUP

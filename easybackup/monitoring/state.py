@@ -94,6 +94,12 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _drill_degraded(view: dict) -> bool:
+    """A strategy whose last restore drill failed, or that has had no passing drill for two drill intervals."""
+    drill = view.get("last_restore_drill")
+    return drill is not None and (drill["status"] == "failed" or drill["overdue"])
+
+
 @dataclass
 class StrategyHealth:
     """What health shows for one strategy."""
@@ -114,6 +120,9 @@ class StrategyHealth:
     databases: dict[str, dict] = field(default_factory=dict)  # name -> {status, last_success, error}
     history: tuple[HistoryPoint, ...] = ()  # recent runs that stored something, oldest first (immutable: shared)
     warning: str | None = None  # why a successful run is `degraded` (catalogue.anomaly)
+    drill_interval: timedelta | None = None  # restore_drill.schedule's; None: the strategy has no drills
+    drill: dict | None = None  # the last restore drill: {status, last_run, duration_seconds, error}
+    drill_success: datetime | None = None
 
 
 def _interval_of(strategy: Strategy) -> timedelta | None:
@@ -121,6 +130,15 @@ def _interval_of(strategy: Strategy) -> timedelta | None:
         return interval(strategy.schedule)
     except ValueError as exc:  # validated configs never get here; health then just cannot say "overdue"
         log.warning(f"strategy {strategy.name}: no interval for schedule {strategy.schedule!r}: {exc}")
+        return None
+
+
+def _drill_interval_of(strategy: Strategy) -> timedelta | None:
+    if strategy.restore_drill is None:
+        return None
+    try:
+        return interval(strategy.restore_drill.schedule)
+    except ValueError:  # validated configs never get here
         return None
 
 
@@ -137,7 +155,8 @@ class MonitorState:
         self._s3 = "unknown"
         self._slack = "unknown"
         self._strategies: dict[str, StrategyHealth] = {
-            s.name: StrategyHealth(_interval_of(s), describe_route(s)) for s in strategies}
+            s.name: StrategyHealth(_interval_of(s), describe_route(s), drill_interval=_drill_interval_of(s))
+            for s in strategies}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), timezone.utc)
@@ -191,6 +210,40 @@ class MonitorState:
                 error = result.get("error")
                 entry.error_kind = str(error.get("kind")) if isinstance(error, dict) and error.get("kind") else None
                 entry.consecutive_failures += 1
+
+    def drill_finished(self, name: str, result: dict, finished_at: datetime, started_at: datetime | None = None
+                       ) -> None:
+        """Given a strategy, its restore drill's `result` fields (or a drill record's) and when it ended, record it
+        as the strategy's last restore drill."""
+        finished_at = _aware(finished_at)
+        with self._lock:
+            entry = self._entry(name)
+            if entry is None:
+                return
+            duration = result.get("duration_s")
+            succeeded = result.get("status") == "success"
+            entry.drill = {"status": "success" if succeeded else "failed",
+                           "last_run": utc_text(started_at or finished_at),
+                           "duration_seconds": float(duration) if _is_number(duration) else None,
+                           "error": None if succeeded else (error_line(result) or "the drill failed")}
+            if succeeded:
+                entry.drill_success = finished_at
+
+    def restore_drill(self, name: str, record: dict) -> None:
+        """Given a strategy and its newest drill record from S3, show it unless this process saw a drill itself."""
+        with self._lock:
+            entry = self._entry(name)
+            seen = entry is None or entry.drill is not None
+        if seen or not isinstance(record, dict):
+            return
+        try:
+            started, finished = (datetime.fromisoformat(str(record[key]).replace("Z", "+00:00"))
+                                 for key in ("started_at", "finished_at"))
+        except (KeyError, ValueError):
+            return
+        self.drill_finished(name, {"status": record.get("status"), "duration_s": record.get("duration_s"),
+                                   "error": {"message": record.get("error")} if record.get("error") else None},
+                            finished, started_at=started)
 
     def restore_last(self, name: str, last_run: datetime | None, last_success: datetime | None, status: str,
                      size_bytes: int | None = None, *, error: str | None = None, error_kind: str | None = None,
@@ -253,6 +306,7 @@ class MonitorState:
             for strategy in strategies:
                 entry = self._strategies.get(strategy.name) or StrategyHealth(None)
                 entry.interval = _interval_of(strategy)  # the schedule may have changed
+                entry.drill_interval = _drill_interval_of(strategy)
                 entry.route = describe_route(strategy)
                 kept[strategy.name] = entry
             self._strategies = kept
@@ -277,7 +331,8 @@ class MonitorState:
         s3, slack = self._s3, self._slack
         if stalled:
             status = "unhealthy"
-        elif s3 == "error" or any(view["overdue"] or view["status"] == "degraded" for view in strategies.values()):
+        elif s3 == "error" or any(view["overdue"] or view["status"] == "degraded" or _drill_degraded(view)
+                                  for view in strategies.values()):
             status = "degraded"
         else:
             status = "healthy"
@@ -307,7 +362,15 @@ class MonitorState:
             connects=entry.route,
             databases={name: dict(item) for name, item in sorted(entry.databases.items())},
         )
+        if entry.drill_interval is not None:  # only strategies with restore_drill show it
+            view["last_restore_drill"] = {**(entry.drill or {"status": "pending", "last_run": None,
+                                                             "duration_seconds": None, "error": None}),
+                                          "overdue": self._drill_overdue(entry, now)}
         return view
+
+    def _drill_overdue(self, entry: StrategyHealth, now: datetime) -> bool:
+        since = max(self.started_at, entry.drill_success) if entry.drill_success else self.started_at
+        return now - since > OVERDUE_INTERVALS * entry.drill_interval
 
     def _overdue(self, entry: StrategyHealth, now: datetime) -> bool:
         if entry.interval is None:

@@ -21,6 +21,7 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, Pr
 from python_socks.sync import Proxy
 
 from easybackup.errors import EasybackupError
+from easybackup.network.http_connect import http_connect
 from easybackup.secrets import register_secret
 
 CONNECT_TIMEOUT_S = 15.0
@@ -98,6 +99,9 @@ class ProxyForwarder:
         self.description = describe_proxy(proxy_url)
         self.local_port: int | None = None
         self._proxy = _make_proxy(proxy_url)
+        scheme, host, port, user, password = proxy_url_parts(proxy_url)
+        # HTTP CONNECT is ours (http_connect.py): python-socks can drop the first bytes of a server that speaks first.
+        self._http = ((host, port), None if user is None else (user, password or "")) if scheme == "http" else None
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -178,7 +182,10 @@ class ProxyForwarder:
 
     def _open_upstream(self) -> socket.socket:
         try:
-            sock = self._proxy.connect(self.dest_host, self.dest_port, timeout=self.connect_timeout)
+            if self._http is not None:
+                sock = http_connect(*self._http, self.dest_host, self.dest_port, self.connect_timeout)
+            else:
+                sock = self._proxy.connect(self.dest_host, self.dest_port, timeout=self.connect_timeout)
         except (ProxyError, ProxyTimeoutError, ProxyConnectionError, OSError) as exc:
             raise classify_proxy_error(exc, self.description, self.target, self.connect_timeout) from exc
         sock.settimeout(None)  # a dump may pause for long (locks, big tables); liveness is the watchdog's job

@@ -1,15 +1,16 @@
 """How the worker reaches a database: directly, through an SSH tunnel, or through a SOCKS5/HTTP CONNECT proxy.
 
     with open_route(strategy, target, private_dir, emit, cancel=cancel) as routed:
-        with PostgresSource(routed, ...) as source:   # routed.url: hostaddr=127.0.0.1 and the local port
+        with engine.dump_source(routed, ...) as source:   # routed.url: the route's local end
             ...
 
-The database URL keeps the host and port as the bastion or the proxy sees them; pg_dump gets the same URL
-pointed at the local end of the route (`hostaddr=127.0.0.1`, the local port), its host name kept for TLS.
+The database URL keeps the host and port as the bastion or the proxy sees them; the dump program gets the same
+URL pointed at the local end of the route (the engine says how: for PostgreSQL `hostaddr=127.0.0.1` and the
+local port, its host name kept for TLS).
 Whatever happens inside the block (success, failure, timeout, cancellation), leaving it stops the tunnel or the
 forwarder. When the block fails while the route recorded a
 problem of its own (the bastion went away, the proxy refused the target), that precise error is raised
-instead of pg_dump's vaguer "server closed the connection unexpectedly".
+instead of the dump program's vaguer "server closed the connection unexpectedly".
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from easybackup.config.model import DatabaseTarget, Strategy
-from easybackup.engines.postgres import parse_postgres_url, url_host
+from easybackup.engines import engine_for_url
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.network.ssh_tunnel import READY_TIMEOUT_S, SshTunnel, describe_tunnel
 
-LOCAL_HOST = "127.0.0.1"
+LOCAL_HOST = "127.0.0.1"  # where tunnels and forwarders listen
 # Errors of the database connection that a broken route explains better.
 _ROUTE_EXPLAINS = frozenset({"connection", "dump_failed", "timeout"})
 
@@ -54,28 +54,16 @@ def describe_route(strategy: Strategy) -> str:
 
 
 def local_target(target: DatabaseTarget, port: int) -> DatabaseTarget:
-    """Given a database and the local port of its route, return it pointed at the route's local end.
-
-    The URL keeps its host name and gets the local port and `hostaddr=127.0.0.1`: libpq connects to the address
-    while `sslmode=verify-full` still checks the server's certificate against the database's own host name, and
-    the passfile line (host:port) matches what libpq looks up. User, password, database name and the rest of the
-    query are kept; a `hostaddr` of the URL's own is replaced.
-    """
-    parts = urlsplit(target.url)
-    userinfo, at, _hostport = parts.netloc.rpartition("@")
-    host = url_host(parse_postgres_url(target.url).host)
-    netloc = f"{userinfo}@{host}:{port}" if at else f"{host}:{port}"
-    # The query's own text is kept as it is: libpq decodes %XX only, and a round trip through parse_qsl would not.
-    kept = [item for item in parts.query.split("&") if item and unquote(item.partition("=")[0]) != "hostaddr"]
-    query = "&".join([*kept, f"hostaddr={LOCAL_HOST}"])
-    return replace(target, url=urlunsplit(parts._replace(netloc=netloc, query=query)))
+    """Given a database and the local port of its route, return it pointed at the route's local end, as its engine
+    rewrites the URL (the host name kept for TLS and the passfile, the local address and port)."""
+    return replace(target, url=engine_for_url(target.url).routed_url(target.url, LOCAL_HOST, port))
 
 
 @contextmanager
 def open_route(strategy: Strategy, target: DatabaseTarget, private_dir: Path, emit: Callable[..., None],
                cancel: threading.Event | None = None) -> Iterator[DatabaseTarget]:
     """Given a strategy, a database, the run's private dir and the event callback, open the route to the database
-    and yield the DatabaseTarget pg_dump should use; stop the route on every way out of the block.
+    and yield the DatabaseTarget the engine's programs should use; stop the route on every way out of the block.
 
     Raise EasybackupError (connection/authentication, precise) if the route cannot be opened, or if the block
     fails while the route has recorded a problem of its own.
@@ -83,7 +71,7 @@ def open_route(strategy: Strategy, target: DatabaseTarget, private_dir: Path, em
     if strategy.tunnel is None and strategy.proxy is None:
         yield target
         return
-    url = parse_postgres_url(target.url)
+    url = engine_for_url(target.url).parse_url(target.url)
     if strategy.tunnel is not None:
         route = _TunnelRoute(strategy, url.host, url.port, Path(private_dir), emit, target.name)
     else:

@@ -242,6 +242,54 @@ def standalone(message: dict, strategy: str) -> dict:
     return payload(prefix + message.get("text", ""), blocks)
 
 
+# -- the messages of a restore drill (issue 18) -----------------------------------------------------------------
+
+def drill_started(run: RunInfo) -> dict:
+    """The parent message of a drill: `Restore drill started: <strategy> — N databases, started at <local time>`."""
+    text = (f"Restore drill started: *{escape(run.strategy)}* — {plural(len(run.databases), 'database')}, "
+            f"started at {local_time(run.started_at, run.timezone)}")
+    return payload(text, [section(f"🧪 {text}"), context(f"run `{escape(run.run_id)}`")])
+
+
+def drill_db_started(database: str) -> dict:
+    return _reply(f"▶️ *{escape(database)}*: restore drill started")
+
+
+def drill_line(db: dict) -> str:
+    """One database's drill outcome: restore time, tables, rows and size, or the error."""
+    name = escape(db.get("database") or "-")
+    if db.get("status") == "success":
+        return (f"✅ *{name}*: restored in {duration(db.get('restore_s'))} — {plural(db.get('tables') or 0, 'table')}, "
+                f"{plural(db.get('rows') or 0, 'row')}, {format_bytes(db.get('restored_bytes'))} from "
+                f"`{escape(db.get('key') or '-')}`")
+    return f"❌ *{name}*: {escape(db.get('status') or 'failed')} — {error_text(db.get('error'))}"
+
+
+def drill_reply(event: dict) -> dict:
+    return _reply(drill_line(event))
+
+
+def drill_report(run: RunInfo, result: dict) -> dict:
+    """The drill's final report reply: one line per database, or the error that kept it from any."""
+    ok = result.get("status") == "success"
+    head = f"*Restore drill {'passed' if ok else 'failed'}* in {duration(result.get('duration_s'))}"
+    lines = [drill_line(db) for db in result.get("databases") or []] or [f"❌ {error_text(result.get('error'))}"]
+    blocks = [section(head)] + [section(chunk) for chunk in _chunks(lines, SECTION_MAX)]
+    return payload(f"Restore drill of {run.strategy}: {'passed' if ok else 'failed'}", blocks)
+
+
+def drill_finished_parent(run: RunInfo, result: dict) -> dict:
+    """The drill parent's final state (chat.update): passed or failed, the duration, the first error."""
+    ok = result.get("status") == "success"
+    databases = result.get("databases") or []
+    rows = sum(db.get("rows") or 0 for db in databases if db.get("status") == "success")
+    text = (f"✅ Restore drill passed: *{escape(run.strategy)}* — {plural(len(databases), 'database')}, "
+            f"{plural(rows, 'row')} in {duration(result.get('duration_s'))}" if ok else
+            f"❌ Restore drill failed: *{escape(run.strategy)}* — {error_text(_first_error(result), False)}")
+    return payload(text, [section(text), context(f"run `{escape(run.run_id)}` · started at "
+                                                 f"{local_time(run.started_at, run.timezone)}")])
+
+
 # -- helpers --------------------------------------------------------------------------------------------------
 
 def _reply(text: str) -> dict:

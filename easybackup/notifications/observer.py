@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from easybackup.config.model import Config, SlackSettings
+from easybackup.jobspec import BACKUP, DRILL
 from easybackup.logs import log
 from easybackup.notifications import messages
 from easybackup.notifications.notifier import Notifier, ThreadRef
@@ -36,6 +37,7 @@ class _Run:
     last_progress: float
     db_started: dict[str, float] = field(default_factory=dict)
     output: dict[str, deque] = field(default_factory=dict)
+    drill: bool = False  # a restore drill's thread (its own messages), not a backup's
 
 
 class SlackObserver(RunObserver):
@@ -57,7 +59,9 @@ class SlackObserver(RunObserver):
         if run is None:
             return
         kind, database = event.get("type"), event.get("database") or "-"
-        if kind == "db_started":
+        if run.drill:
+            self._drill_event(run, kind, database, event)
+        elif kind == "db_started":
             run.db_started[database] = self.clock()
             self._reply(run, messages.db_started(database))
         elif kind == "progress":
@@ -76,6 +80,10 @@ class SlackObserver(RunObserver):
         if run is None:
             return
         result = handle.result or {"status": "failed", "databases": [], "error": None}
+        if run.drill:
+            self._reply(run, messages.drill_report(run.info, result))
+            self.notifier.update(run.slack, run.ref, messages.drill_finished_parent(run.info, result))
+            return
         output = {db: list(lines) for db, lines in run.output.items()}
         self._reply(run, messages.report(run.info, result, output))
         self.notifier.update(run.slack, run.ref, messages.finished_parent(run.info, result, output))
@@ -92,14 +100,22 @@ class SlackObserver(RunObserver):
         run = self._runs.get(handle.run_id)
         if run is not None:
             return run
+        kind = getattr(handle.job, "kind", BACKUP)
         strategy = handle.job.strategy
-        if not strategy.slack.enabled:
+        if not strategy.slack.enabled or kind not in (BACKUP, DRILL):
             return None
         info = run_info(handle.job)
-        ref = self.notifier.post_parent(strategy.slack, strategy.name, messages.started(info))
-        run = _Run(strategy.slack, info, ref, last_progress=self.clock())
+        started = messages.drill_started(info) if kind == DRILL else messages.started(info)
+        ref = self.notifier.post_parent(strategy.slack, strategy.name, started)
+        run = _Run(strategy.slack, info, ref, last_progress=self.clock(), drill=kind == DRILL)
         self._runs[handle.run_id] = run
         return run
+
+    def _drill_event(self, run: _Run, kind: str, database: str, event: dict) -> None:
+        if kind == "db_started":
+            self._reply(run, messages.drill_db_started(database))
+        elif kind == "db_finished":
+            self._reply(run, messages.drill_reply(event))
 
     def _progress(self, run: _Run, database: str, event: dict) -> None:
         now = self.clock()

@@ -120,10 +120,10 @@ def _check_run_name(name: str) -> None:
 
 
 def archive_extension(fmt: str, codecs: CodecChain | str) -> str:
-    """Given a pg_dump format and the codec chain (or just a compression codec), return the archive's extension
-    (`dump.gz`)."""
+    """Given an engine's dump format (custom | plain) and the codec chain (or just a compression codec), return the
+    archive's extension (`dump.gz`)."""
     if fmt not in FORMAT_EXTENSIONS:
-        raise ValueError(f"unknown pg_dump format '{fmt}'")
+        raise ValueError(f"unknown dump format '{fmt}'")
     chain = codecs if isinstance(codecs, CodecChain) else CodecChain(compression=codecs)
     return FORMAT_EXTENSIONS[fmt] + chain.suffix
 

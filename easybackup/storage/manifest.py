@@ -16,7 +16,11 @@ from easybackup.logs import log
 from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key
 from easybackup.storage.s3 import classify_s3_error, error_code, put_new_object
 
-FORMAT_VERSION = 1
+# 2 added `engine`; a manifest of format 1 (no engine) is PostgreSQL's, the only engine there was. A reader refuses
+# a format it does not know, so an older easybackup skips manifests of format 2 rather than misread them.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ENGINE_BEFORE_VERSION_2 = "postgres"
 # Reading manifests one by one is latency-bound; a few in parallel keep a listing of thousands quick.
 READ_CONCURRENCY = 8
 
@@ -32,9 +36,9 @@ class Manifest:
     stored_bytes: int
     sha256: str  # of the stored object
     compression: str  # gzip | zstd | none
-    format: str  # custom | plain
-    dump_bytes: int | None = None  # bytes out of pg_dump, before compression
-    pg_dump_version: str | None = None
+    format: str  # the engine's dump format: custom | plain for postgres
+    dump_bytes: int | None = None  # bytes out of the dump program, before compression
+    pg_dump_version: str | None = None  # the dump program's version (the name predates engines)
     server_version: str | None = None
     easybackup_version: str | None = None
     verified: bool = False
@@ -44,6 +48,7 @@ class Manifest:
     recipients: list[str] | None = None  # the age recipients (public keys) the archive was encrypted to
     verify_level: str | None = None  # with verified: "full" (read back whole) or "ciphertext" (sha256 + age header)
     format_version: int = FORMAT_VERSION
+    engine: str = ENGINE_BEFORE_VERSION_2  # the engine that wrote the dump (easybackup.engines)
 
     def to_json(self) -> str:
         """Return the manifest as JSON text, keys sorted."""
@@ -61,13 +66,17 @@ class Manifest:
         if "format_version" not in data:
             raise ValueError("manifest lacks format_version")
         version = data["format_version"]
-        if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported manifest format_version {version!r} (this version reads {FORMAT_VERSION})")
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            raise ValueError(f"unsupported manifest format_version {version!r} (this version reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
+        if version >= 2 and "engine" not in data:
+            raise ValueError("manifest lacks engine")
         known = {f.name: f for f in dataclasses.fields(cls)}
         missing = [name for name, f in known.items() if _required(f) and name not in data]
         if missing:
             raise ValueError("manifest lacks " + ", ".join(missing))
         values = {name: data[name] for name in known if name in data}
+        values.setdefault("engine", ENGINE_BEFORE_VERSION_2)  # format 1 had no engine but PostgreSQL
         _check_types(values)
         return cls(**values)
 
@@ -76,7 +85,8 @@ def _required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
-_TEXT_FIELDS = ("strategy", "database", "run_id", "key", "started_at", "finished_at", "sha256", "compression", "format")
+_TEXT_FIELDS = ("strategy", "database", "run_id", "key", "started_at", "finished_at", "sha256", "compression", "format",
+                "engine")
 
 
 def _check_types(values: dict) -> None:

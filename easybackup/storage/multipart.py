@@ -64,6 +64,31 @@ class OpenUpload:
     initiated: datetime
 
 
+# The life of an upload. `_state` changes only in `_move()`, under `_lock`; a move this table does not list raises
+# (`cancelled` when an abort from another thread came first, else `internal`: a bug).
+#   new      -> starting   start(): CreateMultipartUpload sent, on the caller's thread or as the part threads'
+#                          first task (start_in_background)
+#   new      -> aborted    abort() before any start: nothing in S3
+#   starting -> open       S3 created it and on_started took its id: parts may go
+#   starting -> failed     S3 did not create it: nothing in S3, the error is raised (by the reader, if on a thread)
+#   starting -> aborted    abort() while S3 was creating it (the start aborts what it made), or on_started raised
+#   open     -> read       upload_fd() read to EOF and S3 acknowledged every part
+#   open     -> aborted    abort(): a failed part, a stopped stream, an exception, a timeout on another thread
+#   read     -> completed  complete() stored the object
+#   read     -> aborted    complete() failed, or the caller left without it
+NEW, STARTING, OPEN, READ, COMPLETED, ABORTED, FAILED = "new", "starting", "open", "read", "completed", "aborted", \
+    "failed"
+TRANSITIONS = {
+    NEW: {STARTING, ABORTED},
+    STARTING: {OPEN, FAILED, ABORTED},
+    OPEN: {READ, ABORTED},
+    READ: {COMPLETED, ABORTED},
+    COMPLETED: set(),
+    ABORTED: set(),
+    FAILED: set(),
+}
+
+
 class StreamingUpload:
     """One multipart upload fed from a file descriptor. Use as a context manager: leaving it with an
     exception (or without `complete()`) aborts the upload, so no half-written object is left behind.
@@ -73,9 +98,9 @@ class StreamingUpload:
             pipeline.wait()          # complete only when every stage exited 0
             result = upload.complete()
 
-    With `start_in_background`, the upload is created on a thread while the stream is read: reading goes on
-    (within the same memory bound) while S3 creates the upload, or while a client is still being built
-    (s3.BackgroundClient); the part uploads wait for it.
+    Two kinds of threads: the caller's (the reader) and the part threads. With `start_in_background`, creating
+    the upload is the part threads' first task: reading goes on (within the same memory bound) while S3 creates
+    it, or while a client is still being built (s3.BackgroundClient); the part tasks wait for that first one.
     """
 
     def __init__(self, client, bucket: str, key: str, *, extra_args: dict | None = None, concurrency: int = 3,
@@ -92,14 +117,10 @@ class StreamingUpload:
         self._on_started = on_started
         self._on_progress = on_progress
         self._progress_interval = progress_interval
-        self._state = "new"  # new -> started -> read -> completed | aborted
         self._start_in_background = start_in_background
-        self._starter: threading.Thread | None = None
-        self._start_error: BaseException | None = None
-        # Set when the starter thread is done. Part threads wait on this, never on Thread.join(): in CPython 3.11
-        # several threads joining one thread at once can trip `assert not lock.locked()` in threading._stop.
-        self._start_done = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _state, and what part threads record: _parts, counters, _error
+        self._state = NEW
+        self._start_task: concurrent.futures.Future | None = None  # the creation, when it runs on a part thread
         self._slots = threading.BoundedSemaphore(concurrency)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._futures: list[concurrent.futures.Future] = []
@@ -111,6 +132,10 @@ class StreamingUpload:
         self._bytes_uploaded = 0
         self._parts_done = 0
         self._last_report = 0.0
+
+    @property
+    def state(self) -> str:
+        return self._state
 
     @property
     def parts_in_flight(self) -> int:
@@ -128,42 +153,56 @@ class StreamingUpload:
         """The bytes of the parts S3 has acknowledged so far."""
         return self._bytes_uploaded
 
+    def _move(self, to: str) -> None:
+        """Given the next state, enter it; raise if TRANSITIONS has no such move from the present one."""
+        with self._lock:
+            if to not in TRANSITIONS[self._state]:
+                if self._state == ABORTED:
+                    raise self._cancelled()
+                raise EasybackupError(f"upload of {self.key}: no move from {self._state} to {to}", kind="internal")
+            self._state = to
+
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def __enter__(self) -> StreamingUpload:
-        if self._state == "new" and self._start_in_background:
+        if self._start_in_background:
+            self._move(STARTING)
             self._executor = _part_executor(self.concurrency)
-            self._starter = threading.Thread(target=self._start_on_thread, name="upload-start", daemon=True)
-            self._starter.start()
-        elif self._state == "new":
+            self._start_task = self._executor.submit(self._create)  # first in: part tasks never hold it up
+        else:
             self.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._wait_for_starter()  # an upload it is creating must be aborted too; its error, if any, is not ours
-        if self._state == "new":  # never started (its start failed): only the part threads to let go
-            self._shutdown_executor(wait=False)
-        if self._state in ("started", "read"):
+        self._wait_for_start()  # an upload being created must be aborted too; its error, if any, is not ours
+        if self._state in (OPEN, READ):
             if exc is None:
                 log.warning("upload of {} left without complete(); aborting it", self.key)
             self.abort()
+        self._shutdown_executor(wait=False)  # a failed start leaves its part threads idle
         return False
 
     def start(self) -> str:
         """Create the multipart upload, announce its id through `on_started`, and return the id. Raise the
         classified S3 error if it cannot be created, and `cancelled` if abort() came first or meanwhile."""
-        if self._state != "new":
-            raise self._cancelled() if self._state == "aborted" else EasybackupError("upload already started",
-                                                                                     kind="internal")
+        self._move(STARTING)
+        return self._create()
+
+    def _create(self) -> str:
         try:
             response = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra_args)
-        except (ClientError, BotoCoreError) as exc:
-            raise classify_s3_error(exc, self.bucket) from exc
+        except BaseException as exc:
+            with self._lock:
+                if self._state == STARTING:  # else aborted meanwhile: then there is nothing to do either
+                    self._move(FAILED)
+            if isinstance(exc, (ClientError, BotoCoreError)):
+                raise classify_s3_error(exc, self.bucket) from exc
+            raise
         with self._lock:
             self.upload_id = response["UploadId"]
-            aborted_meanwhile = self._state == "aborted"  # by another thread, while S3 was creating it
+            aborted_meanwhile = self._state == ABORTED  # by another thread, while S3 was creating it
             if not aborted_meanwhile:
-                self._state = "started"
+                self._move(OPEN)
         if aborted_meanwhile:
             self._abort_quietly()
             raise self._cancelled()
@@ -173,37 +212,24 @@ class StreamingUpload:
             try:
                 self._on_started(self.upload_id)
             except BaseException:
-                # Nothing is in flight yet (parts of a start on a thread wait for it): no need to wait for parts.
-                self._state = "aborted"
+                # No part has gone yet (part tasks wait for this one): abort without waiting for any.
+                self._move(ABORTED)
                 self._shutdown_executor(wait=False)
                 self._abort_quietly()
                 raise
         return self.upload_id
 
-    def _start_on_thread(self) -> None:
-        """Run start() on the starter thread; keep its error for the reader (_raise_if_failed, _join_starter)."""
-        try:
-            self.start()
-        except BaseException as exc:  # noqa: BLE001 — raised again by the reader
-            self._start_error = exc
-        finally:
-            self._start_done.set()
-
-    def _wait_for_starter(self, stop_event: threading.Event | None = None) -> None:
-        """Wait for a start begun on a thread, if any; raise `cancelled` once `stop_event` is set."""
-        while self._starter is not None and not self._start_done.wait(POLL_INTERVAL_S):
+    def _wait_for_start(self, stop_event: threading.Event | None = None) -> None:
+        """Wait for a start running on a part thread, if any; raise `cancelled` once `stop_event` is set."""
+        while self._start_task is not None and not concurrent.futures.wait((self._start_task,),
+                                                                           timeout=POLL_INTERVAL_S).done:
             _raise_if_stopped(stop_event)
-
-    def _join_starter(self, stop_event: threading.Event | None = None) -> None:
-        """Wait for a start begun on a thread (watching `stop_event`); raise what it raised."""
-        self._wait_for_starter(stop_event)
-        self._raise_if_failed()
 
     def upload_fd(self, fd: int, stop_event: threading.Event | None = None) -> int:
         """Given a readable fd (a pipe), upload everything up to EOF and wait for the parts; return the byte
         count. Raise the classified S3 error if a part fails, or a `cancelled` error once `stop_event` is set."""
-        starting = self._state == "new" and self._starter is not None
-        if self._state != "started" and not starting:
+        if self._state != OPEN and not (self._state == STARTING and self._start_task is not None):
+            self._raise_if_failed()
             raise EasybackupError(f"cannot read into an upload that is {self._state}", kind="internal")
         _widen_pipe(fd)
         poller = _poller(fd) if stop_event is not None else None
@@ -223,24 +249,23 @@ class StreamingUpload:
             part_number += 1
             if at_eof:
                 break
-        self._join_starter(stop_event)
+        self._wait_for_start(stop_event)
         self._drain(stop_event)
         self._report(force=True)
-        if self._state == "started":
-            self._state = "read"
+        self._move(READ)
         return self._bytes_read
 
     def complete(self) -> UploadResult:
-        """Wait for every part and complete the upload; return what was stored. Raise the classified error
-        if a part or the completion failed (the caller's context manager then aborts)."""
-        if self._state not in ("started", "read"):
+        """Complete the upload (upload_fd() has read it all); return what was stored. Raise the classified error
+        if the completion failed (the caller's context manager then aborts)."""
+        if self._state != READ:
+            self._raise_if_failed()
             raise EasybackupError(f"cannot complete an upload that is {self._state}", kind="internal")
-        self._drain()
         if not self._parts:
             etag = self._store_empty_object()
         else:
             etag = self._complete_multipart()
-        self._state = "completed"
+        self._move(COMPLETED)
         self._shutdown_executor()
         self._report(force=True)
         log.debug("upload of {} completed: {} bytes in {} parts", self.key, self._bytes_read, len(self._parts))
@@ -249,14 +274,14 @@ class StreamingUpload:
 
     def abort(self) -> None:
         """Abort the upload. Idempotent; never raises — problems are logged (the supervisor cleans up later)."""
-        if self._state in ("completed", "aborted"):
-            return
         with self._lock:
-            if self._state == "new":  # nothing in S3 yet; a start under way sees this and aborts what it made
-                self._state = "aborted"
-                self._shutdown_executor(wait=False)
+            if not TRANSITIONS[self._state]:  # completed, aborted or failed: nothing left to abort
                 return
-            self._state = "aborted"
+            before = self._state
+            self._move(ABORTED)
+        if before in (NEW, STARTING):  # nothing in S3 yet; a start under way sees ABORTED and aborts what it made
+            self._shutdown_executor(wait=False)
+            return
         in_flight = [f for f in self._futures if not f.done()]
         self._shutdown_executor(wait=False)
         self._abort_quietly()
@@ -308,10 +333,11 @@ class StreamingUpload:
 
     def _upload_part(self, part_number: int, buffer: bytearray) -> None:
         try:
-            if self._starter is not None:
-                self._start_done.wait()  # the reader raises its error, if any
-            if self._state in ("new", "aborted") or self._error is not None:
-                return
+            if self._start_task is not None:
+                concurrent.futures.wait((self._start_task,))  # the reader raises its error, if any
+            with self._lock:
+                if self._state != OPEN or self._error is not None:
+                    return
             response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                                PartNumber=part_number, Body=buffer)
             with self._lock:
@@ -332,12 +358,12 @@ class StreamingUpload:
                 self._error = error
 
     def _raise_if_failed(self) -> None:
-        if self._start_error is not None:  # a start on a thread failed: the parts waiting for it were dropped
-            error, self._start_error = self._start_error, None
-            raise error
+        start = self._start_task
+        if start is not None and start.done() and not start.cancelled() and start.exception() is not None:
+            raise start.exception()  # a start on a part thread failed: the parts waiting for it were dropped
         if self._error is not None:
             raise self._error
-        if self._state == "aborted":  # abort() from another thread (a timeout) stops the reader too
+        if self._state == ABORTED:  # abort() from another thread (a timeout) stops the reader too
             raise self._cancelled()
 
     def _cancelled(self) -> EasybackupError:

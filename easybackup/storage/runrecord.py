@@ -14,12 +14,10 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from easybackup.logs import log
 from easybackup.secrets import mask
 from easybackup.storage.layout import run_name, run_name_of_record, run_record_key, runs_prefix
-from easybackup.storage.s3 import classify_s3_error, put_new_object, read_object_or_none
+from easybackup.storage.s3 import list_keys, put_new_object, read_object_or_none
 
 RECORD_VERSION = 1
 MAX_ERROR_CHARS = 500
@@ -135,18 +133,12 @@ def store_run_record(client, strategy, run_id: str, run_timestamp: str, started_
     record = record_of(strategy.name, run_id, run_name(run_timestamp, run_id), started_at, finished_at, result,
                        __version__)
     return write_run_record(client, strategy.s3.bucket, strategy.s3.base_path, record,
-                            extra_put_args(strategy.s3, storage_class=False))
+                            extra_put_args(strategy.s3, storage_class=False, lock=False))
 
 
 def list_run_record_keys(client, bucket: str, base_path: str | None, strategy: str) -> list[str]:
     """Given a strategy, return the keys of its run records, oldest first (by run name)."""
-    keys = []
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                     Prefix=runs_prefix(base_path, strategy)):
-            keys.extend(item["Key"] for item in page.get("Contents", []) if run_name_of_record(item["Key"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise classify_s3_error(exc, bucket) from exc
+    keys = list_keys(client, bucket, runs_prefix(base_path, strategy), run_name_of_record)
     return sorted(keys, key=lambda key: (run_name_of_record(key), key))
 
 

@@ -6,7 +6,9 @@ because a boto3 client (its connection pool and threads) must not cross a fork.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import (
@@ -43,6 +45,8 @@ _PERMISSION_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
                    "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500"}
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+NO_OBJECT_LOCK_HINT = ("enable Object Lock on the bucket (`aws s3api create-bucket --object-lock-enabled-for-bucket`, "
+                       "or `aws s3api put-object-lock-configuration` on a versioned bucket), or remove s3.object_lock")
 
 
 def make_client(s3: S3Settings, *, read_timeout: float = READ_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S):
@@ -64,6 +68,19 @@ def make_client(s3: S3Settings, *, read_timeout: float = READ_TIMEOUT_S, connect
             kwargs["aws_session_token"] = s3.session_token
     # A fresh session per client: sessions are not thread-safe, and the env is read at call time.
     return boto3.session.Session().client("s3", **kwargs)
+
+
+def prune_settings(s3: S3Settings) -> S3Settings:
+    """Given S3 settings, return those to delete with: the prune key of `s3.prune_credentials` when one is set (the
+    backup key then needs no s3:DeleteObject), else the same settings."""
+    if not (s3.prune_access_key and s3.prune_secret_key):
+        return s3
+    return dataclasses.replace(s3, access_key=s3.prune_access_key, secret_key=s3.prune_secret_key, session_token=None)
+
+
+def make_prune_client(s3: S3Settings, **timeouts):
+    """Given S3 settings, return a new client that deletes: with the prune key when one is set (prune_settings)."""
+    return make_client(prune_settings(s3), **timeouts)
 
 
 def _boto_config(s3: S3Settings, *, read_timeout: float, connect_timeout: float) -> BotoConfig:
@@ -111,13 +128,16 @@ class BackgroundClient:
         return getattr(self._client, name)
 
 
-def extra_put_args(s3: S3Settings, *, storage_class: bool = True) -> dict:
+def extra_put_args(s3: S3Settings, *, storage_class: bool = True, lock: bool = True,
+                   now: datetime | None = None) -> dict:
     """Given S3 settings, return the extra arguments for PutObject/CreateMultipartUpload.
 
     Pass `storage_class=False` for small objects that must stay readable at once (manifests): a manifest in
     GLACIER could not be listed back. Unless checksum_mode is `when_required`, objects get a CRC32 checksum,
     of each part for a multipart upload (as the AWS SDKs' transfer managers do): the store checks every part,
     and no store has to read a whole archive again to compute a checksum of its own choosing.
+    With `s3.object_lock`, the object is locked for its days from `now` (the call); pass `lock=False` for objects
+    that must stay deletable (pins, run records): a backup's lock is on its archive and manifest.
     """
     args = {} if s3.checksum_mode == "when_required" else {"ChecksumAlgorithm": "CRC32"}
     if storage_class and s3.storage_class:
@@ -126,7 +146,16 @@ def extra_put_args(s3: S3Settings, *, storage_class: bool = True) -> dict:
         args["ServerSideEncryption"] = s3.server_side_encryption
     if s3.kms_key_id:
         args["SSEKMSKeyId"] = s3.kms_key_id
+    if lock and s3.object_lock is not None:
+        args["ObjectLockMode"] = s3.object_lock.mode.upper()
+        args["ObjectLockRetainUntilDate"] = retain_until(s3, now or datetime.now(timezone.utc))
     return args
+
+
+def retain_until(s3: S3Settings, now: datetime) -> datetime:
+    """Given S3 settings with object_lock and now (aware), return the lock's end, up to the next whole second."""
+    until = now.astimezone(timezone.utc) + timedelta(days=s3.object_lock.days)
+    return until.replace(microsecond=0) + (timedelta(seconds=1) if until.microsecond else timedelta())
 
 
 def check_bucket(s3: S3Settings, client=None) -> None:
@@ -190,6 +219,9 @@ def _classify_client_error(exc: ClientError, bucket: str | None) -> EasybackupEr
         return EasybackupError(f"S3 denied access to {where}", detail, kind="permission", transient=False,
                                hint=maybe_keys + "grant s3:PutObject, s3:GetObject, s3:ListBucket, s3:DeleteObject and "
                                     "s3:AbortMultipartUpload on " + where + " (and kms:GenerateDataKey with SSE-KMS)")
+    if code == "InvalidRequest" and "objectlock" in message.lower().replace(" ", ""):
+        return EasybackupError(f"{where} has no Object Lock, but s3.object_lock asks for locked backups", detail,
+                               kind="storage", transient=False, hint=NO_OBJECT_LOCK_HINT)
     if code in ("PermanentRedirect", "301", "IllegalLocationConstraintException"):
         return EasybackupError(f"{where} is in another region", detail, kind="storage", transient=False,
                                hint="set s3.region to the bucket's region")
@@ -240,6 +272,18 @@ def put_new_object(client, bucket: str, key: str, body: bytes, **args) -> None:
         client.put_object(Bucket=bucket, Key=key, Body=body, **args)
     except (ClientError, BotoCoreError) as exc:
         raise classify_s3_error(exc, bucket) from exc
+
+
+def list_keys(client, bucket: str, prefix: str, keep) -> list[str]:
+    """Given a prefix and a predicate on keys, return every key under the prefix it keeps (all pages), in the
+    store's order; raise the classified S3 error."""
+    keys = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []) if keep(item["Key"]))
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_s3_error(exc, bucket) from exc
+    return keys
 
 
 def read_object_or_none(client, bucket: str, key: str) -> bytes | None:

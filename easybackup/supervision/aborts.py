@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from easybackup.errors import EasybackupError
+from easybackup.jobspec import BACKUP, DRILL
 from easybackup.logs import log
 
 
@@ -38,21 +39,28 @@ class UploadAborter:
     def record_unreported(self, handle) -> None:
         """Given a finished run, write its run record if its worker could not: it sent no result (killed,
         crashed, stopped at shutdown), so the pool made one up (`synthetic`). Health after a restart then shows
-        this run, not the one before it."""
+        this run, not the one before it. Run records are backups' (storage/runrecord.py): a job of another kind
+        that died is not a backup run of its strategy; a restore drill that died gets its drill record instead
+        (storage/drillrecord.py), so health after a restart shows that drill as failed, not the one before it."""
         result = handle.result if isinstance(handle.result, dict) else {}
-        if not result.get("synthetic"):
+        if not result.get("synthetic") or handle.job.kind not in (BACKUP, DRILL):
             return
         job = handle.job
         logger = log.bind(strategy=handle.strategy, run_id=handle.run_id)
 
         def work() -> None:
+            from easybackup.storage.drillrecord import store_drill_record
             from easybackup.storage.runrecord import store_run_record
             from easybackup.storage.s3 import classify_s3_error, make_client
 
             finished = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             try:
-                store_run_record(make_client(job.strategy.s3), job.strategy, job.run_id, job.run_timestamp,
-                                 job.started_at, finished, result)
+                client = make_client(job.strategy.s3)
+                if job.kind == DRILL:
+                    store_drill_record(client, job.strategy, job.run_id, job.run_timestamp, job.started_at, result)
+                    return
+                store_run_record(client, job.strategy, job.run_id, job.run_timestamp, job.started_at, finished,
+                                 result)
             except Exception as exc:  # noqa: BLE001 — logged; the run's outcome is already known
                 logger.error("could not write the run record of the worker that sent no result: "
                              f"{classify_s3_error(exc, job.strategy.s3.bucket)}")

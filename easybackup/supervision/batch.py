@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from easybackup.config.model import Config, Strategy
-from easybackup.jobspec import new_job
+from easybackup.jobspec import BACKUP, new_job
 from easybackup.logs import log
 from easybackup.run_observer import RunObserver
 from easybackup.supervision.aborts import UploadAborter
@@ -39,8 +39,9 @@ class Batch:
     """Given a config, the strategies to run and an observer, run them once; see `run()`."""
 
     def __init__(self, config: Config, strategies: tuple[Strategy, ...], observer: RunObserver,
-                 worker_argv: list[str] | None = None, spare: SpareWorker | None = None):
+                 worker_argv: list[str] | None = None, spare: SpareWorker | None = None, kind: str = BACKUP):
         self.config = config
+        self.kind = kind  # every job of the batch: backups (`once`) or restore drills (`drill`)
         self.strategies = strategies
         self.observer = observer
         self.outcome = BatchOutcome()
@@ -72,7 +73,7 @@ class Batch:
         try:
             now = datetime.now(timezone.utc)
             for strategy in self.strategies:
-                self.pool.submit(new_job(strategy, self.config.temp_dir, now))
+                self.pool.submit(new_job(strategy, self.config.temp_dir, now, kind=self.kind))
             while not self.pool.idle:
                 if self._signals:
                     self._shutdown(self._signals.pop(0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from easybackup.humanize import format_bytes, format_rate
+from easybackup.jobspec import BACKUP
 from easybackup.logs import Console, console, log
 from easybackup.run_observer import RunObserver
 
@@ -19,6 +20,8 @@ class LogObserver(RunObserver):
 
     def event(self, handle, event: dict) -> None:
         kind, db = event["type"], event.get("database")
+        if kind in ("db_started", "db_finished") and getattr(getattr(handle, "job", None), "kind", BACKUP) != BACKUP:
+            return  # a drill's worker logs its own lines for these; "backup started" would mislead
         logger = log.bind(strategy=handle.strategy, run_id=handle.run_id, database=db, event=kind,
                           error_kind=event.get("kind") if kind == "retry" else None)
         where = f"{db}: " if db else ""
@@ -83,19 +86,23 @@ class TerminalProgress(RunObserver):
     def __init__(self, out: Console | None = None):
         self.console = out or console()
         self.enabled = self.console.is_terminal
-        self._started: dict[tuple[str, str], float] = {}
+        self._started: dict[tuple[str, str], float] = {}  # (run id, database): a strategy may run two jobs
 
     def event(self, handle, event: dict) -> None:
         if not self.enabled or event["type"] not in ("db_started", "progress"):
             return
-        key = (handle.strategy, event.get("database") or "")
+        database = event.get("database") or ""
+        key = (handle.run_id, database)
         if event["type"] == "db_started":
             self._started[key] = time.monotonic()
             return
         elapsed = max(0.001, time.monotonic() - self._started.get(key, time.monotonic()))
         stored = event.get("bytes_out") or 0
-        self.console.show(f"{key[0]}/{key[1]}: {format_bytes(stored)} stored, {format_rate(stored / elapsed)}")
+        self.console.show(f"{handle.strategy}/{database}: {format_bytes(stored)} stored, "
+                          f"{format_rate(stored / elapsed)}")
 
     def run_finished(self, handle) -> None:
+        for key in [key for key in self._started if key[0] == handle.run_id]:
+            del self._started[key]
         if self.enabled:
             self.console.clear()

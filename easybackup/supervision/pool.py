@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from easybackup import exitcodes, wire
 from easybackup.errors import EasybackupError
-from easybackup.jobspec import JobSpec
+from easybackup.jobspec import BACKUP, DRILL, KINDS, VERIFY, JobSpec
 from easybackup.logs import log
 from easybackup.scheduling.durations import parse_duration
 from easybackup.secrets import mask
@@ -38,6 +38,34 @@ CANCEL_WAIT_S = 10.0
 DEFAULT_SILENCE_LIMIT_S = 60.0
 SILENCE_LIMIT_ENV = "EASYBACKUP_WORKER_SILENCE_LIMIT"
 MALFORMED_LOGGED = 10  # malformed lines logged per worker; a flood of them is counted, not logged line by line
+
+# Which kinds of job of ONE strategy may run at the same time (jobs of different strategies always may, within
+# max_parallel). Never two of one kind: two dumps of the same databases, two retentions deleting at once, two drill
+# databases on one target. A verify or a restore drill runs beside its strategy's backup, so that a check never
+# delays or skips a due backup (a backup waiting out a 2 h drill would miss its schedule). What that costs the
+# check: the backup beside it may finish and its retention delete the archive the check is reading (only with a
+# retention that keeps a single backup); a drill or verify must report that archive's NoSuchKey as superseded by
+# a newer backup, not as a failed check. A verify beside a drill: both only read.
+SAME_STRATEGY_BESIDE = {
+    (BACKUP, BACKUP): False,
+    (BACKUP, VERIFY): True,
+    (BACKUP, DRILL): True,
+    (VERIFY, VERIFY): False,
+    (VERIFY, DRILL): True,
+    (DRILL, DRILL): False,
+}
+
+
+def may_run_beside(job: tuple[str, str], other: tuple[str, str]) -> bool:
+    """Given two (strategy, kind) keys, return whether jobs with them may run at the same time: always for two
+    strategies; for one, as SAME_STRATEGY_BESIDE says (a kind it does not name: never)."""
+    (strategy, kind), (other_strategy, other_kind) = job, other
+    if strategy != other_strategy:
+        return True
+    if kind not in KINDS or other_kind not in KINDS:
+        return False
+    pair = tuple(sorted((kind, other_kind), key=KINDS.index))
+    return SAME_STRATEGY_BESIDE[pair]
 
 
 @dataclass(eq=False)
@@ -68,6 +96,10 @@ class RunHandle:
     @property
     def strategy(self) -> str:
         return self.job.strategy.name
+
+    @property
+    def kind(self) -> str:
+        return self.job.kind
 
     @property
     def run_id(self) -> str:
@@ -116,7 +148,8 @@ def describe_exit(returncode: int) -> str:
 
 
 class WorkerPool:
-    """At most `max_parallel` workers at once, a FIFO queue beyond that holding each strategy at most once."""
+    """At most `max_parallel` workers at once, a FIFO queue beyond that; each (strategy, kind) is queued or
+    running at most once, and a job starts only beside jobs it may run beside (`may_run_beside`)."""
 
     def __init__(self, max_parallel: int, *, on_event: Callable, on_stderr: Callable, on_finished: Callable,
                  worker_argv: list[str] | None = None, abort_upload: Callable | None = None,
@@ -139,9 +172,9 @@ class WorkerPool:
     # -- queue -------------------------------------------------------------------------------------------
 
     def submit(self, job: JobSpec) -> bool:
-        """Given a job, queue it and return True; return False (queue unchanged) if its strategy is already
-        queued or running — a strategy never overlaps itself."""
-        if self.is_busy(job.strategy.name):
+        """Given a job, queue it and return True; return False (queue unchanged) if a job of its strategy and
+        kind is already queued or running — a backup never overlaps its strategy's backup, nor a drill its drill."""
+        if self.is_busy(job.strategy.name, job.kind):
             return False
         self._queue.append(job)
         return True
@@ -152,9 +185,10 @@ class WorkerPool:
     def queued(self) -> list[JobSpec]:
         return list(self._queue)
 
-    def is_busy(self, strategy_name: str) -> bool:
-        return any(h.strategy == strategy_name for h in self._running) or any(
-            j.strategy.name == strategy_name for j in self._queue)
+    def is_busy(self, strategy_name: str, kind: str = BACKUP) -> bool:
+        """Given a strategy and a kind of job, return whether such a job is queued or running."""
+        key = (strategy_name, kind)
+        return any(h.job.key == key for h in self._running) or any(j.key == key for j in self._queue)
 
     @property
     def idle(self) -> bool:
@@ -263,8 +297,18 @@ class WorkerPool:
     # -- starting ----------------------------------------------------------------------------------------
 
     def _start_queued(self) -> None:
-        while self._queue and len(self._running) < self.max_parallel:
-            self._start(self._queue.popleft())
+        """Start queued jobs, first in first started, while a slot is free; one that may not run beside a running
+        job waits, and the jobs behind it may start meanwhile."""
+        while len(self._running) < self.max_parallel:
+            index = next((i for i, job in enumerate(self._queue) if self._may_start(job)), None)
+            if index is None:
+                return
+            job = self._queue[index]
+            del self._queue[index]
+            self._start(job)
+
+    def _may_start(self, job: JobSpec) -> bool:
+        return all(may_run_beside(job.key, handle.job.key) for handle in self._running)
 
     def _start(self, job: JobSpec) -> None:
         now = self.clock()

@@ -14,6 +14,7 @@ thread), so the supervisor calls `catch_up()` whenever that answer arrives.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -140,3 +141,10 @@ class Scheduler:
                     entry.ran = old.ran
                 entries[strategy.name] = entry
         self._entries = entries
+
+
+def drill_schedules(strategies: tuple[Strategy, ...]) -> tuple[Strategy, ...]:
+    """Given the strategies, return those with restore drills, each with its drill's schedule as `schedule` (for a
+    second Scheduler; drills never catch up: a missed drill runs at its next slot)."""
+    return tuple(dataclasses.replace(s, schedule=s.restore_drill.schedule, catch_up=False)
+                 for s in strategies if s.restore_drill is not None)

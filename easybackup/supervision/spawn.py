@@ -1,9 +1,9 @@
 """Starting worker processes: when the pool needs one, or — for `easybackup once` — a spare, before it is needed.
 
-A worker reads its whole job from stdin before doing anything else, so a worker started early spends its
-~0.3 s of imports (Python, then boto3 on a thread) while the supervisor is still importing, reading and
-validating the config, instead of after: pg_dump starts that much sooner. The pool takes the spare for its first
-job; a spare never taken is killed — it has started nothing and holds nothing.
+A worker reads its whole job from stdin before doing anything else, so a worker started early spends its imports
+(Python and the worker's modules; boto3 comes after the job, on the S3 client's thread) while the supervisor is
+still importing, reading and validating the config, instead of after: pg_dump starts that much sooner. The pool
+takes the spare for its first job; a spare never taken is killed — it has started nothing and holds nothing.
 """
 
 from __future__ import annotations

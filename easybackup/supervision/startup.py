@@ -30,6 +30,7 @@ from easybackup.config.model import Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.monitoring.history import HistoryPoint, newest_run_keys, points_from_manifests
+from easybackup.storage.drillrecord import newest_drill_record
 from easybackup.storage.layout import strategy_prefix
 from easybackup.storage.manifest import (
     READ_CONCURRENCY,
@@ -38,9 +39,10 @@ from easybackup.storage.manifest import (
     newest_manifest_per_directory,
     read_manifest,
 )
+from easybackup.storage.locks import check_object_lock
 from easybackup.storage.multipart import abort_stale_uploads
 from easybackup.storage.runrecord import RunRecord, newest_run_records
-from easybackup.storage.s3 import classify_s3_error, make_client
+from easybackup.storage.s3 import classify_s3_error, make_client, prune_settings
 
 # Run records read at start, newest first, until a successful run: more failures in a row than this are shown as
 # this many (retention keeps at least as many records: catalogue.retention.RUN_RECORDS_KEPT).
@@ -72,6 +74,7 @@ class Restored:
     databases: dict[str, DatabaseRestored] = field(default_factory=dict)
     orphans_deleted: int = 0  # archives without a manifest deleted at start
     history: tuple[HistoryPoint, ...] = ()  # the newest runs' sizes and durations, for the status page
+    last_drill: dict | None = None  # the newest restore drill record (storage/drillrecord.py), with drills only
 
 
 def _parse_utc(text: str) -> datetime:
@@ -188,8 +191,10 @@ class StartupReader:
         logger = log.bind(strategy=strategy.name)
         try:
             client = self.client_factory(strategy.s3)
+            self._check_lock(strategy, client)
             restored = read_state(strategy, client)
-            restored = dataclasses.replace(restored, history=self._history(strategy, client))
+            restored = dataclasses.replace(restored, history=self._history(strategy, client),
+                                           last_drill=self._last_drill(strategy, client))
             if self.clean_uploads:
                 restored = dataclasses.replace(restored, orphans_deleted=self._delete_orphans(strategy, client))
             self._answers.put(restored)
@@ -204,6 +209,17 @@ class StartupReader:
             logger.error(f"could not read the state from S3 at start: {classify_s3_error(exc, strategy.s3.bucket)}")
 
     @staticmethod
+    def _last_drill(strategy: Strategy, client) -> dict | None:
+        """The last restore drill, so that health shows it after a restart; a failure to read it is a warning."""
+        if strategy.restore_drill is None:
+            return None
+        try:
+            return newest_drill_record(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name)
+        except (EasybackupError, ValueError) as error:
+            log.bind(strategy=strategy.name).warning(f"could not read the last restore drill: {error}")
+            return None
+
+    @staticmethod
     def _history(strategy: Strategy, client) -> tuple[HistoryPoint, ...]:
         """The status page's charts are a side view: S3 failing to give them leaves them empty, nothing more."""
         try:
@@ -212,11 +228,23 @@ class StartupReader:
             log.bind(strategy=strategy.name).warning(f"could not read the recent backups for the status page: {error}")
             return ()
 
+    @staticmethod
+    def _check_lock(strategy: Strategy, client) -> None:
+        """With s3.object_lock, say at once (one error line) when the bucket cannot lock: every upload would fail."""
+        if strategy.s3.object_lock is None:
+            return
+        try:
+            check_object_lock(strategy.s3, client, strategy.name)
+        except EasybackupError as error:
+            log.bind(strategy=strategy.name).error(str(error))
+
     def _delete_orphans(self, strategy: Strategy, client) -> int:
-        """Delete the strategy's archives that no run will commit any more; return how many. A failure is logged:
-        the state read before still counts."""
+        """Delete the strategy's archives that no run will commit any more (with the prune key, when one is set);
+        return how many. A failure is logged: the state read before still counts."""
         from easybackup.catalogue.retention import delete_orphans
 
+        if prune_settings(strategy.s3) is not strategy.s3:
+            client = self.client_factory(prune_settings(strategy.s3))
         try:
             return len(delete_orphans(client, strategy, self._clock()))
         except EasybackupError as error:

@@ -12,6 +12,7 @@ cancels at once. The uploads of killed workers are aborted.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from datetime import datetime, timezone
 from easybackup import exitcodes
 from easybackup.config.model import Config, Strategy
 from easybackup.errors import ConfigError, EasybackupError
-from easybackup.jobspec import new_job
+from easybackup.jobspec import BACKUP, DRILL, new_job
 from easybackup.logs import log
 from easybackup.monitoring.metrics import Metrics
 from easybackup.monitoring.observer import MonitoringObserver
@@ -29,7 +30,7 @@ from easybackup.run_observer import Observers, RunObserver
 from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import LogObserver
 from easybackup.supervision.pool import WorkerPool, silence_limit
-from easybackup.supervision.scheduler import Due, Scheduler
+from easybackup.supervision.scheduler import Due, Scheduler, drill_schedules
 from easybackup.supervision.startup import Restored, StartupReader, restored_details
 
 TICK_S = 1.0
@@ -69,6 +70,7 @@ class Supervisor:
         self.started_at = self._now()
         self.observer = Observers([LogObserver(), MonitoringObserver(state, metrics, clock=clock), *observers])
         self.scheduler = Scheduler(config.strategies, self.started_at, run_on_start=config.run_on_start)
+        self.drill_scheduler = Scheduler(drill_schedules(config.strategies), self.started_at)
         self.aborter = UploadAborter()
         self.pool = WorkerPool(config.max_parallel_strategies, on_event=self._on_event,
                                on_stderr=self.observer.stderr, on_finished=self._on_finished,
@@ -82,7 +84,7 @@ class Supervisor:
     # -- pool callbacks ----------------------------------------------------------------------------------
 
     def _on_finished(self, handle) -> None:
-        if (handle.result or {}).get("status") == "success":
+        if handle.kind == BACKUP and (handle.result or {}).get("status") == "success":
             self._succeeded_here.add(handle.strategy)
         self.aborter.record_unreported(handle)
         self.observer.run_finished(handle)
@@ -168,19 +170,25 @@ class Supervisor:
         now = self._now()
         for due in self.scheduler.due(now):
             self._submit(due, now)
+        for due in self.drill_scheduler.due(now):
+            self._submit(dataclasses.replace(due, strategy=self.config.strategy(due.strategy.name)), now, DRILL)
         self._publish_next_runs()
-        self.pool.poll(min(self.tick, self.scheduler.seconds_until_due(self._now())))
+        later = self._now()
+        self.pool.poll(min(self.tick, self.scheduler.seconds_until_due(later),
+                           self.drill_scheduler.seconds_until_due(later)))
         self.state.loop_heartbeat()
 
-    def _submit(self, due: Due, now: datetime) -> None:
-        job = new_job(due.strategy, self.config.temp_dir, now)
+    def _submit(self, due: Due, now: datetime, kind: str = BACKUP) -> None:
+        job = new_job(due.strategy, self.config.temp_dir, now, kind=kind)
         logger = log.bind(strategy=due.strategy.name, run_id=job.run_id)
+        what = "run" if kind == BACKUP else f"{kind} run"
         if self.pool.submit(job):
-            logger.info(f"run queued ({due.reason.replace('_', ' ')})")
+            logger.info(f"{what} queued ({due.reason.replace('_', ' ')})")
             return
-        logger.bind(run_id="").warning(f"due run ({due.reason.replace('_', ' ')}) skipped: "
-                                       "the previous run is still going")
-        self.metrics.run_skipped(due.strategy.name)
+        logger.bind(run_id="").warning(f"due {what} ({due.reason.replace('_', ' ')}) skipped: "
+                                       f"the previous {what} is still going")
+        if job.kind == BACKUP:  # runs_total{status="skipped"} counts backups
+            self.metrics.run_skipped(due.strategy.name)
 
     def _publish_next_runs(self) -> None:
         for name, when in self.scheduler.next_runs().items():
@@ -210,6 +218,8 @@ class Supervisor:
         self.state.restore_last(name, restored.last_run, restored.last_success, restored.status or "pending",
                                 restored.size_bytes, **restored_details(restored))
         self.state.restore_history(name, restored.history)
+        if restored.last_drill is not None:
+            self.state.restore_drill(name, restored.last_drill)
         self.metrics.orphans_deleted(name, restored.orphans_deleted)
         if restored.last_success and not self._has_succeeded_here(name):
             self.metrics.set_last_success(name, restored.last_success)
@@ -248,6 +258,7 @@ class Supervisor:
                 log.warning(f"monitoring.{what} changed; the HTTP endpoint keeps its address until a restart")
         self.config = config
         self.scheduler.replace_strategies(config.strategies, self._now())
+        self.drill_scheduler.replace_strategies(drill_schedules(config.strategies), self._now())
         self.state.replace_strategies(config.strategies)
         self.metrics.declare_strategies(config.strategies)
         self.pool.max_parallel = config.max_parallel_strategies

@@ -35,7 +35,7 @@ PERMANENT_BECAUSE = {
     "not_found": "a missing database or object stays missing",
     "permission": "permission errors are permanent",
     "storage": "this S3 error is permanent",
-    "dump_failed": "pg_dump failed for a reason a retry does not change",
+    "dump_failed": "the dump program failed for a reason a retry does not change",
     "invalid_dump": "the dump program would write the same again",
     "compressor_failed": "the compressor would fail again",
     "config": "the configuration is wrong",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from easybackup import __version__
 from easybackup.config.model import DatabaseTarget, Strategy
-from easybackup.engines.postgres import PostgresSource
+from easybackup.engines import DumpSource, engine_for_url
 from easybackup.errors import EasybackupError
 from easybackup.network.routes import open_route
 from easybackup.codec_table import CodecChain
@@ -71,29 +71,28 @@ def utc_now_text() -> str:
 
 @dataclass(frozen=True)
 class DumpPlan:
-    """What one attempt dumps: the name in events and the manifest, the key, the format, and how to build the
-    source once the route to the server is open (a database's pg_dump, or the server's pg_dumpall globals)."""
+    """What one attempt dumps: the name in events and the manifest, the key, the engine and its format, and how to
+    build the source once the route to the server is open (a database's dump, or the server's globals)."""
 
     database: str
     key: str
-    fmt: str  # custom | plain
-    make_source: Callable[[DatabaseTarget], PostgresSource]
+    fmt: str  # the engine's: custom | plain for postgres
+    engine: str
+    make_source: Callable[[DatabaseTarget], DumpSource]
 
 
 def backup_once(ctx: AttemptContext, target: DatabaseTarget) -> BackupOutcome:
-    """Given the run context and a database, back it up once with pg_dump; return what was stored.
+    """Given the run context and a database, back it up once with its engine's dump; return what was stored.
 
     Raise EasybackupError (classified: kind, transient, last lines) if any stage, the upload or the manifest fails.
     """
     strategy = ctx.strategy
-    codecs = chain_of_settings(strategy)
-    key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_name, strategy.pg_dump.format,
-                      codecs)
+    engine = engine_for_url(target.url)
+    fmt = engine.dump_format(strategy)
+    key = archive_key(strategy.s3.base_path, strategy.name, target.name, ctx.run_name, fmt, chain_of_settings(strategy))
     return backup_source_once(ctx, target, DumpPlan(
-        database=target.name, key=key, fmt=strategy.pg_dump.format,
-        make_source=lambda routed: PostgresSource(routed, strategy.pg_dump, ctx.private_dir,
-                                                  compress_externally=codecs.compression != "none",
-                                                  connect_timeout=strategy.timeout.connect)))
+        database=target.name, key=key, fmt=fmt, engine=engine.name,
+        make_source=lambda routed: engine.dump_source(routed, strategy, ctx.private_dir)))
 
 
 def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPlan) -> BackupOutcome:
@@ -115,9 +114,10 @@ def backup_source_once(ctx: AttemptContext, target: DatabaseTarget, plan: DumpPl
     manifest = Manifest(
         strategy=strategy.name, database=plan.database, run_id=ctx.run_id, key=plan.key, started_at=started_at,
         finished_at=utc_now_text(), stored_bytes=result.size, sha256=result.sha256, format=plan.fmt,
-        **codecs.manifest_fields(), dump_bytes=dump_bytes, pg_dump_version=versions.get("pg_dump_version"),
+        **codecs.manifest_fields(), dump_bytes=dump_bytes, pg_dump_version=versions.get("dump_version"),
         server_version=versions.get("server_version"), easybackup_version=__version__,
-        verified=verify_level is not None, verify_level=verify_level, duration_s=round(duration, 3))
+        verified=verify_level is not None, verify_level=verify_level, duration_s=round(duration, 3),
+        engine=plan.engine)
     _commit(ctx, manifest)
     return BackupOutcome(key=plan.key, size=result.size, sha256=result.sha256, dump_bytes=dump_bytes,
                          duration_s=duration, manifest=manifest, versions=versions)
@@ -134,7 +134,7 @@ def _stream(ctx: AttemptContext, database: str, key: str, stages, source) -> tup
         ctx.emit("log", database=database, stream=stage, level="info", line=line)
 
     with Pipeline(stages, on_line=on_line, count_after=counting,
-                  keep_tail=source.settings.format == "plain") as pipeline:
+                  keep_tail=source.needs_tail) as pipeline:
         def stop() -> None:
             stop_upload.set()
             pipeline.kill(KILL_GRACE_S)
@@ -184,7 +184,7 @@ def _verify_after_backup(ctx: AttemptContext, plan: DumpPlan, codecs: CodecChain
     try:
         identity = age.identity_path(None) if codecs.encrypted else None
         checked = verify_archive(ctx.client, strategy.s3.bucket, plan.key, size=result.size, sha256=result.sha256,
-                                 fmt=plan.fmt, codecs=codecs, identity=identity, on_line=on_line,
+                                 engine=plan.engine, fmt=plan.fmt, codecs=codecs, identity=identity, on_line=on_line,
                                  stop_event=ctx.cancel)
     except EasybackupError:
         _delete_quietly(ctx, plan.key)

@@ -18,15 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
+from botocore.exceptions import BotoCoreError
 from loguru import logger
 
 from easybackup import exitcodes
 from easybackup.errors import EasybackupError
-from easybackup.jobspec import JobSpec
+from easybackup.jobspec import BACKUP, DRILL, JobSpec
 from easybackup.network.databases import all_database_targets, connection_url
 from easybackup.private_dirs import make_private_dir
 from easybackup.secrets import register_secret
-from easybackup.storage.s3 import BackgroundClient
+from easybackup.storage.s3 import BackgroundClient, classify_s3_error, make_prune_client, prune_settings
 from easybackup.wire import EventWriter, take_over_stdout
 from easybackup.worker.attempts import run_database, with_retries
 from easybackup.worker.backup import backup_once
@@ -36,23 +37,6 @@ from easybackup.worker.globals_backup import backup_globals_once, globals_target
 # lock, a long verification, the manifest and retention send nothing themselves, so a thread beats for them all.
 HEARTBEAT_S = 1.0
 STALE_UPLOADS_WAIT_S = 20.0
-
-
-def _import_meanwhile(importer) -> None:
-    """Given a function that imports what the run needs later, call it on a thread: imported with the worker,
-    retention delayed every pg_dump by ~40 ms; boto3, imported while a spare worker waits for its job, is ready
-    when it comes."""
-    threading.Thread(target=importer, name="import", daemon=True).start()
-
-
-def _import_retention():
-    from easybackup.catalogue import retention  # after the dump has started: see _import_meanwhile
-
-    return retention
-
-
-def _import_boto3() -> None:
-    import boto3  # noqa: F401 — ~0.2 s; the S3 client is built from it on a thread (s3.BackgroundClient)
 
 
 class OrphanGuard:
@@ -121,7 +105,8 @@ def _route_logs_to_events(emit) -> None:
 
 def _register_secrets(job: JobSpec) -> None:
     s3 = job.strategy.s3
-    for value in (s3.secret_key, s3.access_key, s3.session_token, job.strategy.slack.bot_token):
+    for value in (s3.secret_key, s3.access_key, s3.session_token, s3.prune_access_key, s3.prune_secret_key,
+                  job.strategy.slack.bot_token):
         register_secret(value)
 
 
@@ -130,7 +115,6 @@ def run_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
     `result` fields. One database failing fails the run; the others still run and their archives stay."""
     strategy = job.strategy
     started = time.monotonic()
-    _import_meanwhile(_import_retention)
     private_dir = make_private_dir(job.temp_dir, f"run-{job.run_id}-")
     outcomes = []
     try:
@@ -183,7 +167,6 @@ def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
     """Store how this run ended, database by database, failed runs included (storage/runrecord.py): what a
     restarted supervisor shows in health. A failure here is a warning; it never changes the run's result."""
     from easybackup.storage.runrecord import store_run_record
-    from easybackup.storage.s3 import classify_s3_error
     from easybackup.worker.backup import utc_now_text
 
     try:
@@ -195,10 +178,18 @@ def _write_run_record(client, job: JobSpec, result: dict, emit) -> None:
 
 def _apply_retention(client, job: JobSpec, emit) -> None:
     """After a run in which every database succeeded (never after a failed one), delete the backups retention
-    no longer keeps. A problem here is a warning: it never turns a good backup into a failed run."""
+    no longer keeps, with the prune key when one is set (the backup key then cannot delete). A problem here is a
+    warning: it never turns a good backup into a failed run."""
     try:
-        apply_retention = _import_retention().apply_retention
+        from easybackup.catalogue.retention import apply_retention  # only after a good run (docs/architecture.md)
+
+        if prune_settings(job.strategy.s3) is not job.strategy.s3:
+            client = make_prune_client(job.strategy.s3)
         result = apply_retention(client, job.strategy, datetime.now(timezone.utc), emit)
+    except BotoCoreError as exc:  # building the prune key's client
+        emit("log", stream="worker", level="warning",
+             line=f"retention skipped: {classify_s3_error(exc, job.strategy.s3.bucket)}")
+        return
     except (EasybackupError, ImportError) as error:
         emit("log", stream="worker", level="warning", line=f"retention skipped: {error}")
         return
@@ -236,6 +227,18 @@ def _plan(job: JobSpec, private_dir: Path, emit, cancel: threading.Event) -> _Pl
     return _Plan(work=work + [(target, backup_once) for target in targets])
 
 
+def run_drill_job(job: JobSpec, emit, cancel: threading.Event) -> dict:
+    """A restore drill (worker/drill.py); imported here so that a backup never pays for the restore's imports."""
+    from easybackup.worker.drill import run_drill
+
+    return run_drill(job, emit, cancel)
+
+
+# What the worker runs for each kind of job: (job, emit, cancel) -> the `result` fields. A verify job adds one
+# function here; the pool already knows what may run beside what.
+KIND_RUNNERS = {BACKUP: run_job, DRILL: run_drill_job}
+
+
 def _not_started(database: str) -> dict:
     error = EasybackupError("cancelled", "the run was stopped before this database started", kind="cancelled")
     return {"database": database, "status": "cancelled", "key": None, "size": None, "sha256": None,
@@ -249,7 +252,6 @@ def main() -> int:
     # Signal handlers only set a flag; the watchdog of the running attempt does the stopping.
     signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
     signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    _import_meanwhile(_import_boto3)  # a spare worker (supervision/spawn.py) has it loaded before its job arrives
     try:
         job = _read_job()
     except (ValueError, KeyError, TypeError) as exc:
@@ -257,12 +259,17 @@ def main() -> int:
         return exitcodes.WORKER_BAD_SPEC
     if job is None:
         return exitcodes.WORKER_OK
+    runner = KIND_RUNNERS.get(job.kind)
+    if runner is None:
+        print(f"easybackup worker: cannot run a job of kind {job.kind!r}: this worker runs "
+              f"{', '.join(KIND_RUNNERS)}", file=sys.stderr)
+        return exitcodes.WORKER_BAD_SPEC
     _register_secrets(job)
     emit = OrphanGuard(EventWriter(events, job.run_id, job.strategy.name), cancel)
     _route_logs_to_events(emit)
     try:
         with Heartbeat(emit):
-            result = run_job(job, emit, cancel)
+            result = runner(job, emit, cancel)
     except EasybackupError as error:  # before any database: an unsafe temp_dir, say
         emit("result", status="failed", duration_s=None, databases=[], error=error.to_dict())
         return exitcodes.WORKER_FAILED

@@ -145,7 +145,8 @@ class FaultProxy:
     """A TCP (or HTTP/1.1) proxy from a free loopback port to `target_host:target_port` that injects faults.
 
     Byte faults (both modes): cut(), cut_after(n_bytes, direction), stall(), throttle(bytes_per_second).
-    HTTP faults (mode "http"): fail_http(...), corrupt_next_get(offset), stall_after_requests(n).
+    HTTP faults (mode "http"): fail_http(...), corrupt_next_get(offset), stall_after_requests(n),
+    refuse_deletes(access_key_id).
     heal() clears every fault. Counters: bytes_up (to the server), bytes_down (to the client), connections
     (accepted), requests (ProxiedRequest, mode "http").
     """
@@ -169,6 +170,7 @@ class FaultProxy:
         self._acceptor: threading.Thread | None = None
         self.bytes_up = self.bytes_down = self.connections = 0
         self.requests: list[ProxiedRequest] = []
+        self.deletes_refused = 0
         self._clear_faults()
 
     # -- life cycle -------------------------------------------------------------------------------------------
@@ -258,6 +260,7 @@ class FaultProxy:
         self._fail: _FailRule | None = None
         self._corrupt_at: int | None = None
         self._requests_before_stall: int | None = None
+        self._refuse_deletes_by: str | None = None
 
     # -- HTTP faults ------------------------------------------------------------------------------------------
 
@@ -280,6 +283,25 @@ class FaultProxy:
         self._require_http("stall_after_requests")
         with self._cond:
             self._requests_before_stall = int(n)
+
+    def refuse_deletes(self, access_key_id: str | None) -> None:
+        """Answer 403 AccessDenied, unforwarded, to every delete signed with `access_key_id` (DeleteObject and
+        DeleteObjects; not AbortMultipartUpload, which IAM grants apart), as S3 does for a key whose policy lacks
+        s3:DeleteObject; None: stop. `deletes_refused` counts them."""
+        self._require_http("refuse_deletes")
+        with self._cond:
+            self._refuse_deletes_by = access_key_id
+
+    def _refuses(self, record: ProxiedRequest) -> bool:
+        """Whether `record` is a delete signed with the key refuse_deletes() names (counted if so)."""
+        query = record.path.partition("?")[2].split("&")
+        is_delete = (record.method == "DELETE" and not any(item.startswith("uploadId=") for item in query)) or (
+            record.method == "POST" and any(item in ("delete", "delete=") for item in query))
+        signer = record.headers.get("authorization", "").partition("Credential=")[2].partition("/")[0]
+        with self._cond:
+            refused = is_delete and self._refuse_deletes_by is not None and signer == self._refuse_deletes_by
+            self.deletes_refused += refused
+        return refused
 
     def _require_http(self, fault: str) -> None:
         # A fault a TCP proxy cannot inject must fail the test, not be silently ignored.
@@ -408,6 +430,8 @@ class FaultProxy:
             with self._cond:
                 self.requests.append(record)
             rule = self._admit_request(link, method)
+            if rule is None and self._refuses(record):
+                rule = _FailRule(403, None, None, None)
             framing = _request_framing(headers)
             expects = record.headers.get("expect", "").lower() == "100-continue"
             if rule is not None:

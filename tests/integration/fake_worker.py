@@ -1,7 +1,7 @@
 """Plays a worker for the pool tests: `fake_worker.py PLAN_DIR`, job spec as JSON on stdin.
 
 It takes over stdout and writes events exactly as the real worker does (easybackup.wire), following the plan in
-PLAN_DIR/<strategy>.json — a list of steps, each a one-key-ish object:
+PLAN_DIR/<strategy>.<kind>.json, else PLAN_DIR/<strategy>.json — a list of steps, each a one-key-ish object:
 
   {"emit": "progress", "database": "db1", ...fields}   an event through EventWriter
   {"raw": "text", "repeat": 1}                          raw text on the event stream (garbage, oversized lines)
@@ -65,7 +65,9 @@ def main() -> int:
     job = JobSpec.from_json(sys.stdin.read())
     events = take_over_stdout()
     writer = EventWriter(events, job.run_id, job.strategy.name)
-    plan_file = Path(sys.argv[1]) / f"{job.strategy.name}.json"
+    plan_dir = Path(sys.argv[1])
+    plan_file = plan_dir / f"{job.strategy.name}.{job.kind}.json"
+    plan_file = plan_file if plan_file.exists() else plan_dir / f"{job.strategy.name}.json"
     plan = json.loads(plan_file.read_text()) if plan_file.exists() else DEFAULT_PLAN
     for step in plan:
         run_step(step, writer, events)

@@ -136,29 +136,35 @@ def assert_nothing_left(moto, bucket: str) -> None:
     assert moto.open_uploads(bucket) == []
 
 
+def once_killing_when_streaming(config: Path, proxy, program: str, fragment: str) -> tuple:
+    """Run `once`, SIGKILLing `program` (the one whose argv holds `fragment`: this test's own) once more than
+    300 kB went through `proxy`; return the CLI's result and the pids killed."""
+    killed = []
+
+    def kill_when_it_streams() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            fresh = pids_of(program, fragment)
+            if fresh and proxy.bytes_down > 300_000:
+                os.kill(fresh[0], signal.SIGKILL)
+                killed.append(fresh[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_it_streams)
+    killer.start()
+    result = run_cli("once", "-c", str(config))
+    killer.join()
+    return result, killed
+
+
 def test_pg_dump_killed_mid_stream_fails_naming_pg_dump(pg, moto, bucket, tmp_path, sample_db, fault_proxy):
     database, _ = sample_db
     proxy = fault_proxy(pg.host, pg.port, "tcp")
     proxy.throttle(200_000)
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint,
                           strategies=[{"name": "main", "database_url": pg.url(database, port=proxy.port)}])
-    ours = f":{proxy.port}/"  # pg_dump's --dbname names the proxy's port
-    killed = []
-
-    def kill_pg_dump_when_it_streams() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            fresh = pids_of("pg_dump", ours)
-            if fresh and proxy.bytes_down > 300_000:
-                pid = fresh[0]
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_pg_dump_when_it_streams)
-    killer.start()
-    result = run_cli("once", "-c", str(config))
-    killer.join()
+    # pg_dump's --dbname names the proxy's port
+    result, killed = once_killing_when_streaming(config, proxy, "pg_dump", f":{proxy.port}/")
     assert killed, "pg_dump was never seen streaming"
     assert result.returncode == 1, result.stderr
     assert "pg_dump killed by signal 9" in result.stdout

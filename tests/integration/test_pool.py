@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
+from easybackup import exitcodes
 from easybackup.config.model import DatabaseTarget, S3Settings, Strategy
 from easybackup.jobspec import new_job
 from easybackup.supervision.pool import WorkerPool
@@ -59,10 +61,10 @@ def _is_alive(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"
 
 
-def _job(name: str):
+def _job(name: str, kind: str = "backup"):
     strategy = Strategy(name=name, databases=(DatabaseTarget("app", "postgresql://u:pw@127.0.0.1/app"),),
                         s3=S3Settings(bucket="b"))
-    return new_job(strategy, "/tmp", datetime.now(timezone.utc))
+    return new_job(strategy, "/tmp", datetime.now(timezone.utc), kind=kind)
 
 
 class Recorder:
@@ -77,8 +79,9 @@ class Recorder:
         self.pools: list[WorkerPool] = []
         self.event_hook = None
 
-    def plan(self, strategy: str, steps: list[dict]) -> None:
-        (self.plan_dir / f"{strategy}.json").write_text(json.dumps(steps))
+    def plan(self, strategy: str, steps: list[dict], kind: str | None = None) -> None:
+        """Given a strategy, the fake worker's steps and a kind of job (None: every kind), write its plan."""
+        (self.plan_dir / f"{strategy}{'.' + kind if kind else ''}.json").write_text(json.dumps(steps))
 
     def pool(self, max_parallel: int = 2, **options) -> WorkerPool:
         pool = WorkerPool(max_parallel, on_event=self._event, on_stderr=self._stderr, on_finished=self._finished,
@@ -231,6 +234,52 @@ def test_a_strategy_submitted_twice_while_queued_or_running_is_rejected(rec):
     run_until_idle(pool)
     assert len(rec.finished) == 1
     assert pool.submit(_job("nightly"))  # free again once it finished
+
+
+def test_a_drill_runs_beside_its_strategys_backup_but_never_beside_another_drill(rec):
+    slow = [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 0.8}, {"emit": "result", "status": "success"}]
+    rec.plan("nightly", slow)
+    pool = rec.pool(max_parallel=3)
+    assert pool.submit(_job("nightly", "backup")) and pool.submit(_job("nightly", "drill"))
+    assert not pool.submit(_job("nightly", "drill")) and not pool.submit(_job("nightly", "backup"))
+    pool.poll(0)
+    assert sorted(h.kind for h in pool.running()) == ["backup", "drill"]
+    assert pool.is_busy("nightly") and pool.is_busy("nightly", "drill") and not pool.is_busy("nightly", "verify")
+    assert not pool.submit(_job("nightly", "drill")), "running counts as busy as queued does"
+    run_until_idle(pool)
+    assert sorted((h.kind, h.result["status"]) for h in rec.finished) == [("backup", "success"), ("drill", "success")]
+    assert pool.submit(_job("nightly", "drill"))  # free again once it finished
+
+
+def test_a_job_that_may_not_run_beside_a_running_one_waits_and_the_jobs_behind_it_start(rec):
+    # "compact" stands for a kind the rule does not name: it runs beside nothing of its own strategy.
+    rec.plan("main", [{"emit": "started", "pid": 0, "databases": []}, {"sleep": 0.8},
+                      {"emit": "result", "status": "success"}], kind="backup")
+    pool = rec.pool(max_parallel=2)
+    for job in (_job("main", "backup"), _job("main", "compact"), _job("other", "backup")):
+        assert pool.submit(job)
+    started = []
+
+    def watch():
+        keys = [h.job.key for h in pool.running()]
+        assert [k for k in keys if k[0] == "main"] in ([], [("main", "backup")], [("main", "compact")]), keys
+        started.extend(k for k in keys if k not in started)
+
+    pool.poll(0)
+    watch()
+    assert [j.key for j in pool.queued()] == [("main", "compact")], "it waits; the job behind it started"
+    run_until_idle(pool, each_poll=watch)
+    assert started == [("main", "backup"), ("other", "backup"), ("main", "compact")]
+    assert all(h.result["status"] == "success" for h in rec.finished)
+
+
+def test_the_worker_refuses_a_kind_it_cannot_run_with_the_bad_spec_code():
+    job = _job("nightly", "verify")  # named in jobspec.KINDS, run by no worker yet
+    done = subprocess.run([sys.executable, "-m", "easybackup.worker"], input=job.to_json().encode(),
+                          capture_output=True, timeout=60)
+    assert done.returncode == exitcodes.WORKER_BAD_SPEC, done
+    assert "cannot run a job of kind 'verify': this worker runs backup, drill" in done.stderr.decode()
+    assert done.stdout == b""  # no events: the pool reports it as a crash with this stderr line
 
 
 def test_a_worker_that_exits_without_a_result_is_recorded_as_crashed_with_its_last_lines(rec):

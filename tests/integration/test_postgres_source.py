@@ -315,7 +315,7 @@ def test_pg_dump_version_output_is_parsed():
 def test_the_globals_are_dumped_whatever_database_the_url_names(databases, private_dir):
     # pg_dumpall ignores the database of --dbname and connects to `postgres`: the passfile line must match it.
     from easybackup.engines.dump_header import dump_problem
-    from easybackup.worker.globals_backup import GlobalsSource
+    from easybackup.engines.postgres_dump import GlobalsSource
 
     url = databases.url(SMALL)
     with GlobalsSource(DatabaseTarget("_globals", url), private_dir, compress_externally=False) as source:

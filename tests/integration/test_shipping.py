@@ -364,7 +364,7 @@ def test_every_yaml_file_under_examples_parses(path):
     assert load_documents(path), f"{path} holds no document"
 
 
-COMPOSE_ENV = {"POSTGRES_USER": "app", "POSTGRES_PASSWORD": "secret", "POSTGRES_DB": "app",
+COMPOSE_ENV = {"POSTGRES_USER": "app", "POSTGRES_PASSWORD": "secret", "POSTGRES_DB": "app", "MARIADB_PASSWORD": "pw3",
                "AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret",
                "AWS_ENDPOINT_URL_S3": "http://minio:9000", "S3_BUCKET": "easybackup"}
 KUBERNETES_ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_CHANNEL_ID": "C0123456789",
@@ -377,7 +377,9 @@ KUBERNETES_ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_CHANNEL_ID": "C01234567
     ("config.yaml", {}, 3),
     ("demo.yaml", {"DEMO_TEMP_DIR": "/tmp/easybackup-demo", "DEMO_S3_ENDPOINT": "http://127.0.0.1:9",
                    "DEMO_DATABASE_URL": "postgres://demo:pw@127.0.0.1:5432/shop"}, 1),
-    ("docker-compose.config.yaml", COMPOSE_ENV, 1),
+    ("docker-compose.config.yaml", COMPOSE_ENV, 2),
+    ("mysql.yaml", {"S3_BUCKET": "example-bucket", "SHOP_PW": "pw1", "DB2_PW": "pw2", "PG_PW": "pw3",
+                    "CRM_PW": "pw4"}, 3),
 ])
 def test_each_example_config_passes_validate(name, env, strategies):
     done = validate(EXAMPLES / name, env)
@@ -460,8 +462,9 @@ def test_the_service_exposes_port_8080_for_prometheus():
 def test_the_compose_file_starts_easybackup_after_healthy_dependencies_and_stops_it_gracefully():
     (compose,) = load_documents(EXAMPLES / "docker-compose.yml")
     services = compose["services"]
-    for name in ("postgres", "minio"):
+    for name in ("postgres", "mariadb", "minio"):
         assert services[name]["healthcheck"]["test"], name
+    assert services["easybackup"]["depends_on"]["mariadb"]["condition"] == "service_healthy"
     app = services["easybackup"]
     assert app["build"]["context"] == ".."
     assert app["depends_on"]["postgres"]["condition"] == "service_healthy"

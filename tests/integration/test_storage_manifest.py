@@ -4,6 +4,7 @@ import concurrent.futures
 import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from loguru import logger
@@ -45,7 +46,8 @@ def manifest(number: int = 0, database: str = "shop", strategy: str = "nightly")
 def test_a_manifest_round_trips_through_json():
     original = manifest(7)
     assert Manifest.from_json(original.to_json()) == original
-    assert json.loads(original.to_json())["format_version"] == 1
+    assert json.loads(original.to_json())["format_version"] == 2
+    assert json.loads(original.to_json())["engine"] == "postgres"
 
 
 def test_unknown_fields_are_ignored():
@@ -61,7 +63,8 @@ def test_a_manifest_without_a_required_field_is_refused(missing):
         Manifest.from_json(json.dumps(data))
 
 
-@pytest.mark.parametrize("change", [{"format_version": 2}, {"stored_bytes": "12"}, {"started_at": "2024-01-01T00:00"},
+@pytest.mark.parametrize("change", [{"format_version": 3}, {"format_version": True}, {"engine": ""},
+                                    {"stored_bytes": "12"}, {"started_at": "2024-01-01T00:00"},
                                     {"verified": "yes"}, {"database": ""}])
 def test_a_manifest_with_wrong_values_is_refused(change):
     data = json.loads(manifest().to_json()) | change
@@ -146,3 +149,32 @@ def test_listing_a_missing_bucket_is_a_storage_error(moto):
     with pytest.raises(EasybackupError) as failure:
         list_manifests(client_for(moto, "no-such-bucket-here"), "no-such-bucket-here", "base/")
     assert (failure.value.kind, failure.value.transient) == ("storage", False)
+
+
+OLD_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "manifest_v1_postgres.json"
+
+
+def test_a_manifest_of_format_1_written_before_engines_reads_as_postgres():
+    text = OLD_MANIFEST.read_text()
+    assert "engine" not in json.loads(text)  # as the code before format 2 wrote it
+    old = Manifest.from_json(text)
+    assert (old.format_version, old.engine, old.format, old.compression) == (1, "postgres", "custom", "gzip")
+    assert (old.pg_dump_version, old.stored_bytes, old.dump_bytes) == ("15.20", 532, 1236)
+    assert old.key.endswith(".dump.gz") and old.sha256 == json.loads(text)["sha256"]
+
+
+def test_a_manifest_of_format_1_in_s3_is_listed_beside_new_ones(moto, bucket):
+    client = client_for(moto, bucket)
+    old = Manifest.from_json(OLD_MANIFEST.read_text())
+    client.put_object(Bucket=bucket, Key=manifest_key(old.key), Body=OLD_MANIFEST.read_bytes())
+    new = dataclasses.replace(manifest(1, database="shop", strategy="main"), key=old.key.replace("/shop/", "/cart/"))
+    write_manifest(client, bucket, new)
+    assert list_manifests(client, bucket, strategy_prefix("backups", "main")) == sorted(
+        [old, new], key=lambda m: (m.started_at, m.finished_at, m.key))
+
+
+def test_a_manifest_of_format_2_without_its_engine_is_refused():
+    data = json.loads(manifest().to_json())
+    del data["engine"]
+    with pytest.raises(ValueError, match="manifest lacks engine"):
+        Manifest.from_json(json.dumps(data))

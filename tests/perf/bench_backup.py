@@ -383,8 +383,8 @@ def run_easybackup(bench: Bench, codec: str, tree_root: Path | None = None, vari
 
 
 def start_drained(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    """Given an easybackup command line (and its environment), start it with its output on a pipe (reap_drained
-    drains it)."""
+    """Given an easybackup command line (and its environment and working directory), start it with its output on
+    a pipe (reap_drained drains it)."""
     return subprocess.Popen(argv, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=cwd)
 

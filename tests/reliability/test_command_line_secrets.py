@@ -189,7 +189,7 @@ def test_an_sslpassword_in_a_database_url_is_refused_saying_why(pg, moto, bucket
         {"name": "main", "database_url": f"{pg.url(SOURCE)}?sslmode=require&sslpassword={passphrase}"}])
     result = run_cli("validate", "-c", str(config))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "strategies[0] (main).database_url: sslpassword= in the URL would show on pg_dump's command line" \
+    assert "strategies[0] (main).database_url: sslpassword= in the URL would show on the command line" \
         in result.stderr
     assert "PGSERVICEFILE" in result.stderr
     assert passphrase not in result.stdout + result.stderr

@@ -37,7 +37,8 @@ from tests.harness.net import free_port
 DB_PASSWORD = "Pw-Zq9-secret-7781"
 AWS_SECRET = "AwsSecret-XY42-9911"
 SLACK_TOKEN = "xoxb-4242-SLACKSECRET"
-SECRETS = (DB_PASSWORD, AWS_SECRET, SLACK_TOKEN)
+PRUNE_SECRET = "PruneSecret-QW77-3141"  # s3.prune_credentials: the worker's retention deletes with it
+SECRETS = (DB_PASSWORD, AWS_SECRET, SLACK_TOKEN, PRUNE_SECRET)
 SHORT_DB_PASSWORD = "backup"  # too short to mask in free text: `validate` warns about both
 SHORT_AWS_SECRET = "test"
 SHORT_SECRETS = (SHORT_DB_PASSWORD, SHORT_AWS_SECRET)
@@ -219,7 +220,8 @@ def secret_config(directory: Path, pg, moto, bucket: str, slack, throttled_endpo
     return write_config(
         directory, bucket=bucket, endpoint=moto.endpoint, strategies=strategies(pg, moto, throttled_endpoint),
         retry={"max_attempts": 3, "initial_delay": "1s", "max_delay": "2s"},
-        s3={"credentials": {"access_key": "AKIAEASYBACKUPTEST", "secret_key": AWS_SECRET}},
+        s3={"credentials": {"access_key": "AKIAEASYBACKUPTEST", "secret_key": AWS_SECRET},
+            "prune_credentials": {"access_key": "AKIAEASYBACKUPPRUNE", "secret_key": PRUNE_SECRET}},
         slack={"bot_token": SLACK_TOKEN, "channel_id": CHANNEL, "api_url": slack.api_url}, **extra)
 
 
@@ -372,7 +374,7 @@ def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, m
 
 def test_a_rejected_config_does_not_echo_the_secrets_it_holds(tmp_path, moto, bucket):
     config = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=[
-        {"name": "bad", "database_url": f"mysql://{ROLE}:{DB_PASSWORD}@db/app",
+        {"name": "bad", "database_url": f"mongodb://{ROLE}:{DB_PASSWORD}@db/app",
          "slack": {"bot_token": SLACK_TOKEN}, "s3": {"credentials": {"secret_key": AWS_SECRET}}, "schedule": "6x"}])
     result = run_cli("validate", "-c", str(config), env=environment_without_secrets(os.environ["PATH"]))
     assert result.returncode == 2, result.stderr

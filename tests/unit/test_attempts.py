@@ -30,7 +30,7 @@ def test_transient_failures_are_retried_while_attempts_remain(kind):
     ("not_found", "a missing database or object stays missing"),
     ("permission", "permission errors are permanent"),
     ("storage", "this S3 error is permanent"),
-    ("dump_failed", "pg_dump failed for a reason a retry does not change"),
+    ("dump_failed", "the dump program failed for a reason a retry does not change"),
 ])
 def test_permanent_failures_are_never_retried_and_say_why(kind, because):
     decision = decide(error(kind, False), attempt=1, max_attempts=5, cancelled=False)

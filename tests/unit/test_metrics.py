@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -33,6 +34,9 @@ EXPECTED = {  # family name (as the parser reports it) -> (type, label names of 
     "easybackup_orphaned_archives_deleted": ("counter", {"strategy"}),
     "easybackup_suspicious_backups": ("counter", {"strategy", "database"}),
     "easybackup_verify_runs": ("counter", {"strategy", "status"}),
+    "easybackup_restore_drill_runs": ("counter", {"strategy", "status"}),
+    "easybackup_restore_drill_duration_seconds": ("gauge", {"strategy"}),
+    "easybackup_restore_drill_last_success_timestamp_seconds": ("gauge", {"strategy"}),
     "easybackup_notification_errors": ("counter", {"kind"}),
     "easybackup_build_info": ("gauge", {"version", "python"}),
 }
@@ -62,6 +66,7 @@ def test_every_metric_has_its_design_name_type_and_labels():
     metrics.run_finished("production-db", {"status": "success"})
     metrics.db_finished("production-db", {"database": "app", "status": "success", "size": 1, "duration_s": 1.0})
     metrics.set_next_run("production-db", NOW)
+    metrics.drill_finished("production-db", {"status": "success", "duration_s": 3.5})
     metrics.notification_error("rate_limited")
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     assert set(families) == set(EXPECTED)
@@ -230,6 +235,20 @@ def test_the_observer_turns_a_run_into_the_right_series(fed):
     assert view["status"] == "failed" and view["error_kind"] == "verification"
     assert view["error"].startswith("billing: archive failed verification")
     assert view["last_run"] == "2025-06-17T06:00:00Z" and view["size_bytes"] == 12000
+
+
+def test_a_job_of_another_kind_beside_the_backup_leaves_the_backups_health_and_series_alone(fed):
+    observer, handle, events, state, metrics = fed
+    drill = RunHandle(job=replace(handle.job, kind="drill", run_id="d" * 12), process=None, pid=4343,
+                      started_at=0.0, last_event_at=0.0)
+    observer.run_started(handle)
+    feed(observer, drill, worker_events(drill.run_id, drill.strategy))
+    s = "production-db"
+    assert value(metrics, "easybackup_backup_in_progress", strategy=s) == 1, "the backup still runs"
+    assert value(metrics, "easybackup_backup_runs_total", strategy=s, status="failed") == 0
+    assert value(metrics, "easybackup_uploaded_bytes_total", strategy=s, database="app") == 0
+    view = state.snapshot()[1]["strategies"]["last_backup_status"][s]
+    assert view["status"] == "running"
 
 
 def test_the_observer_shows_a_run_in_progress(fed):

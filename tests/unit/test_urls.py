@@ -22,7 +22,7 @@ from easybackup.urls import masked_url, url_problem, url_secrets
     ("postgres://app@db/app#frag", "the URL does not parse (postgres://***@db/app#***)", None),
     ("postgres://db:99999/app", "check the host and the port", "postgres://db:99999/app"),
     ("postgres://app@db/app?password=ab&cd", "the URL's query is not key=value", "postgres://***@db/app?***"),
-    ("postgres://app@db/app?sslpassword=x", "sslpassword= in the URL would show on pg_dump's command line", None),
+    ("postgres://app@db/app?sslpassword=x", "sslpassword= in the URL would show on the command line", None),
     ("postgres://app:pw@db/app?password=pw", "gives a password more than once", None),
     ("app:secret@db", "the URL does not parse (***)", "***"),
 ])

@@ -1,0 +1,53 @@
+"""The pure parts of a restore drill (catalogue/drill.py does the I/O): the drill database's name, which databases
+a drill may drop, and the judgement of a restored database.
+
+A drill creates and drops only databases whose name starts with the configured prefix. Leftovers of a killed
+drill are recognised by the whole name a drill of the same database would give them — `<prefix><database>_<run
+id>` — so a drill never drops another strategy's drill database that happens to share the prefix while it runs
+(the pool never runs two drills of one strategy at once).
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: a longer CREATE DATABASE name is silently cut
+RUN_ID = r"[0-9a-z]{1,32}"
+MAX_TABLES_RECORDED = 1000  # per database in the drill record; the counts and the checks cover every table
+
+
+def drill_database_name(prefix: str, database: str, run_id: str) -> str:
+    """Given the prefix, the backed-up database's name and the run id, return the drill database's name:
+    `<prefix><database>_<run id>`, the database part shortened (whole characters) to fit 63 bytes."""
+    room = MAX_IDENTIFIER_BYTES - len(prefix.encode()) - 1 - len(run_id.encode())
+    middle = database
+    while len(middle.encode()) > room:
+        middle = middle[:-1]
+    return f"{prefix}{middle}_{run_id}"
+
+
+def is_leftover(name: str, prefix: str, databases: list[str], own_run_id: str) -> bool:
+    """Given a database on the target, the prefix, the strategy's databases and this drill's run id, return
+    whether it is a drill database another (killed) drill of one of these databases left behind."""
+    if not name.startswith(prefix):
+        return False
+    for database in databases:
+        stem = drill_database_name(prefix, database, "")[:-1]  # without `_<run id>`
+        found = re.fullmatch(rf"{re.escape(stem)}_({RUN_ID})", name)
+        if found and found[1] != own_run_id:
+            return True
+    return False
+
+
+def missing_tables(expected: list[tuple[str, str]], restored: dict[tuple[str, str], int | None]) -> list[str]:
+    """Given the archive's tables and the restored database's (table -> rows), return `schema.table` of every
+    table the archive holds that the database does not."""
+    return [f"{schema}.{name}" for schema, name in expected if (schema, name) not in restored]
+
+
+def summary(restored: dict[tuple[str, str], int | None]) -> dict:
+    """Given the restored tables and their rows (None for a partitioned parent, whose rows its partitions hold),
+    return the record's counts: tables, rows, and the per-table rows (the first MAX_TABLES_RECORDED by name)."""
+    counted = {f"{schema}.{name}": rows for (schema, name), rows in sorted(restored.items())}
+    return {"tables": len(counted), "rows": sum(rows for rows in counted.values() if rows is not None),
+            "table_rows": dict(list(counted.items())[:MAX_TABLES_RECORDED])}

@@ -1,0 +1,69 @@
+"""Drill records: how each restore drill of a strategy ended (issue 18), stored beside the backups as
+`<base>/<strategy>/_drills/<run name>.drill.json` so the state of drills survives a restart, as backups' does.
+
+A record is JSON: the run's identity and times, its status and error (one masked line), and per database the
+backup drilled, its status, tables, rows (exact count(*) per table), restored bytes and download+restore seconds.
+It is no archive, no manifest and no run record: listing, restore and retention of backups never take it for one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+from easybackup.secrets import mask
+from easybackup.storage.layout import run_name, strategy_prefix
+from easybackup.storage.runrecord import error_text
+from easybackup.storage.s3 import extra_put_args, list_keys, put_new_object, read_object_or_none
+
+DRILLS = "_drills"
+DRILL_RECORD_SUFFIX = ".drill.json"
+RECORD_VERSION = 1
+_DRILL_RECORD_NAME = re.compile(r"^(?P<name>\d{4}-\d{2}-\d{2}T\d{6}Z-[0-9a-z]{1,32})" + re.escape(DRILL_RECORD_SUFFIX)
+                                + "$")
+_DATABASE_FIELDS = ("database", "status", "key", "tables", "rows", "restored_bytes", "restore_s", "toc_tables",
+                    "duration_s", "table_rows")
+
+
+def drills_prefix(base_path: str | None, strategy: str) -> str:
+    """Given the base path and strategy name, return the prefix of the strategy's drill records."""
+    return strategy_prefix(base_path, strategy) + DRILLS + "/"
+
+
+def is_drill_record(key: str) -> bool:
+    """Given any key, return whether it is a drill record's (`…/_drills/<run name>.drill.json`)."""
+    directory, _, name = key.rpartition("/")
+    return directory.rpartition("/")[2] == DRILLS and _DRILL_RECORD_NAME.match(name) is not None
+
+
+def drill_record(strategy: str, run_id: str, run: str, started_at: str, finished_at: str, result: dict) -> dict:
+    """Given a drill's identity and times and its `result` fields (worker/drill.py), return its record."""
+    databases = []
+    for item in result.get("databases") or ():
+        kind, text = error_text(item.get("error"))
+        databases.append({**{key: item.get(key) for key in _DATABASE_FIELDS}, "error_kind": kind, "error": text})
+    kind, text = error_text(result.get("error"))
+    return {"format_version": RECORD_VERSION, "strategy": strategy, "run_id": run_id, "run_name": run,
+            "started_at": started_at, "finished_at": finished_at, "status": result.get("status"),
+            "duration_s": result.get("duration_s"), "error_kind": kind, "error": text, "databases": databases}
+
+
+def store_drill_record(client, strategy, run_id: str, run_timestamp: str, started_at: str, result: dict) -> str:
+    """Given a client, the strategy (config.model.Strategy), the drill's identity and start and its `result`,
+    write its record (never over another); return its key. Raise the classified S3 error."""
+    run = run_name(run_timestamp, run_id)
+    finished = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = drill_record(strategy.name, run_id, run, started_at, finished, result)
+    key = f"{drills_prefix(strategy.s3.base_path, strategy.name)}{run}{DRILL_RECORD_SUFFIX}"
+    body = mask(json.dumps(record, sort_keys=True, indent=1)).encode("utf-8")
+    put_new_object(client, strategy.s3.bucket, key, body, ContentType="application/json",
+                   **extra_put_args(strategy.s3, storage_class=False))
+    return key
+
+
+def newest_drill_record(client, bucket: str, base_path: str | None, strategy: str) -> dict | None:
+    """Given a strategy, return its newest drill record (None: no drill yet); raise the classified S3 error."""
+    keys = list_keys(client, bucket, drills_prefix(base_path, strategy), is_drill_record)
+    body = read_object_or_none(client, bucket, max(keys)) if keys else None
+    return json.loads(body) if body is not None else None
