@@ -221,9 +221,8 @@ class StreamingUpload:
 
     def _wait_for_start(self, stop_event: threading.Event | None = None) -> None:
         """Wait for a start running on a part thread, if any; raise `cancelled` once `stop_event` is set."""
-        while self._start_task is not None and not concurrent.futures.wait((self._start_task,),
-                                                                           timeout=POLL_INTERVAL_S).done:
-            _raise_if_stopped(stop_event)
+        if self._start_task is not None:
+            _wait_done([self._start_task], stop_event=stop_event)
 
     def upload_fd(self, fd: int, stop_event: threading.Event | None = None) -> int:
         """Given a readable fd (a pipe), upload everything up to EOF and wait for the parts; return the byte
@@ -287,7 +286,7 @@ class StreamingUpload:
         self._abort_quietly()
         if in_flight:
             # A part that was in flight may still land after the abort; S3 then needs a second abort to free it.
-            concurrent.futures.wait(in_flight, timeout=ABORT_WAIT_S)
+            _wait_done(in_flight, timeout=ABORT_WAIT_S)
             self._abort_quietly()
 
     # -- reading -----------------------------------------------------------------------------------------
@@ -334,7 +333,7 @@ class StreamingUpload:
     def _upload_part(self, part_number: int, buffer: bytearray) -> None:
         try:
             if self._start_task is not None:
-                concurrent.futures.wait((self._start_task,))  # the reader raises its error, if any
+                _wait_done([self._start_task])  # the reader raises its error, if any
             with self._lock:
                 if self._state != OPEN or self._error is not None:
                     return
@@ -371,10 +370,7 @@ class StreamingUpload:
 
     def _drain(self, stop_event: threading.Event | None = None) -> None:
         # Watch `stop_event` while waiting: a part stuck in a stalled S3 must not hold the reader past its timeout.
-        pending = list(self._futures)
-        while pending:
-            pending = list(concurrent.futures.wait(pending, timeout=POLL_INTERVAL_S).not_done)
-            _raise_if_stopped(stop_event)
+        _wait_done(self._futures, stop_event=stop_event)
         self._raise_if_failed()
 
     def _complete_multipart(self) -> str:
@@ -429,6 +425,19 @@ def completed_part(response: dict) -> dict:
 def _part_executor(concurrency: int) -> concurrent.futures.ThreadPoolExecutor:
     """Given the upload concurrency, return the pool of threads that upload the parts."""
     return concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="upload-part")
+
+
+def _wait_done(futures, timeout: float | None = None, stop_event: threading.Event | None = None) -> None:
+    """Given futures, wait until each is done or `timeout` s have passed; raise `cancelled` once `stop_event` is set.
+
+    Polls `done()` rather than waiting in concurrent.futures.wait alone: a future cancelled by the executor's
+    shutdown(cancel_futures=True) stays CANCELLED, which done() counts and wait() does not — it would wait forever."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = [future for future in futures if not future.done()]
+    while pending and (deadline is None or time.monotonic() < deadline):
+        concurrent.futures.wait(pending, timeout=POLL_INTERVAL_S)
+        pending = [future for future in pending if not future.done()]
+        _raise_if_stopped(stop_event)
 
 
 def _widen_pipe(fd: int) -> None:

@@ -186,3 +186,25 @@ def test_the_part_threads_are_the_only_threads_the_upload_starts(monkeypatch, tm
         upload.complete()
     os.close(fd)
     assert started and all(name.startswith("upload-part") for name in started), started
+
+
+@pytest.mark.timeout(30)
+def test_an_abort_that_cancels_a_queued_part_does_not_leave_the_reader_waiting_for_it():
+    # One part thread, busy creating the upload: the part waits in the queue, and the abort's shutdown cancels it.
+    # A cancelled future never counts as done for concurrent.futures.wait: the reader must not wait on it forever.
+    release = threading.Event()
+
+    class SlowToCreate(Recording):
+        def create_multipart_upload(self, **kwargs):
+            release.wait(10)
+            return super().create_multipart_upload(**kwargs)
+
+    client = SlowToCreate()
+    fd = write_and_close(b"x" * 1000)
+    with pytest.raises(EasybackupError) as stopped, \
+            StreamingUpload(client, "bucket", "key", concurrency=1, start_in_background=True) as upload:
+        threading.Timer(0.5, lambda: (upload.abort(), release.set())).start()
+        upload.upload_fd(fd)
+    os.close(fd)
+    assert stopped.value.kind == "cancelled" and upload.state == ABORTED
+    assert client.calls == [("create", None), ("abort", "u1")]
