@@ -68,8 +68,8 @@ def back_up_globals_the_mysql_way(config, tmp_path) -> tuple[str, list[str]]:
                                             "AWS_SECRET_ACCESS_KEY": SECRET_KEY}).strategies[0]
     logged: list[str] = []
 
-    def emit(kind, **fields):
-        logged.append(json.dumps({"kind": kind, **fields}, default=str))
+    def emit(*args, **fields):
+        logged.append(json.dumps({"args": args, **fields}, default=str))
 
     private = tmp_path / "private"
     private.mkdir()
@@ -112,10 +112,11 @@ def test_users_and_grants_restore_into_a_fresh_server_and_log_in_there(accounts,
     for account in (APP, REPORT):
         assert fresh.sql(f"SHOW GRANTS FOR {account}") == accounts.sql(f"SHOW GRANTS FOR {account}")
     assert password_hash not in restored.stdout + restored.stderr
-    logged_in = subprocess.run(["mariadb", "--no-defaults", f"--host={fresh.host}", f"--port={fresh.port}",
-                                "--user=eb_glob_app", f"--password={APP_PASSWORD}", "--batch",
-                                "--skip-column-names", "--execute", "SELECT CURRENT_USER()"],
-                               capture_output=True, text=True)
+    cnf = tmp_path / "app.cnf"
+    cnf.write_text(f"[client]\nuser=eb_glob_app\npassword={APP_PASSWORD}\nhost={fresh.host}\nport={fresh.port}\n")
+    cnf.chmod(0o600)
+    logged_in = subprocess.run(["mariadb", f"--defaults-file={cnf}", "--batch", "--skip-column-names",
+                                "--execute", "SELECT CURRENT_USER()"], capture_output=True, text=True)
     assert logged_in.stdout.strip() == "eb_glob_app@127.0.0.1", logged_in.stderr
 
     again = restore_globals(config, fresh)  # the accounts exist now: CREATE USER IF NOT EXISTS passes them
