@@ -20,8 +20,9 @@ error, so tolerating error 1396 afterwards would come too late).
 A SHOW GRANTS answers with several rows, and a SELECT cannot follow each row with a `;`: a small Python filter
 (stdlib only, `python -I -c`, no module of ours) runs the client on the script (SHOW statements only, no secret:
 a 0600 file in the private directory, as long as a command line could be) and appends the `;` to each row, so the
-hashes stream from the client to the pipeline and touch neither disk nor a log. The client runs in batch mode with its escaping
-(`\\n`, `\\t`, `\\\\`, `\\0`), which the filter undoes: one output line is one row, whatever a name holds.
+hashes stream from the client to the pipeline and touch neither disk nor a log. The client runs in batch mode with
+its escaping (`\\n`, `\\t`, `\\\\`, `\\0`), which the filter undoes: one output line is one row, whatever a
+name holds.
 """
 
 from __future__ import annotations
