@@ -23,8 +23,10 @@ ru_oublock, interleaving, the table) this module reuses. The targets: `once` at 
 (goal 1.05×), the worker's peak RSS at most 150 MiB, and no dump data written to local disk; the command exits 1
 when one is missed (tests/perf/test_mysql_benchmark.py asserts them in `make perf`).
 
-Size and load time (measured 2026-12-07 on the shared 2-core VM): a row is ~250 bytes of dump output, so
---rows 4000000 is a ~1 GB dump; generating it takes ~SECONDS_PER_100MB s per 100 MB of dump.
+Size and load time, measured 2026-12-07 on the shared 2-core VM (load 1.4-3.7): a row is 237-249 bytes of dump
+output (200,000 rows: 47.4 MB; 400,000 rows: 99.5 MB, 92 MiB InnoDB file, 34.6 MB with zstd -3), so --rows 4000000
+is a ~1.0 GB dump. Generating the data takes 4-5 s per 100 MB of dump (2.5 s for 47 MB, 4.2 s for 99.5 MB); the
+1 GB load was not timed (the harness's 64 MiB buffer pool may make it somewhat slower per 100 MB).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from tests.perf.bench_backup import (
 )
 
 DEFAULT_ROWS = 4_000_000  # ~1 GB of dump output
-CHUNK_ROWS = 250_000  # rows per INSERT: a transaction of bounded size, and progress on stderr
+CHUNK_ROWS = 250_000  # rows per INSERT: each transaction (and its undo log) stays small
 VARIANTS = ("shell", "easybackup")  # and `limit`, always
 TABLE = "bench_orders"
 SCHEMA = f"""CREATE TABLE {TABLE} (
@@ -80,7 +82,8 @@ SCHEMA = f"""CREATE TABLE {TABLE} (
 ROWS = f"""INSERT INTO {TABLE}
 SELECT seq, seq * 7919 % 100003, TIMESTAMP'2026-01-01 00:00:00' + INTERVAL seq * 13 SECOND,
        ELT(1 + seq % 4, 'paid', 'pending', 'shipped', 'refunded'), seq * 7919 % 1000000 / 100,
-       CONCAT('order ', seq, ' for customer ', seq * 7919 % 100003, ': ',
+       CONCAT('order ', seq, ' for customer ', seq * 7919 % 100003, ' via ', ELT(1 + seq % 3, 'web', 'phone',
+              'mobile app'), ': ',
               REPEAT(ELT(1 + seq % 3, 'express shipping, ', 'gift wrap, ', 'standard delivery, '), 1 + seq % 4),
               MD5(seq)),
        UNHEX(CONCAT(MD5(seq), SHA1(seq)))
@@ -121,9 +124,8 @@ def load(server: MariaDBServer, rows: int) -> None:
     started = time.monotonic()
     for statement in insert_statements(rows):
         server.sql(statement, DATABASE)
-    size = int(server.sql("SELECT data_length FROM information_schema.tables WHERE table_schema = DATABASE() "
-                          f"AND table_name = '{TABLE}'", DATABASE))
-    print(f"loaded rows={rows} ({size / MiB:.0f} MiB of InnoDB data) in {time.monotonic() - started:.0f}s",
+    size = (server.datadir / DATABASE / f"{TABLE}.ibd").stat().st_size
+    print(f"loaded rows={rows} ({size / MiB:.0f} MiB InnoDB file) in {time.monotonic() - started:.0f}s",
           file=sys.stderr)
 
 
