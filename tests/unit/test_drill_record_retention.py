@@ -139,10 +139,10 @@ def test_old_drill_records_is_exactly_the_rule_whatever_the_order(hours, retenti
        st.lists(st.sampled_from(STATUSES), min_size=40, max_size=40))
 def test_the_statuses_it_did_not_ask_for_change_nothing(hours, retention_days, keep, others):
     keys = [key(h / 24, n) for n, (h, _) in enumerate(hours)]
-    statuses = {k: status for k, (_, status) in zip(keys, hours)}
+    statuses = {k: status for k, (_, status) in zip(keys, hours, strict=True)}
     asked = Statuses(statuses)
     found = old_drill_records(keys, NOW, retention_days * DAY, asked, keep)
-    changed = {k: (statuses[k] if k in asked.asked else other) for k, other in zip(keys, others)}
+    changed = {k: (statuses[k] if k in asked.asked else other) for k, other in zip(keys, others, strict=False)}
     assert old_drill_records(keys, NOW, retention_days * DAY, Statuses(changed), keep) == found
 
 
