@@ -89,7 +89,7 @@ def test_a_drill_whose_backup_retention_deletes_under_it_after_a_newer_backup_is
         pg, moto, bucket, tmp_path, scratch, fault_proxy):
     pg.create_database("drillgone")
     pg.psql(BIG_SQL, "drillgone")
-    strategies = strategy(pg, "drillgone", retention="1s", keep_last=1)  # every run's retention keeps one backup
+    strategies = strategy(pg, "drillgone", schedule="1s", retention="1s", keep_last=1)  # a run keeps one
     backups = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=strategies,
                            restore_drill=drill_settings(scratch))
     assert run_cli("once", "-c", str(backups)).returncode == 0
