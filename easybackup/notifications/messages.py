@@ -39,6 +39,14 @@ class RunInfo:
     destination: str  # s3://bucket/prefix/
     timezone: str
     started_at: datetime  # aware
+    every_database: bool = False  # all_databases: the worker lists them once the run starts
+
+    def database_count(self) -> str:
+        """`2 databases`, or what an all_databases run backs up before the worker has listed them."""
+        if self.every_database:
+            return "every database on the server" if not self.databases else \
+                f"every database on the server (and {plural(len(self.databases), 'configured one')})"
+        return plural(len(self.databases), "database")
 
 
 # -- building blocks ------------------------------------------------------------------------------------------
@@ -144,7 +152,7 @@ def thread_link(channel: str, ts: str, label: str = "thread") -> str:
 
 def started(run: RunInfo) -> dict:
     """The parent message: `Backup started: <strategy> — N databases → s3://…, started at <local time>`."""
-    text = (f"Backup started: *{escape(run.strategy)}* — {plural(len(run.databases), 'database')} → "
+    text = (f"Backup started: *{escape(run.strategy)}* — {run.database_count()} → "
             f"{escape(run.destination)}, started at {local_time(run.started_at, run.timezone)}")
     blocks = [section(f"⏳ {text}"), context(f"run `{escape(run.run_id)}` · " + ", ".join(
         f"`{escape(name)}`" for name in run.databases))]
@@ -247,7 +255,7 @@ def standalone(message: dict, strategy: str) -> dict:
 
 def drill_started(run: RunInfo) -> dict:
     """The parent message of a drill: `Restore drill started: <strategy> — N databases, started at <local time>`."""
-    text = (f"Restore drill started: *{escape(run.strategy)}* — {plural(len(run.databases), 'database')}, "
+    text = (f"Restore drill started: *{escape(run.strategy)}* — {run.database_count()}, "
             f"started at {local_time(run.started_at, run.timezone)}")
     return payload(text, [section(f"🧪 {text}"), context(f"run `{escape(run.run_id)}`")])
 

@@ -145,7 +145,7 @@ def run_info(job) -> messages.RunInfo:
     destination = f"s3://{strategy.s3.bucket}/{strategy_prefix(strategy.s3.base_path, strategy.name)}"
     return messages.RunInfo(strategy=strategy.name, run_id=job.run_id,
                             databases=tuple(db.name for db in strategy.databases), destination=destination,
-                            timezone=strategy.timezone, started_at=started)
+                            timezone=strategy.timezone, started_at=started, every_database=strategy.all_databases)
 
 
 def slack_deadline(environ=None) -> float:

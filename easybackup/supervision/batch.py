@@ -18,7 +18,7 @@ from easybackup.jobspec import BACKUP, new_job
 from easybackup.logs import log
 from easybackup.run_observer import RunObserver
 from easybackup.supervision.aborts import UploadAborter
-from easybackup.supervision.pool import WorkerPool, silence_limit
+from easybackup.supervision.pool import WorkerPool, running_text, silence_limit
 from easybackup.supervision.spawn import SpareWorker
 
 POLL_S = 0.5
@@ -89,8 +89,8 @@ class Batch:
     def _shutdown(self, signum: int) -> None:
         running = self.pool.running()
         grace = max((handle.job.strategy.timeout.shutdown_grace for handle in running), default=0.0)
-        log.warning(f"received {signal.Signals(signum).name}: starting nothing new; {len(running)} running "
-                    f"backup(s) may finish for up to {grace:g} s (timeout.shutdown_grace), then they are cancelled; "
+        log.warning(f"received {signal.Signals(signum).name}: starting nothing new; {running_text(running)} may "
+                    f"finish for up to {grace:g} s (timeout.shutdown_grace), then they are cancelled; "
                     "a second SIGTERM or SIGINT cancels them now")
         self.outcome.signal = signum
         started = time.monotonic()
@@ -105,5 +105,6 @@ class Batch:
     def _cancel_on_second_signal(self) -> None:
         if self._signals:
             signum = self._signals.pop(0)
-            log.warning(f"received {signal.Signals(signum).name} again: cancelling the running backups now")
+            log.warning(f"received {signal.Signals(signum).name} again: cancelling "
+                        f"{running_text(self.pool.running())} now")
             self.pool.cancel_all()

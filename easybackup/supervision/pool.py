@@ -114,6 +114,22 @@ class _Stream:
     reader: wire.LineReader
 
 
+_NOUNS = {"backup": "backup(s)", "verify": "verify run(s)", "drill": "restore drill(s)"}
+
+
+def running_text(handles) -> str:
+    """Given running handles, say what runs for a log line: `2 running backup(s)`, or with several kinds
+    `3 running jobs (2 backup(s), 1 restore drill(s))`."""
+    counts: dict[str, int] = {}
+    for handle in handles:
+        counts[handle.job.kind] = counts.get(handle.job.kind, 0) + 1
+    if len(counts) <= 1:
+        kind, count = next(iter(counts.items()), ("backup", 0))
+        return f"{count} running {_NOUNS.get(kind, kind)}"
+    parts = ", ".join(f"{count} {_NOUNS.get(kind, kind)}" for kind, count in sorted(counts.items()))
+    return f"{sum(counts.values())} running jobs ({parts})"
+
+
 def silence_limit(environ=None) -> float:
     """Return how long a worker may send nothing before the pool kills it: $EASYBACKUP_WORKER_SILENCE_LIMIT (a
     duration like `5s`, meant for tests) or 60 s; an unreadable or non-positive value is a warning and the default."""

@@ -29,7 +29,7 @@ from easybackup.monitoring.state import MonitorState
 from easybackup.run_observer import Observers, RunObserver
 from easybackup.supervision.aborts import UploadAborter
 from easybackup.supervision.observers import LogObserver
-from easybackup.supervision.pool import WorkerPool, silence_limit
+from easybackup.supervision.pool import WorkerPool, running_text, silence_limit
 from easybackup.supervision.scheduler import Due, Scheduler, drill_schedules
 from easybackup.supervision.startup import Restored, StartupReader, restored_details
 
@@ -120,7 +120,7 @@ class Supervisor:
             self._stopping = True
             return
         running = self.pool.running()
-        log.warning(f"received {name} again: cancelling {len(running)} running backup(s) now")
+        log.warning(f"received {name} again: cancelling {running_text(running)} now")
         self.pool.cancel_all()
 
     def handle_hup(self) -> None:
@@ -284,7 +284,7 @@ class Supervisor:
         started = time.monotonic()
         if running:
             grace = max(handle.job.strategy.timeout.shutdown_grace for handle in running)
-            log.warning(f"stopping: {len(running)} running backup(s) may finish for up to {grace:g} s "
+            log.warning(f"stopping: {running_text(running)} may finish for up to {grace:g} s "
                         "(timeout.shutdown_grace), then they are cancelled; a second SIGTERM or SIGINT cancels "
                         "them now")
 

@@ -53,6 +53,17 @@ def test_the_parent_names_strategy_databases_destination_and_local_start_time():
     assert "`abc123def456`" in all_text(message)
 
 
+def test_the_parent_of_an_all_databases_run_says_every_database_not_zero():
+    run = messages.RunInfo(strategy="server", run_id="abc123def456", databases=(), destination="s3://b/server/",
+                           timezone="UTC", started_at=datetime(2024, 6, 17, 3, 0, tzinfo=timezone.utc),
+                           every_database=True)
+    assert messages.started(run)["text"].startswith("Backup started: *server* — every database on the server → ")
+    assert messages.drill_started(run)["text"].startswith("Restore drill started: *server* — every database on the "
+                                                          "server, ")
+    both = messages.RunInfo(**{**run.__dict__, "databases": ("extra",)})
+    assert "every database on the server (and 1 configured one) → " in messages.started(both)["text"]
+
+
 def test_a_finished_database_reply_has_human_size_duration_and_key():
     text = messages.db_finished({"type": "db_finished", **ok_db()})["text"]
     assert text == f"✅ *shop*: 5.0 MiB in 4m 12s → `{KEY}`"
