@@ -4,8 +4,9 @@ target, checked, measured and dropped (issue 18; the pure parts are in drill_pla
 Everything said to the drill target goes through its engine's DrillTarget (engines/__init__.py). The restore is
 restore.py's streaming one (sha256 checked as it streams; for PostgreSQL pg_restore --exit-on-error in one
 transaction, for MySQL the client, which stops at the first error) without owners and grants where the engine can
-leave them out: a scratch server has none of production's roles. Then: no error line from the restore program, every table of the archive's table of contents present in the restored database (read off the
-archive's head by the engine's TOC stage, an independent reading of what the backup holds; a format without one is
+leave them out: a scratch server has none of production's roles. Then: no error line from the restore program,
+every table of the archive's table of contents present in the restored database (read off the archive's head by
+the engine's TOC stage, an independent reading of what the backup holds; a format without one, plain SQL, is
 checked by counts only), and an exact row count per table. The drill database is dropped on every path (ending
 the sessions still in it: a killed restore's may); only a name with the configured prefix is created or dropped.
 """
