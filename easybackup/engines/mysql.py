@@ -133,7 +133,9 @@ class MysqlRestoreTarget(MysqlDrillQueries):
                       ) -> StageSpec:
         """Return the stage that replays a dump from stdin: `mariadb` into the database (or, for users and grants,
         into the server). A MySQL dump drops and recreates what it holds by itself, so `clean` adds nothing;
-        it is one stream, so `jobs` is refused. `without_owners` changes nothing: the dump's DEFINERs are SQL."""
+        it is one stream, so `jobs` is refused. `without_owners` (a drill's) changes nothing: the dump's DEFINERs
+        are SQL, replayed as written; a server creates an object whose definer it lacks when the restoring user has
+        SET USER (or SUPER), which a drill user is told to have (README, Restore drills)."""
         if jobs and jobs > 1:
             raise UsageError("--jobs needs a PostgreSQL custom-format archive; a MySQL dump replays as one stream",
                              hint="leave out --jobs")
