@@ -20,9 +20,10 @@ from easybackup.engines.mysql_client import quote_identifier, quote_string
 from easybackup.errors import EasybackupError
 from easybackup.pipeline.stages import StageSpec
 
-# The base tables (not views, not sequences) of a database, by name.
+# The base tables of a database, by name: MariaDB's system-versioned ones too (COUNT(*) counts their current rows);
+# not views, not sequences.
 TABLES_SQL = ("SELECT HEX(table_name) FROM information_schema.tables WHERE table_schema = {schema} "
-              "AND table_type = 'BASE TABLE' ORDER BY table_name")
+              "AND table_type IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY table_name")
 SIZE_SQL = ("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
             "WHERE table_schema = {schema}")
 # LEFT() and BINARY: a LIKE would read the prefix's `_` as "any character", and the column's collation ignores case.
