@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from easybackup.engines.mysql import ENGINE
 from tests.harness.configs import EASYBACKUP, REPO, cli_env, run_cli, write_config
 from tests.harness.daemon import workers_of
 
@@ -118,7 +119,7 @@ def test_a_drill_user_without_set_user_fails_at_the_first_definer_with_the_serve
     assert result.returncode == 1, result.stdout
     [line] = [line for line in result.stdout.splitlines() if line.startswith(f"main/{shop}: ")]
     assert line.startswith(f"main/{shop}: failed — restore into database {PREFIX}{shop}_")
-    assert "ERROR 1227 (42000) at line " in line and "SET USER" in line, line
+    assert "failed: mariadb exited with code 1: ERROR 1227 (42000) at line " in line and "SET USER" in line, line
     [record] = drill_records(moto, bucket)
     assert record["status"] == "failed" and record["databases"][0]["error_kind"] == "dump_failed"
     assert prefixed(scratch) == []
@@ -185,7 +186,8 @@ def test_the_next_drill_drops_a_leftover_held_open_and_never_a_name_that_matches
     mariadb.sql("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2)", source)
     config = backed_up(mariadb, moto, bucket, tmp_path, source, target_url(scratch))
     leftover = f"{PREFIX}{source}_0123456789ab"  # as a SIGKILLed drill leaves it
-    # `_` is a wildcard in LIKE: each of these would match `easybackup_drill_eb_drill_left_%` there.
+    # `_` is a wildcard in LIKE: each of these would match `easybackup_drill_eb_drill_left_%` there (this drill
+    # user does not even see them; test_drill_databases_are_found_by_their_exact_prefix… asks as root, who does).
     untouched = ["easybackupXdrillYshop", f"easybackupXdrillX{source}_0123456789ab",
                  f"easybackup_drillX{source}_0123456789ab", f"EASYBACKUP_DRILL_{source}_0123456789ab", source]
     for name in [leftover, *untouched]:
@@ -203,3 +205,17 @@ def test_the_next_drill_drops_a_leftover_held_open_and_never_a_name_that_matches
         for name in untouched:
             scratch.drop_database(name)
     assert prefixed(scratch) == []
+
+
+def test_drill_databases_are_found_by_their_exact_prefix_never_by_a_like_pattern(scratch, tmp_path):
+    names = [f"{PREFIX}a_1", f"{PREFIX}b_2", "easybackupXdrillYa_1", "EASYBACKUP_DRILL_a_1", "easybackup_drill"]
+    for name in names:
+        scratch.sql(f"CREATE DATABASE `{name}`")
+    # As root, who sees every database (the drill user of README sees only those its grant's pattern matches).
+    target = ENGINE.restore_target(scratch.url(""), tmp_path, 5)
+    try:
+        assert target.databases_starting_with(PREFIX) == [f"{PREFIX}a_1", f"{PREFIX}b_2"]
+    finally:
+        target.cleanup()
+        for name in names:
+            scratch.drop_database(name)
