@@ -141,15 +141,33 @@ def test_a_corrupted_archive_fails_the_drill_with_the_checksum_mismatch_and_leav
     assert prefixed(scratch) == []
 
 
+def slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy, **drill) -> str:
+    """Return a config whose S3 is moto through a proxy that lets the archive trickle in (4 kB/s): a drill of it is
+    mid-restore for many seconds."""
+    slow_s3 = fault_proxy("127.0.0.1", moto.port, "http")
+    slow_s3.throttle(4000)
+    return str(write_config(tmp_path, bucket=bucket, endpoint=slow_s3.url, name="slow.yaml",
+                            strategies=[{"name": "main", "database_url": mariadb.url(shop)}],
+                            restore_drill={"schedule": "1w", "target_url": target_url(scratch), **drill}))
+
+
+def test_a_drill_past_its_timeout_is_stopped_and_its_database_dropped(
+        mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy):
+    backed_up(mariadb, moto, bucket, tmp_path, shop, target_url(scratch))
+    slowly = slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy, timeout="3s")
+    started = time.monotonic()
+    result = run_cli("drill", "-c", slowly)
+    assert result.returncode == 1, result.stderr
+    assert f"main/{shop}: timed_out — the restore drill took longer than restore_drill.timeout (3s)" in result.stdout
+    assert time.monotonic() - started < 30
+    assert prefixed(scratch) == []
+
+
 def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(
         mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy):
     config = backed_up(mariadb, moto, bucket, tmp_path, shop, target_url(scratch))
-    slow_s3 = fault_proxy("127.0.0.1", moto.port, "http")
-    slow_s3.throttle(4000)  # the archive trickles in: the drill is mid-restore when it is killed
-    slowly = write_config(tmp_path, bucket=bucket, endpoint=slow_s3.url, name="slow.yaml",
-                          strategies=[{"name": "main", "database_url": mariadb.url(shop)}],
-                          restore_drill={"schedule": "1w", "target_url": target_url(scratch)})
-    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", str(slowly)], env=cli_env(), stdout=subprocess.PIPE,
+    slowly = slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy)
+    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", slowly], env=cli_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not prefixed(scratch) and time.monotonic() < deadline and drill.poll() is None:
