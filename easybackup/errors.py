@@ -20,6 +20,7 @@ KINDS = (
     "crashed",
     "config",
     "internal",
+    "superseded",  # a restore drill's backup, deleted by retention under the drill after a newer one (no failure)
 )
 
 

@@ -1,5 +1,5 @@
 """The pure parts of a restore drill (catalogue/drill.py does the I/O): the drill database's name, which databases
-a drill may drop, and the judgement of a restored database.
+a drill may drop, the judgement of a restored database, and whether a failed drill of a backup was superseded.
 
 A drill creates and drops only databases whose name starts with the configured prefix. Leftovers of a killed
 drill are recognised by the whole name a drill of the same database would give them — `<prefix><database>_<run
@@ -10,6 +10,10 @@ id>` — so a drill never drops another strategy's drill database that happens t
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
+
+from easybackup.catalogue.listing import run_timestamp_of
+from easybackup.storage.manifest import Manifest
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: a longer CREATE DATABASE name is silently cut
 RUN_ID = r"[0-9a-z]{1,32}"
@@ -57,3 +61,34 @@ def summary(restored: dict[tuple[str, str], int | None]) -> dict:
     counted = {table_label(schema, name): rows for (schema, name), rows in sorted(restored.items())}
     return {"tables": len(counted), "rows": sum(rows for rows in counted.values() if rows is not None),
             "table_rows": dict(list(counted.items())[:MAX_TABLES_RECORDED])}
+
+
+# -- superseded: the drilled backup deleted under the drill by retention, after a newer backup ------------------
+
+PASSED, SUPERSEDED, FAILED = "success", "superseded", "failed"
+
+
+def superseded_by(drilled: Manifest, backups: Sequence[Manifest], missing: Collection[str]) -> Manifest | None:
+    """Given the backup (Manifest) a failed drill of one database read, that database's complete backups listed
+    after the failure and the keys of those whose archive is missing, return the newest whole backup newer than
+    the drilled one when the drilled one is gone (its manifest or its archive) — retention deleted it under the
+    drill; None when it is still whole or nothing newer exists: then the failure stands."""
+    missing = set(missing)
+    whole = [backup for backup in backups if backup.key not in missing]
+    if any(backup.key == drilled.key for backup in whole):
+        return None
+    newer = [backup for backup in whole if _order(backup) > _order(drilled)]
+    return max(newer, key=_order) if newer else None
+
+
+def _order(backup: Manifest) -> tuple:
+    return run_timestamp_of(backup), backup.started_at, backup.key
+
+
+def drill_status(statuses: list[str], error: bool) -> str:
+    """Given each drilled database's status and whether the drill itself failed (nothing listed, no target),
+    return the drill's: `failed` when anything failed or nothing was drilled, `superseded` when every database
+    passed but one or more were superseded (their backup not checked, a newer one exists), else `success`."""
+    if error or not statuses or any(status not in (PASSED, SUPERSEDED) for status in statuses):
+        return FAILED
+    return SUPERSEDED if SUPERSEDED in statuses else PASSED

@@ -14,6 +14,9 @@ Callers run retention only after a successful run (a failed run never deletes an
 
 Run records (storage/runrecord.py) follow the same clock: a record older than `retention` is deleted, except the
 newest RUN_RECORDS_KEPT, which a restarted supervisor reads for the last status and the failures in a row.
+Drill records (storage/drillrecord.py) too, with one more condition (`old_drill_records`): a record older than
+`retention` goes only once a later drill passed or DRILL_RECORDS_KEPT later drills exist — the newest record (what
+health shows after a restart) always stays, and a failed drill's stays as the evidence until a drill passes again.
 
 An archive without a manifest is not a backup, and retention never touches it; but one older than the longest run
 its strategy allows (`longest_run_s`) belongs to no live run: its worker died between completing the upload and
@@ -43,8 +46,10 @@ from easybackup.catalogue.locked import VersionView, keep_locked, locked_backups
 from easybackup.catalogue.pins import pin_reason, read_pins
 from easybackup.catalogue.tiers import BackupLike, Decision, decide
 from easybackup.config.model import AnomalySettings, RetentionTiers, Strategy
+from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.scheduling import format_duration
+from easybackup.storage.drillrecord import drill_record_status, drill_run_name, list_drill_record_keys
 from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, pin_key, run_name_of_record, split_run_name
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.runrecord import list_run_record_keys
@@ -52,6 +57,8 @@ from easybackup.storage.s3 import classify_s3_error
 
 DELETE_BATCH_KEYS = 1000  # S3's DeleteObjects limit
 RUN_RECORDS_KEPT = 20  # whatever their age: a restart reads up to this many for the failures in a row
+DRILL_RECORDS_KEPT = 20  # past retention, failed drills' records stay until a drill passes, but at most this many
+PASSED = "success"  # the drill record status of a drill in which every database restored and checked
 # Beyond the timeouts: clock skew between hosts, the manifest's own PUT, a slow store.
 ORPHAN_MARGIN_S = 3600.0
 
@@ -63,6 +70,7 @@ class RetentionResult:
     errors: tuple[str, ...]  # `key: reason` for each object S3 did not delete
     records_deleted: int = 0  # run records past retention
     decisions: tuple[Decision, ...] = ()  # every complete backup, kept or not, and why (oldest first)
+    drill_records: tuple[tuple[str, str], ...] = ()  # (key, why) of each drill record deleted (dry run: to delete)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +123,7 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     """Given a strategy and the current time (aware), delete its backups that retention no longer keeps; return
     what was deleted and kept, and why (`decisions`). With `emit`, send a `retention` event (deleted, kept counts).
     Each deletion is logged with its reasons; each kept backup too, at info with `explain` (prune), else at debug.
+    Old run records and drill records (old_run_records, old_drill_records) go with the backups.
 
     Raise the classified S3 error if the backups cannot be listed (then nothing was deleted); an object S3
     refuses to delete is reported in `errors`, and the others are still deleted.
@@ -135,9 +144,13 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     records = old_run_records(list_run_record_keys(client, strategy.s3.bucket, strategy.s3.base_path, strategy.name),
                               now, strategy.retention)
     records = [key for key in records if view is None or view.lock(key) is None]  # a bucket's default lock
+    drills = [(key, why) for key, why in _old_drill_records(client, strategy, now)
+              if view is None or view.lock(key) is None]
+    for key, why in drills:
+        bound.info("retention {} drill record {}: {}", "would delete" if dry_run else "deletes", key, why)
     if dry_run:
         return RetentionResult(deleted=tuple(b.key for b in delete), kept=len(backups) - len(delete), errors=(),
-                               records_deleted=len(records), decisions=decisions)
+                               records_deleted=len(records), decisions=decisions, drill_records=tuple(drills))
     failed: dict[str, str] = {}
     for batch in deletion_batches(delete, batch_keys):
         failed.update(_delete_manifests_then_archives(client, strategy.s3.bucket, batch, bound, view))
@@ -145,6 +158,9 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
     records = records + [pin_key(b.key) for b in delete if pin_key(b.key) in pins and b.key not in failed]
     for start in range(0, len(records), batch_keys):
         failed.update(_delete_batch(client, strategy.s3.bucket, records[start:start + batch_keys], bound, view))
+    for start in range(0, len(drills), batch_keys):
+        failed.update(_delete_batch(client, strategy.s3.bucket, [key for key, _ in drills[start:start + batch_keys]],
+                                    bound, view))
     errors = [f"{key}: {reason}" for key, reason in failed.items()]
     deleted = tuple(b.key for b in delete if b.key not in failed and manifest_key(b.key) not in failed)
     kept = len(backups) - len(deleted)
@@ -155,7 +171,7 @@ def apply_retention(client, strategy: Strategy, now: datetime, emit: Callable[..
                    f", {len(errors)} object(s) not deleted" if errors else "")
     return RetentionResult(deleted=deleted, kept=kept, errors=tuple(errors),
                            records_deleted=len([key for key in records if key not in failed and key not in pins]),
-                           decisions=decisions)
+                           decisions=decisions, drill_records=tuple(item for item in drills if item[0] not in failed))
 
 
 def _log_decisions(bound, decisions: Sequence[Decision], dry_run: bool, explain: bool,
@@ -184,6 +200,61 @@ def old_run_records(keys: Sequence[str], now: datetime, retention_seconds: float
         if (now - started).total_seconds() > retention_seconds:
             old.append(key)
     return old
+
+
+def old_drill_records(keys: Sequence[str], now: datetime, retention_seconds: float,
+                      status_of: Callable[[str], str | None], keep: int = DRILL_RECORDS_KEPT) -> list[tuple[str, str]]:
+    """Given drill record keys, now, `retention` and `status_of(key)` (a record's status; None: unreadable),
+    return (key, why) of each to delete, oldest first: older than retention (by the run timestamp in its key)
+    AND either a later drill passed or `keep` later drill records exist. So the newest record always stays, and a
+    failed drill's stays until a drill passes again (at most `keep` of them past retention). Keys that are no
+    drill records are never returned.
+
+    Pure, and lazy: `status_of` is asked only about the newest `keep` records, newest first, only down to the
+    first that passed, and only when a record past retention depends on the answer (none: no call at all)."""
+    ordered = sorted((name, key) for key in keys if (name := drill_run_name(key)) is not None)
+    newest = len(ordered) - 1
+    old = [index for index, (name, _) in enumerate(ordered[:-1]) if _age_s(name, now) > retention_seconds]
+    if not old:
+        return []
+    undecided = [index for index in old if newest - index < keep]  # fewer than `keep` later records
+    passed = None
+    if undecided:
+        for index in range(newest, undecided[0], -1):
+            if status_of(ordered[index][1]) == PASSED:
+                passed = index
+                break
+    limit = format_duration(retention_seconds)
+    found = []
+    for index in old:
+        name, key = ordered[index]
+        if passed is not None and index < passed:
+            found.append((key, f"older than retention ({limit}) and a later drill passed ({ordered[passed][0]})"))
+        elif newest - index >= keep:
+            found.append((key, f"older than retention ({limit}) and {keep} later drill records exist"))
+    return found
+
+
+def _age_s(run: str, now: datetime) -> float:
+    timestamp, _ = split_run_name(run)
+    return (now - datetime.strptime(timestamp, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc)).total_seconds()
+
+
+def _old_drill_records(client, strategy: Strategy, now: datetime) -> list[tuple[str, str]]:
+    """The strategy's drill records to delete (old_drill_records), their statuses read from S3 as needed (one
+    that cannot be read counts as not passed: its elders stay). Raise the classified S3 error if the records
+    cannot be listed."""
+    s3 = strategy.s3
+
+    def status_of(key: str) -> str | None:
+        try:
+            return drill_record_status(client, s3.bucket, key)
+        except EasybackupError as error:
+            log.bind(strategy=strategy.name).warning("could not read drill record {}: {}", key, error)
+            return None
+
+    keys = list_drill_record_keys(client, s3.bucket, s3.base_path, strategy.name)
+    return old_drill_records(keys, now, strategy.retention, status_of)
 
 
 def longest_run_s(strategy: Strategy) -> float:

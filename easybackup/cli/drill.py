@@ -1,8 +1,9 @@
 """`easybackup drill`: run a restore drill of strategies now (issue 18), through the worker pool like `once`.
 
 Each strategy's drill restores the newest complete backup of each of its databases into a throwaway database on
-`restore_drill.target_url`, checks it, measures it and drops it (worker/drill.py). Exit 0 when every drill passed,
-1 when one failed, 2 for a bad config or a strategy without `restore_drill`, 143/130 when stopped by a signal.
+`restore_drill.target_url`, checks it, measures it and drops it (worker/drill.py). Exit 0 when every drill passed
+(or was superseded: its backup deleted by retention under it, after a newer one), 1 when one failed, 2 for a bad
+config or a strategy without `restore_drill`, 143/130 when stopped by a signal.
 """
 
 from __future__ import annotations
@@ -77,4 +78,10 @@ def run(args) -> int:
     print("\n".join(summary_lines(outcome.results)), file=sys.stdout)
     if outcome.terminated:
         return exitcodes.stopped_by(outcome.signal)
-    return exitcodes.OK if outcome.succeeded else exitcodes.FAILED
+    return exitcodes.OK if passed(outcome.results) else exitcodes.FAILED
+
+
+def passed(results: dict[str, dict]) -> bool:
+    """Given {strategy: result}, return whether every drill passed or was superseded (its backup deleted by
+    retention under it after a newer one: no failure)."""
+    return bool(results) and all(r.get("status") in ("success", "superseded") for r in results.values())

@@ -28,7 +28,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
         description="Delete complete backups that `retention` no longer keeps (older than its duration, or kept by "
         "none of its tiers), never the newest `keep_last` of a database, and say for each backup which rule keeps "
         "it or why it goes; "
-        "delete run records past `retention` (the newest 20 stay), and archives without a manifest older than the "
+        "delete run records past `retention` (the newest 20 stay), drill records past `retention` once a later drill "
+        "passed (or 20 later drills exist; the newest always stays), and archives without a manifest older than the "
         "longest run their strategy allows. Objects that are not easybackup's are never touched.")
     parser.add_argument("-s", "--strategy", default=None, metavar="NAME", help="only this strategy")
     parser.add_argument("-n", "--dry-run", action="store_true", help="show what would be deleted; delete nothing")
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  NOT DELETED {error}")
         if result.records_deleted:
             print(f"  {verb} {result.records_deleted} run record(s) past retention")
+        for key, why in result.drill_records:
+            print(f"  {verb} drill record {key}: {why}")
         failed = failed or bool(result.errors)
         failed = _prune_orphans(client, strategy, now, args.dry_run) or failed
     return exitcodes.FAILED if failed else exitcodes.OK

@@ -20,7 +20,7 @@ from easybackup.catalogue.listing import GLOBALS_DUMP, database_of_key, pick_dat
 from easybackup.catalogue.restore import private_directory, prove_decryptable, restore_parallel, restore_streaming
 from easybackup.cli.list import load
 from easybackup.config.model import Config, DatabaseTarget, Strategy
-from easybackup.engines import Engine, RestoreTarget, engine_for_url
+from easybackup.engines import Engine, RestoreTarget, engine_for_url, engine_named
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.logs import Console, console, log
@@ -163,7 +163,7 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Resto
     tables = 0 if missing or args.globals else target.user_table_count()
     if tables and not args.clean and not args.globals:
         raise UsageError(f"database {target.dbname} is not empty ({tables} user tables); nothing was changed",
-                         hint=not_empty_hint(args.create, manifest.format))
+                         hint=engine_named(manifest.engine).not_empty_hint(manifest.format, args.create))
     _confirm(args, manifest, where, tables, missing)
     if missing:
         maintenance.create_database(target.dbname)
@@ -186,15 +186,6 @@ def _restore(args, client, strategy: Strategy, manifest: Manifest, target: Resto
         progress.clear()
     print(f"restored {manifest.key} into {where} in {format_duration(time.monotonic() - started)}")
     return exitcodes.OK
-
-
-def not_empty_hint(create: bool, fmt: str) -> str:
-    """Given --create and the backup's format, return what to do about a target that is not empty: a new name
-    (with --create unless it was given: then the name is what must change), or --clean for a custom archive."""
-    new_name = "name a database that does not exist yet in --target-url" + ("" if create else " and add --create")
-    if fmt != "custom":
-        return f"{new_name} (--clean needs a custom-format archive; this backup is plain SQL)"
-    return f"{new_name}, or add --clean to replace the objects the backup contains"
 
 
 def _check_options(args) -> Engine:

@@ -7,6 +7,7 @@ SIGINT (exit 130, as Ctrl-C). Exit 2 when the config is invalid or an endpoint c
 from __future__ import annotations
 
 from easybackup import exitcodes
+from easybackup.cli.validate import drill_identity_warnings
 from easybackup.config import load_config
 from easybackup.config.model import Config
 from easybackup.errors import EasybackupError
@@ -38,6 +39,8 @@ def run(args) -> int:
     config = load_config(args.config, env_file=args.env_file)
     apply_logging = _logging_for(args)
     apply_logging(config)
+    for warning in drill_identity_warnings(config):
+        log.warning(warning)
     state = MonitorState(config.strategies)
     metrics = Metrics()
     # Built even with Slack off everywhere: a SIGHUP may turn it on (the notifier then says "disabled").

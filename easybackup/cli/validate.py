@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     count = len(config.strategies)
     print(f"{args.config}: valid, {count} {'strategy' if count == 1 else 'strategies'}")
-    for warning in short_secret_warnings(config):
+    for warning in short_secret_warnings(config) + drill_identity_warnings(config):
         log.warning(warning)
     for strategy in config.strategies:
         print()
@@ -62,6 +64,20 @@ def missing_tools(config: Config) -> None:
     if problem and users:
         raise ConfigError([f"{where}: {problem}" for where in users],
                           hint=f"install the `{age.PACKAGE}` package, or turn encryption off (encryption: none)")
+
+
+def drill_identity_warnings(config: Config, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Given a Config and the environment, return a warning when strategies encrypt and drill but this host has no
+    age identity: every drill of theirs would fail (kind config) when it runs. A warning, not an error: the
+    identity may be set only in the service's own environment, not in the shell that runs validate."""
+    names = [strategy.name for strategy in config.strategies
+             if strategy.encryption is not None and strategy.restore_drill is not None]
+    if not names or environ.get(age.IDENTITY_ENV):
+        return []
+    return [f"{'strategy' if len(names) == 1 else 'strategies'} {', '.join(names)}: restore_drill restores "
+            f"backups encrypted with age, and ${age.IDENTITY_ENV} is not set here: every drill will fail until the "
+            f"service's environment names a 0600 file holding an identity of the recipients (or set "
+            f"restore_drill: null)"]
 
 
 def short_secret_warnings(config: Config) -> list[str]:

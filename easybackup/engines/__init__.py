@@ -201,6 +201,17 @@ class Engine(Protocol):
         """Given a URL of this engine and a private dir, return the database to restore into."""
         ...
 
+    def not_empty_hint(self, fmt: str, create: bool) -> str:
+        """Given a backup's format and whether --create was given, return what `restore` says to do about a
+        target database that is not empty (a new name, and what --clean does with this engine's dumps, if any)."""
+        ...
+
+
+def new_database_hint(create: bool) -> str:
+    """Return the first half of every engine's not_empty_hint: a new name (with --create unless it was given:
+    then the name is what must change)."""
+    return "name a database that does not exist yet in --target-url" + ("" if create else " and add --create")
+
 
 def _registered() -> tuple[Engine, ...]:
     # The one place an engine is registered. Imported here, after the protocol above: an engine module may import

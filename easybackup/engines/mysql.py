@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from easybackup.engines import new_database_hint
 from easybackup.engines.mysql_client import (
     CLIENT_PROGRAMS,
     CONNECT_TIMEOUT_S,
@@ -37,11 +38,13 @@ from easybackup.engines.mysql_dump import (
     ends_complete,
     versions_from_dump_head,
 )
+from easybackup.engines.mysql_globals import MysqlGlobalsSource
 from easybackup.errors import EasybackupError, UsageError
 from easybackup.pipeline.stages import StageFailed, StageSpec
 from easybackup.secrets import mask
 
-__all__ = ["ENGINE", "ClientProgram", "DumpVersions", "MysqlEngine", "MysqlRestoreTarget", "MysqlSource", "MysqlUrl",
+__all__ = ["ENGINE", "ClientProgram", "DumpVersions", "MysqlEngine", "MysqlGlobalsSource", "MysqlRestoreTarget",
+           "MysqlSource", "MysqlUrl",
            "classify_lines", "connection_options", "dump_problem", "list_databases", "parse_mysql_url",
            "parse_version_output", "probe", "versions_from_dump_head"]
 
@@ -167,7 +170,9 @@ class MysqlEngine:
     name = "mysql"
     schemes = SCHEMES
     maintenance_database = ""  # the clients connect to the server without a database
-    globals_what = "users and grants (mariadb-dump --system=users)"  # what include_globals adds, for validate
+    # what include_globals adds, for validate (mysql_globals.py asks the server which way)
+    globals_what = ("users and grants (MariaDB: mariadb-dump --system=users; MySQL: SHOW CREATE USER and "
+                    "SHOW GRANTS)")
 
     def parse_url(self, url: str) -> MysqlUrl:
         return parse_mysql_url(url)
@@ -188,9 +193,8 @@ class MysqlEngine:
         return MysqlSource(target.name, target.url, private_dir, extra_args=strategy.mysqldump.extra_args,
                            connect_timeout=strategy.timeout.connect)
 
-    def globals_source(self, target, strategy, private_dir: Path) -> MysqlSource:
-        return MysqlSource(target.name, target.url, private_dir, globals_only=True,
-                           connect_timeout=strategy.timeout.connect)
+    def globals_source(self, target, strategy, private_dir: Path) -> MysqlGlobalsSource:
+        return MysqlGlobalsSource(target.name, target.url, private_dir, connect_timeout=strategy.timeout.connect)
 
     def list_databases(self, url: str, private_dir: Path, timeout: float, connect_timeout: float) -> list[str]:
         return list_databases(url, private_dir, timeout, connect_timeout)
@@ -209,6 +213,13 @@ class MysqlEngine:
 
     def restore_target(self, url: str, private_dir: Path, connect_timeout: float) -> MysqlRestoreTarget:
         return MysqlRestoreTarget(url, private_dir, connect_timeout)
+
+    def not_empty_hint(self, fmt: str, create: bool) -> str:
+        """A dump drops and recreates each table, view, routine and event it holds (DROP ... IF EXISTS), so
+        --clean restores over a database that is not empty; not in one transaction (MySQL's DDL commits)."""
+        return (f"{new_database_hint(create)}, or add --clean to restore over it: the dump drops and recreates each "
+                "table, view, routine and event it holds and leaves the others; it is not one transaction, so a "
+                "failed restore leaves the database half replaced")
 
 
 ENGINE = MysqlEngine()

@@ -129,9 +129,9 @@ class MysqlSource:
     def _globals_options(self) -> list[str]:
         if self.program.flavour != "mariadb":
             raise EasybackupError(
-                f"include_globals needs MariaDB's dump program; {self.program.name} is MySQL's",
-                hint=f"{PACKAGES_HINT} (mariadb-dump --system=users dumps MySQL's accounts too), or turn "
-                     "include_globals off for this strategy", kind="config", transient=False)
+                f"include_globals on a MariaDB server needs MariaDB's dump program; {self.program.name} is MySQL's",
+                hint=f"{PACKAGES_HINT} (its mariadb-dump --system=users dumps MariaDB's users, grants and roles), "
+                     "or turn include_globals off for this strategy", kind="config", transient=False)
         # --insert-ignore: CREATE USER IF NOT EXISTS, so a replay onto a server that has some of the accounts
         # (its root, mariadb.sys) adds the missing ones instead of failing on the first existing one.
         return ["--system=users", "--insert-ignore", "--default-character-set=utf8mb4"]

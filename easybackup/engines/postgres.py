@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from easybackup.config.model import DatabaseTarget, Strategy
-from easybackup.engines import postgres_server, postgres_url
+from easybackup.engines import new_database_hint, postgres_server, postgres_url
 from easybackup.engines.postgres_dump import (
     DEFAULT_CONNECT_TIMEOUT_S,
     GlobalsSource,
@@ -67,6 +67,12 @@ class PostgresEngine:
 
     def restore_target(self, url: str, private_dir: Path, connect_timeout: float) -> postgres_server.PostgresTarget:
         return postgres_server.PostgresTarget(url, private_dir, connect_timeout)
+
+    def not_empty_hint(self, fmt: str, create: bool) -> str:
+        """--clean needs pg_restore: a custom-format archive; a plain dump has no DROP statements to run."""
+        if fmt != "custom":
+            return f"{new_database_hint(create)} (--clean needs a custom-format archive; this backup is plain SQL)"
+        return f"{new_database_hint(create)}, or add --clean to replace the objects the backup contains"
 
 
 ENGINE = PostgresEngine()

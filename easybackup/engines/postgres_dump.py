@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from easybackup.config.model import DatabaseTarget, PgDumpSettings, TimeoutSettings
@@ -24,6 +24,7 @@ from easybackup.engines.dump_header import (
     dump_problem,
     versions_from_dump_head,
 )
+from easybackup.error_rules import first_match, rule
 from easybackup.errors import EasybackupError
 from easybackup.engines.postgres_url import PostgresUrl, parse_postgres_url
 from easybackup.pipeline.stages import StageFailed, StageSpec, base_env
@@ -37,33 +38,25 @@ LIBPQ_MIN_CONNECT_TIMEOUT_S = 2  # libpq raises anything shorter to 2 s
 VERSION_QUERY_TIMEOUT_S = 20
 
 
-@dataclass(frozen=True)
-class _Rule:
-    pattern: re.Pattern
-    kind: str
-    transient: bool
-    hint: str
-
-
 _RULES = (
-    _Rule(re.compile(r'password authentication failed|no password supplied|role ".*" does not exist'
-                     r"|no pg_hba.conf entry", re.I), "authentication", False,
-          "check the password for user {user} in the strategy's database URL (and that the role exists)"),
-    _Rule(re.compile(r'database ".*" does not exist', re.I), "not_found", False,
-          "check the database name {dbname} in the strategy's database URL, or create it"),
-    _Rule(re.compile(r"permission denied", re.I), "permission", False,
-          "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
+    rule(r'password authentication failed|no password supplied|role ".*" does not exist'
+         r"|no pg_hba.conf entry", "authentication", False,
+         "check the password for user {user} in the strategy's database URL (and that the role exists)"),
+    rule(r'database ".*" does not exist', "not_found", False,
+         "check the database name {dbname} in the strategy's database URL, or create it"),
+    rule(r"permission denied", "permission", False,
+         "grant user {user} read access to every object in {dbname} (or dump as its owner)"),
     # libpq's connect_timeout ran out: the server (or a proxy before it) took the connection and never answered.
-    _Rule(re.compile(r"timeout expired", re.I), "connection", True,
-          "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
-          "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
+    rule(r"timeout expired", "connection", True,
+         "PostgreSQL at {where} did not answer within timeout.connect ({connect}): check that it is up and not "
+         "overloaded and the way to it (firewall, tunnel, proxy); raise timeout.connect if it is only slow"),
     # A reset while connecting (a proxy or load balancer dropping us, a server restarting) is as passing.
-    _Rule(re.compile(r"connection refused|could not connect|server closed the connection unexpectedly"
-                     r"|connection reset by peer|broken pipe|is the server running on that host"
-                     r"|terminating connection due to administrator command"
-                     r"|the database system is (starting up|shutting down)|no route to host"
-                     r"|could not translate host name", re.I), "connection", True,
-          "check that PostgreSQL at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
+    rule(r"connection refused|could not connect|server closed the connection unexpectedly"
+         r"|connection reset by peer|broken pipe|is the server running on that host"
+         r"|terminating connection due to administrator command"
+         r"|the database system is (starting up|shutting down)|no route to host"
+         r"|could not translate host name", "connection", True,
+         "check that PostgreSQL at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
 )
 
 
@@ -161,18 +154,19 @@ class PostgresSource:
         if stage_failed.stage != self.stage_name:
             return stage_failed
         lines = [mask(line) for line in stage_failed.last_lines]
-        rule, evidence = self._match(lines) if stage_failed.signal is None else (None, None)
+        found = first_match(_RULES, lines) if stage_failed.signal is None else None
         what = self.dumped()
-        if rule is None:
+        if found is None:
             return EasybackupError(
                 f"{what} failed: pg_dump {stage_failed.description}", detail=_last_nonblank(lines),
                 hint="read pg_dump's last lines below", kind="dump_failed", transient=False,
                 exit_codes=stage_failed.exit_codes, last_lines=lines)
-        hint = rule.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
-                                where=self.url.where, connect=format_duration(self.connect_timeout))
+        matched, evidence = found
+        hint = matched.hint.format(user=self.url.user or "(default)", dbname=self.url.dbname or "(default)",
+                                   where=self.url.where, connect=format_duration(self.connect_timeout))
         return EasybackupError(
             f"{what} failed: {_short(evidence)}", detail=f"pg_dump {stage_failed.description}",
-            hint=mask(hint), kind=rule.kind, transient=rule.transient,
+            hint=mask(hint), kind=matched.kind, transient=matched.transient,
             exit_codes=stage_failed.exit_codes, last_lines=lines)
 
     def dumped(self) -> str:
@@ -194,14 +188,6 @@ class PostgresSource:
             hint="nothing was stored; check pg_dump.extra_args for an option that sends the dump elsewhere or "
                  "changes its format, and what wraps pg_dump on the PATH",
             kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
-
-    @staticmethod
-    def _match(lines: list[str]) -> tuple[_Rule | None, str | None]:
-        for rule in _RULES:  # in priority order: authentication before the "could not connect" around it
-            for line in lines:
-                if rule.pattern.search(line):
-                    return rule, line
-        return None, None
 
     # -- versions ------------------------------------------------------------------------------------------
 

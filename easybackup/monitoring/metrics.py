@@ -21,13 +21,16 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.metrics import disable_created_metrics
 
 from easybackup import __version__
+from easybackup.monitoring.state import drill_status_of
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest() writes
 # Dumps take from seconds to many hours: buckets up to 8 h.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, float("inf"))
 RUN_STATUSES = ("success", "failed", "skipped")
 VERIFY_STATUSES = ("success", "failed")
-DRILL_STATUSES = ("success", "failed")  # a drill that timed out or was cancelled did not prove the backup: failed
+# A drill that timed out or was cancelled did not prove the backup: failed. Superseded: its backup was deleted by
+# retention under it, after a newer one (monitoring/state.drill_status_of).
+DRILL_STATUSES = ("success", "failed", "superseded")
 PUSH_TIMEOUT_S = 10.0  # a Pushgateway that does not answer must not hold a finished backup's pod for long
 
 
@@ -78,7 +81,9 @@ class Metrics:
         self.verify_runs = Counter("easybackup_verify_runs_total", "Archive verifications by outcome.",
                                    ["strategy", "status"], registry=r)
         self.drill_runs = Counter("easybackup_restore_drill_runs_total", "Restore drills by outcome (success, "
-                                  "failed: also timed out or cancelled).", ["strategy", "status"], registry=r)
+                                  "failed: also timed out or cancelled, superseded: the backup drilled was deleted "
+                                  "by retention under the drill, after a newer one).", ["strategy", "status"],
+                                  registry=r)
         self.drill_duration = Gauge("easybackup_restore_drill_duration_seconds", "Wall time of the strategy's last "
                                     "restore drill (every database: download, restore, checks).", ["strategy"],
                                     registry=r)
@@ -206,8 +211,9 @@ class Metrics:
     def drill_finished(self, strategy: str, result: dict) -> None:
         """Given a strategy and its restore drill's `result` fields, count it, keep its duration and, when every
         database passed, stamp its last success."""
-        succeeded = isinstance(result, dict) and result.get("status") == "success"
-        self.drill_runs.labels(strategy=strategy, status="success" if succeeded else "failed").inc()
+        status = drill_status_of(result)
+        succeeded = status == "success"
+        self.drill_runs.labels(strategy=strategy, status=status).inc()
         duration = result.get("duration_s") if isinstance(result, dict) else None
         if _is_number(duration):
             self.drill_duration.labels(strategy=strategy).set(duration)

@@ -94,8 +94,17 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def drill_status_of(result: dict) -> str:
+    """Given a restore drill's `result` (or record), return its status for health and metrics: success, superseded
+    (its backup deleted by retention under it after a newer one: no failure, though nothing was proved) or failed
+    (timed out and cancelled too: they did not prove the backup either)."""
+    status = result.get("status") if isinstance(result, dict) else None
+    return status if status in ("success", "superseded") else "failed"
+
+
 def _drill_degraded(view: dict) -> bool:
-    """A strategy whose last restore drill failed, or that has had no passing drill for two drill intervals."""
+    """A strategy whose last restore drill failed, or that has had no passing drill for two drill intervals (a
+    superseded drill is no failure, and no pass either)."""
     drill = view.get("last_restore_drill")
     return drill is not None and (drill["status"] == "failed" or drill["overdue"])
 
@@ -121,7 +130,7 @@ class StrategyHealth:
     history: tuple[HistoryPoint, ...] = ()  # recent runs that stored something, oldest first (immutable: shared)
     warning: str | None = None  # why a successful run is `degraded` (catalogue.anomaly)
     drill_interval: timedelta | None = None  # restore_drill.schedule's; None: the strategy has no drills
-    drill: dict | None = None  # the last restore drill: {status, last_run, duration_seconds, error}
+    drill: dict | None = None  # the last restore drill: {status, last_run, duration_seconds, error (or why superseded)}
     drill_success: datetime | None = None
 
 
@@ -221,12 +230,11 @@ class MonitorState:
             if entry is None:
                 return
             duration = result.get("duration_s")
-            succeeded = result.get("status") == "success"
-            entry.drill = {"status": "success" if succeeded else "failed",
-                           "last_run": utc_text(started_at or finished_at),
+            status = drill_status_of(result)
+            entry.drill = {"status": status, "last_run": utc_text(started_at or finished_at),
                            "duration_seconds": float(duration) if _is_number(duration) else None,
-                           "error": None if succeeded else (error_line(result) or "the drill failed")}
-            if succeeded:
+                           "error": None if status == "success" else (error_line(result) or "the drill failed")}
+            if status == "success":
                 entry.drill_success = finished_at
 
     def restore_drill(self, name: str, record: dict) -> None:

@@ -22,10 +22,10 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from easybackup.config.model import TunnelSettings
+from easybackup.error_rules import ErrorRule, first_match, rule
 from easybackup.errors import EasybackupError
 from easybackup.pipeline.stages import LineCallback, Pipeline, StageSpec, base_env
 
@@ -38,47 +38,38 @@ STOP_GRACE_S = 2.0
 _KEPT_LINES = 100
 
 
-@dataclass(frozen=True)
-class _Rule:
-    pattern: re.Pattern
-    kind: str
-    transient: bool
-    message: str  # formatted with hop (e.g. "bastion 10.0.0.5"), target, known_hosts, identity, user
-    hint: str
-
-
 # In priority order: a changed key also prints "Host key verification failed", and a refused forward also
 # prints "Connection refused".
 _RULES = (
-    _Rule(re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for \S+ has changed", re.I),
-          "authentication", False, "ssh tunnel: host key of {hop} changed",
-          "if the key was rotated on purpose, replace its line in {known_hosts}; otherwise this may be an attack"),
-    _Rule(re.compile(r"Host key verification failed|No \S+ host key is known for", re.I),
-          "authentication", False, "ssh tunnel: host key of {hop} is unknown (not in {known_hosts})",
-          "add the host's key to {known_hosts} (ssh-keyscan, then check the fingerprint out of band)"),
-    _Rule(re.compile(r"UNPROTECTED PRIVATE KEY FILE|bad permissions", re.I),
-          "authentication", False, "ssh tunnel: ssh refuses the identity file {identity}: other users can read it",
-          "chmod 600 {identity} (owned by the user easybackup runs as)"),
-    _Rule(re.compile(r"no such identity|Load key .*No such file", re.I),
-          "authentication", False, "ssh tunnel: identity file {identity} not found",
-          "check tunnel.identity_file: the path as the worker's machine sees it"),
-    _Rule(re.compile(r"Permission denied \(publickey|Too many authentication failures", re.I),
-          "authentication", False, "ssh tunnel: {hop} refused the key {identity}",
-          "add the public half of {identity} to ~{user}/.ssh/authorized_keys on that host"),
-    _Rule(re.compile(r"stdio forwarding failed", re.I),
-          "connection", True, "ssh tunnel: a jump host could not reach the next hop",
-          "check jump_hosts and that each jump host can reach the next one (and the bastion)"),
-    _Rule(re.compile(r"administratively prohibited|open failed|connect failed", re.I),
-          "connection", True, "ssh tunnel: bastion {bastion} could not open a connection to {target}",
-          "check that the bastion reaches the database at {target} (the URL's host and port as the bastion sees "
-          "them), and that its sshd allows forwarding (AllowTcpForwarding, PermitOpen)"),
-    _Rule(re.compile(r"Connection refused|timed out|No route to host|Network is unreachable"
-                     r"|Could not resolve hostname|Name or service not known", re.I),
-          "connection", True, "ssh tunnel: {hop} is unreachable",
-          "check that {hop} accepts SSH connections from this machine (host, port, firewall)"),
-    _Rule(re.compile(r"closed by|Connection reset|Broken pipe|not responding", re.I),
-          "connection", True, "ssh tunnel: the connection to {hop} was lost",
-          "check the bastion's health and the network between this machine and it; the next attempt reconnects"),
+    rule(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for \S+ has changed", "authentication", False,
+         "if the key was rotated on purpose, replace its line in {known_hosts}; otherwise this may be an attack",
+         "ssh tunnel: host key of {hop} changed"),
+    rule(r"Host key verification failed|No \S+ host key is known for", "authentication", False,
+         "add the host's key to {known_hosts} (ssh-keyscan, then check the fingerprint out of band)",
+         "ssh tunnel: host key of {hop} is unknown (not in {known_hosts})"),
+    rule(r"UNPROTECTED PRIVATE KEY FILE|bad permissions", "authentication", False,
+         "chmod 600 {identity} (owned by the user easybackup runs as)",
+         "ssh tunnel: ssh refuses the identity file {identity}: other users can read it"),
+    rule(r"no such identity|Load key .*No such file", "authentication", False,
+         "check tunnel.identity_file: the path as the worker's machine sees it",
+         "ssh tunnel: identity file {identity} not found"),
+    rule(r"Permission denied \(publickey|Too many authentication failures", "authentication", False,
+         "add the public half of {identity} to ~{user}/.ssh/authorized_keys on that host",
+         "ssh tunnel: {hop} refused the key {identity}"),
+    rule(r"stdio forwarding failed", "connection", True,
+         "check jump_hosts and that each jump host can reach the next one (and the bastion)",
+         "ssh tunnel: a jump host could not reach the next hop"),
+    rule(r"administratively prohibited|open failed|connect failed", "connection", True,
+         "check that the bastion reaches the database at {target} (the URL's host and port as the bastion sees "
+         "them), and that its sshd allows forwarding (AllowTcpForwarding, PermitOpen)",
+         "ssh tunnel: bastion {bastion} could not open a connection to {target}"),
+    rule(r"Connection refused|timed out|No route to host|Network is unreachable"
+         r"|Could not resolve hostname|Name or service not known", "connection", True,
+         "check that {hop} accepts SSH connections from this machine (host, port, firewall)",
+         "ssh tunnel: {hop} is unreachable"),
+    rule(r"closed by|Connection reset|Broken pipe|not responding", "connection", True,
+         "check the bastion's health and the network between this machine and it; the next attempt reconnects",
+         "ssh tunnel: the connection to {hop} was lost"),
 )
 _HOP_PATTERNS = (
     re.compile(r"host key is known for (\[[^\]]+\]:\d+|[^\s\]]+?)(?: and|\.?$)"),
@@ -222,10 +213,9 @@ class SshTunnel:
         """Return the precise error ssh reported (or its unexpected exit), or None when it reported nothing."""
         with self._lock:
             lines = list(self.lines)
-        for rule in _RULES:
-            for line in lines:
-                if rule.pattern.search(line):
-                    return self._error(rule, line, lines)
+        found = first_match(_RULES, lines)
+        if found is not None:
+            return self._error(*found, lines)
         if self._exited_by_itself is not None:
             return self._ended_error()
         return None
@@ -234,7 +224,7 @@ class SshTunnel:
         """After the database connection failed: let ssh finish printing (and exiting) why, briefly."""
         self._settle()
 
-    def _error(self, rule: _Rule, line: str, lines: list[str]) -> EasybackupError:
+    def _error(self, rule: ErrorRule, line: str, lines: list[str]) -> EasybackupError:
         known_hosts = self.tunnel.known_hosts_file or "~/.ssh/known_hosts"
         identity = self.tunnel.identity_file or "(ssh's default key)"
         fields = {"hop": self._hop(line), "bastion": self.tunnel.host, "target": f"{self.dest_host}:{self.dest_port}",

@@ -26,6 +26,7 @@ SHORT_ERROR_MAX = 200  # the error on the parent and in the summary
 PARENT_LINES = 5  # last output lines on the edited parent
 THREAD_LINES = 25  # last output lines in the thread
 ELLIPSIS = "…"
+SUPERSEDED = "superseded"  # a restore drill's (worker/drill.py): its backup deleted under it, after a newer one
 
 
 @dataclass(frozen=True)
@@ -256,12 +257,14 @@ def drill_db_started(database: str) -> dict:
 
 
 def drill_line(db: dict) -> str:
-    """One database's drill outcome: restore time, tables, rows and size, or the error."""
+    """One database's drill outcome: restore time, tables, rows and size, why it was superseded, or the error."""
     name = escape(db.get("database") or "-")
     if db.get("status") == "success":
         return (f"✅ *{name}*: restored in {duration(db.get('restore_s'))} — {plural(db.get('tables') or 0, 'table')}, "
                 f"{plural(db.get('rows') or 0, 'row')}, {format_bytes(db.get('restored_bytes'))} from "
                 f"`{escape(db.get('key') or '-')}`")
+    if db.get("status") == SUPERSEDED:
+        return f"⏭️ *{name}*: superseded — {_why(db.get('error'))}"
     return f"❌ *{name}*: {escape(db.get('status') or 'failed')} — {error_text(db.get('error'))}"
 
 
@@ -271,23 +274,59 @@ def drill_reply(event: dict) -> dict:
 
 def drill_report(run: RunInfo, result: dict) -> dict:
     """The drill's final report reply: one line per database, or the error that kept it from any."""
-    ok = result.get("status") == "success"
-    head = f"*Restore drill {'passed' if ok else 'failed'}* in {duration(result.get('duration_s'))}"
+    word = _drill_word(result)
+    head = f"*Restore drill {word}* in {duration(result.get('duration_s'))}"
     lines = [drill_line(db) for db in result.get("databases") or []] or [f"❌ {error_text(result.get('error'))}"]
     blocks = [section(head)] + [section(chunk) for chunk in _chunks(lines, SECTION_MAX)]
-    return payload(f"Restore drill of {run.strategy}: {'passed' if ok else 'failed'}", blocks)
+    return payload(f"Restore drill of {run.strategy}: {word}", blocks)
 
 
 def drill_finished_parent(run: RunInfo, result: dict) -> dict:
-    """The drill parent's final state (chat.update): passed or failed, the duration, the first error."""
-    ok = result.get("status") == "success"
-    databases = result.get("databases") or []
-    rows = sum(db.get("rows") or 0 for db in databases if db.get("status") == "success")
-    text = (f"✅ Restore drill passed: *{escape(run.strategy)}* — {plural(len(databases), 'database')}, "
-            f"{plural(rows, 'row')} in {duration(result.get('duration_s'))}" if ok else
-            f"❌ Restore drill failed: *{escape(run.strategy)}* — {error_text(_first_error(result), False)}")
+    """The drill parent's final state (chat.update): passed, superseded or failed, the duration, the first error."""
+    text = f"{_DRILL_ICONS[_drill_word(result)]} Restore drill {_drill_word(result)}: *{escape(run.strategy)}* — " \
+        + _drill_outcome(result)
     return payload(text, [section(text), context(f"run `{escape(run.run_id)}` · started at "
                                                  f"{local_time(run.started_at, run.timezone)}")])
+
+
+def drill_summary(run: RunInfo, result: dict, link: str | None) -> dict:
+    """The short top-level outcome of a restore drill for slack.channels.success (passed, superseded) or
+    .failure (failed), linking to its thread."""
+    word = _drill_word(result)
+    text = f"{_DRILL_ICONS[word]} *{escape(run.strategy)}*: restore drill {word} — {_drill_outcome(result)}"
+    if link:
+        text += f" · {link}"
+    return payload(text, [section(text)])
+
+
+_DRILL_ICONS = {"passed": "✅", "superseded": "⏭️", "failed": "❌"}
+
+
+def _drill_word(result: dict) -> str:
+    return {"success": "passed", SUPERSEDED: "superseded"}.get(result.get("status"), "failed")
+
+
+def _drill_outcome(result: dict) -> str:
+    """`1 database, 1003 rows in 4s`; superseded: how many passed and why one was not checked; failed: the first
+    failure (a superseded database's reason only when nothing else failed)."""
+    databases = result.get("databases") or []
+    word = _drill_word(result)
+    rows = sum(db.get("rows") or 0 for db in databases if db.get("status") == "success")
+    if word == "passed":
+        return f"{plural(len(databases), 'database')}, {plural(rows, 'row')} in {duration(result.get('duration_s'))}"
+    if word == "superseded":
+        passed = sum(1 for db in databases if db.get("status") == "success")
+        first = next((db for db in databases if db.get("status") == SUPERSEDED), {})
+        return (f"{passed}/{plural(len(databases), 'database')} passed, {escape(first.get('database') or '-')} "
+                f"superseded: {_why(first.get('error'))}")
+    failed = [db for db in databases if db.get("status") not in ("success", SUPERSEDED) and db.get("error")]
+    return error_text(failed[0]["error"] if failed else result.get("error"), False)
+
+
+def _why(error: dict | None) -> str:
+    """A superseded database's reason on one line: `<key> was deleted while it was drilled: a newer backup…`."""
+    parts = [str(error[key]) for key in ("message", "detail") if (error or {}).get(key)]
+    return escape(one_line(": ".join(parts) or "its backup was deleted while it was drilled", SHORT_ERROR_MAX * 2))
 
 
 # -- helpers --------------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Parent at `started`; replies for each database started/finished and each retry (always), and for progress (at
 most one per `slack.progress_interval` per run); at the end the final report reply, the parent edited to its
-final state, and a summary in `slack.channels.success`/`.failure` when that is another channel. Everything goes
-through the Notifier's queue, so this never waits for Slack.
+final state, and a summary in `slack.channels.success`/`.failure` when that is another channel — a restore drill's
+too (passed or superseded: success; failed: failure). Everything goes through the Notifier's queue, so this never
+waits for Slack.
 """
 
 from __future__ import annotations
@@ -83,15 +84,22 @@ class SlackObserver(RunObserver):
         if run.drill:
             self._reply(run, messages.drill_report(run.info, result))
             self.notifier.update(run.slack, run.ref, messages.drill_finished_parent(run.info, result))
+            # a superseded drill failed nothing: its summary goes with the passed ones
+            self._summary(run, result.get("status") in ("success", messages.SUPERSEDED), result,
+                          messages.drill_summary)
             return
         output = {db: list(lines) for db, lines in run.output.items()}
         self._reply(run, messages.report(run.info, result, output))
         self.notifier.update(run.slack, run.ref, messages.finished_parent(run.info, result, output))
-        ok = result.get("status") == "success"
+        self._summary(run, result.get("status") == "success", result, messages.summary)
+
+    def _summary(self, run: _Run, ok: bool, result: dict, render) -> None:
+        """Post the run's (or drill's) outcome summary in slack.channels.success/.failure when that is another
+        channel than the thread's, linking to the thread."""
         channel = run.slack.success_channel if ok else run.slack.failure_channel
         if channel and channel != run.slack.channel_id:
             info = run.info
-            self.notifier.post_summary(run.slack, channel, run.ref, lambda ref: messages.summary(
+            self.notifier.post_summary(run.slack, channel, run.ref, lambda ref: render(
                 info, result, messages.thread_link(ref.channel, ref.ts) if ref and ref.ts else None))
 
     def _run(self, handle) -> _Run | None:

@@ -4,6 +4,8 @@
 A record is JSON: the run's identity and times, its status and error (one masked line), and per database the
 backup drilled, its status, tables, rows (exact count(*) per table), restored bytes and download+restore seconds.
 It is no archive, no manifest and no run record: listing, restore and retention of backups never take it for one.
+Retention deletes old drill records by its own rule (catalogue.retention.old_drill_records). A record is never
+written locked under `s3.object_lock` (as run records and pins): it must stay deletable.
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ def drills_prefix(base_path: str | None, strategy: str) -> str:
 
 def is_drill_record(key: str) -> bool:
     """Given any key, return whether it is a drill record's (`…/_drills/<run name>.drill.json`)."""
+    return drill_run_name(key) is not None
+
+
+def drill_run_name(key: str) -> str | None:
+    """Given any key, return the run name of the drill record it is (`2024-05-01T020000Z-3f2a9c1b7d4e`), else None."""
     directory, _, name = key.rpartition("/")
-    return directory.rpartition("/")[2] == DRILLS and _DRILL_RECORD_NAME.match(name) is not None
+    match = _DRILL_RECORD_NAME.match(name)
+    return match["name"] if match and directory.rpartition("/")[2] == DRILLS else None
 
 
 def drill_record(strategy: str, run_id: str, run: str, started_at: str, finished_at: str, result: dict) -> dict:
@@ -58,8 +66,26 @@ def store_drill_record(client, strategy, run_id: str, run_timestamp: str, starte
     key = f"{drills_prefix(strategy.s3.base_path, strategy.name)}{run}{DRILL_RECORD_SUFFIX}"
     body = mask(json.dumps(record, sort_keys=True, indent=1)).encode("utf-8")
     put_new_object(client, strategy.s3.bucket, key, body, ContentType="application/json",
-                   **extra_put_args(strategy.s3, storage_class=False))
+                   **extra_put_args(strategy.s3, storage_class=False, lock=False))
     return key
+
+
+def list_drill_record_keys(client, bucket: str, base_path: str | None, strategy: str) -> list[str]:
+    """Given a strategy, return the keys of its drill records, oldest first (by run name); raise the classified S3
+    error."""
+    return sorted(list_keys(client, bucket, drills_prefix(base_path, strategy), is_drill_record),
+                  key=lambda key: (drill_run_name(key), key))
+
+
+def drill_record_status(client, bucket: str, key: str) -> str | None:
+    """Given a drill record's key, return its status (success, failed, superseded…), None when it is gone or not
+    a readable record; raise the classified S3 error."""
+    body = read_object_or_none(client, bucket, key)
+    try:
+        status = json.loads(body).get("status") if body is not None else None
+    except (ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 def newest_drill_record(client, bucket: str, base_path: str | None, strategy: str) -> dict | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from easybackup.humanize import format_bytes, format_rate
-from easybackup.jobspec import BACKUP
+from easybackup.jobspec import BACKUP, DRILL
 from easybackup.logs import Console, console, log
 from easybackup.run_observer import RunObserver
 
@@ -62,12 +62,27 @@ class LogObserver(RunObserver):
     def run_finished(self, handle) -> None:
         result = handle.result or {}
         logger = log.bind(strategy=handle.strategy, run_id=handle.run_id, event="result")
-        if result.get("status") == "success":
+        drill = getattr(getattr(handle, "job", None), "kind", BACKUP) == DRILL
+        if drill:
+            self._drill_finished(logger, result)
+        elif result.get("status") == "success":
             logger.info(f"run succeeded in {result.get('duration_s')} s")
         else:
             error = result.get("error") or {}
             failed = logger.bind(error_kind=error.get("kind"))
             failed.error(f"run failed: {_described(error)}")
+
+
+    @staticmethod
+    def _drill_finished(logger, result: dict) -> None:
+        """A restore drill's end, said as one (not as a backup run): passed, superseded (why) or failed (why)."""
+        status, error = result.get("status"), result.get("error") or {}
+        if status == "success":
+            logger.info(f"restore drill passed in {result.get('duration_s')} s")
+        elif status == "superseded":
+            logger.warning(f"restore drill superseded in {result.get('duration_s')} s: {_described(error)}")
+        else:
+            logger.bind(error_kind=error.get("kind")).error(f"restore drill failed: {_described(error)}")
 
 
 def _described(error: dict) -> str:

@@ -6,6 +6,11 @@ Stopping: SIGTERM sets `cancel`, the timeout sets the same stop flag; the runnin
 ends within a fraction of a second and the drill database is dropped before the worker exits (the pool waits
 `cancel_wait`, 10 s, before SIGKILL). A SIGKILLed drill leaves its database behind: the next drill of the same
 databases drops it first, with a warning.
+
+Superseded: a drill runs beside its strategy's backup (supervision/pool.py), whose retention may delete the very
+backup the drill is reading. A database whose drill failed while its backup disappeared (manifest or archive) and
+a newer complete backup of it exists is `superseded`, not failed; the drill is then `superseded` too unless
+another database failed (catalogue/drill_plan.py).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import threading
 import time
 
 from easybackup.catalogue.drill import drill_one, drill_target, drop_leftovers
-from easybackup.catalogue.listing import read_backups, select_backup
+from easybackup.catalogue.drill_plan import PASSED, SUPERSEDED, drill_status, superseded_by
+from easybackup.catalogue.listing import read_backups, read_catalogue, select_backup
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.private_dirs import make_private_dir
@@ -72,17 +78,19 @@ def run_drill(job: JobSpec, emit, cancel: threading.Event) -> dict:
     finally:
         watch.close()
         shutil.rmtree(private_dir, ignore_errors=True)
-    failures = [o for o in outcomes if o["status"] != "success"]
-    result = {"status": "failed" if failures or error or not outcomes else "success",
+    result = {"status": drill_status([o["status"] for o in outcomes], error is not None),
               "duration_s": round(time.monotonic() - started, 3), "databases": outcomes,
-              "error": _run_error(error, failures, outcomes)}
+              "error": _run_error(error, outcomes)}
     _store_record(client, job, result, emit)
     return result
 
 
-def _run_error(error: EasybackupError | None, failures: list[dict], outcomes: list[dict]) -> dict | None:
+def _run_error(error: EasybackupError | None, outcomes: list[dict]) -> dict | None:
+    """The drill's error: its own, else the first failed database's, else the first superseded one's (why)."""
     if error is not None:
         return error.to_dict()
+    failures = [o for o in outcomes if o["status"] not in (PASSED, SUPERSEDED)]
+    failures += [o for o in outcomes if o["status"] == SUPERSEDED]
     if failures:
         return failures[0]["error"]
     if not outcomes:
@@ -143,11 +151,30 @@ def _drill_database(job, client, database, manifest, maintenance, private_dir, w
                   f"{format_duration(found['restore_s'])} ({found['restored_bytes']} bytes)")
     except EasybackupError as exc:
         status, exc = _failure(exc, watch, settings.timeout)
+        newer = _superseded_by(job.strategy, client, database, manifest) if status == "failed" else None
+        if newer is not None:
+            emit("log", stream="worker", level="info", database=database, line=f"the drill's own error: {exc}")
+            status, exc = SUPERSEDED, EasybackupError(f"{manifest.key} was deleted while it was drilled",
+                                                      f"a newer backup superseded it: {newer.key}", kind=SUPERSEDED)
         outcome.update(status=status, error=exc.to_dict())
-        emit("log", stream="worker", level="error", database=database, line=f"restore drill {status}: {exc}")
+        emit("log", stream="worker", level="warning" if newer else "error", database=database,
+             line=f"restore drill {status}: {exc}")
     outcome["duration_s"] = round(time.monotonic() - started, 3)
     emit("db_finished", database=database, **{key: value for key, value in outcome.items() if key != "database"})
     return outcome
+
+
+def _superseded_by(strategy, client, database: str, manifest):
+    """After a failed drill of `manifest`: the newer backup that superseded it, when retention deleted it under
+    the drill (catalogue/drill_plan.superseded_by); None when it is still whole, nothing is newer, or S3 cannot
+    say (then the failure stands)."""
+    if manifest is None:
+        return None
+    try:
+        catalogue = read_catalogue(client, strategy, database)
+    except EasybackupError:
+        return None
+    return superseded_by(manifest, catalogue.backups, catalogue.missing_archives)
 
 
 def _stopped(watch: _Deadline) -> str:

@@ -238,6 +238,18 @@ def test_validate_names_the_package_when_age_is_missing(pg, moto, bucket, tmp_pa
     assert "strategies[0] (main).encryption: the `age` program is not installed (install the `age` package" in output
 
 
+def test_validate_warns_when_an_encrypted_strategy_drills_on_a_host_without_an_identity(pg, moto, bucket, tmp_path,
+                                                                                        keys):
+    drill = {"schedule": "1w", "target_url": pg.url("postgres")}
+    config = encrypted_config(tmp_path, pg, moto, bucket, keys["recipients"], restore_drill=drill)
+    without = run_cli("validate", "-c", str(config), env=cli_env(EASYBACKUP_AGE_IDENTITY_FILE=""))
+    assert without.returncode == 0, without.stdout + without.stderr
+    assert ("strategy main: restore_drill restores backups encrypted with age, and $EASYBACKUP_AGE_IDENTITY_FILE is "
+            "not set here: every drill will fail") in without.stderr
+    with_identity = run_cli("validate", "-c", str(config), env=cli_env(EASYBACKUP_AGE_IDENTITY_FILE=str(keys["age"])))
+    assert with_identity.returncode == 0 and "restore_drill restores" not in with_identity.stderr
+
+
 def test_encryption_none_turns_it_off_for_one_strategy(pg, moto, bucket, tmp_path, keys, source_db):
     config = encrypted_config(tmp_path, pg, moto, bucket, keys["recipients"], encryption="none",
                               include_globals=False)

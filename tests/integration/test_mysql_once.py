@@ -131,7 +131,8 @@ def test_validate_shows_the_engine_of_each_database_and_reaches_mariadb(shop, mo
     assert shown.returncode == 0, shown.stderr
     assert f"{SHOP}  mariadb://root:***@{shop.host}:{shop.port}/{SHOP}  (mysql)" in shown.stdout
     assert "app  postgres://u@pg.invalid/app  (postgres)" in shown.stdout
-    assert "users and grants (mariadb-dump --system=users)" in shown.stdout
+    assert "users and grants (MariaDB: mariadb-dump --system=users; MySQL: SHOW CREATE USER and SHOW GRANTS)" \
+        in shown.stdout
     assert shop.password not in shown.stdout + shown.stderr
     checked = run_cli("validate", "-c", str(config), "--check-connectivity")
     assert f"mixed: database {SHOP} (direct): ok" in checked.stdout

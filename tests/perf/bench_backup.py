@@ -82,7 +82,7 @@ class Sample:
     worker_rss: int | None = None  # VmHWM of the worker's Python process, bytes
     disk_write: int | None = None  # bytes the process tree wrote to local disk
     machine_cpu_s: float | None = None  # every core's busy time meanwhile: server, moto and the rest included
-    servers_cpu_s: float | None = None  # PostgreSQL's and moto's processes' CPU meanwhile (not other work's)
+    servers_cpu_s: float | None = None  # the database server's and moto's CPU meanwhile (not other work's)
 
 
 @dataclass
@@ -252,6 +252,19 @@ class Bench:
         self.counter += 1
         return f"{variant}/{codec}/{self.counter}"
 
+    def dump_argv(self, output: str | None = None) -> list[str]:
+        """Return the dump's argv, writing to `output` (a file) or stdout: `pg_dump -Fc -Z0`, as easybackup runs it."""
+        argv = ["pg_dump", "--no-password", "-Fc", "-Z0", "-d", DATABASE]
+        return argv + (["-f", output] if output else [])
+
+    def dump_env(self) -> dict:
+        """Return the dump's environment (the cluster's PGHOST, PGPORT, PGUSER and passfile)."""
+        return self.cluster.env()
+
+    def server_pid(self) -> int:
+        """Return the pid of the database server's main process (PostgreSQL's postmaster)."""
+        return int((self.cluster.datadir / "postmaster.pid").read_text().split()[0])
+
     def stored_size_and_clean(self, prefix: str) -> int:
         """Return the bytes stored under `prefix` (archives only), then delete them so moto stays small."""
         client = self.moto.client()
@@ -265,35 +278,39 @@ class Bench:
 
 
 @contextmanager
-def bench_environment(rows: int, dataset: Path = DATASET) -> Iterator[Bench]:
-    """Given a row count, yield a Bench with the data set loaded and an empty bucket; remove it all afterwards."""
-    if not dataset.exists():
-        raise FileNotFoundError(f"benchmark data set not found: {dataset}")
+def bench_storage() -> Iterator[tuple[MotoServer, Path]]:
+    """Yield a moto server with an empty bucket and a fresh work directory; remove both afterwards."""
     # A command's first run in a fresh checkout writes the .pyc files of what it imports: disk writes that are
     # not its own. Compile them all first.
     compileall.compile_dir(REPO / "easybackup", quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="easybackup-bench-"))
-    cluster = PostgresCluster()
     moto = MotoServer()
     try:
-        cluster.init()
         moto.start()
         moto.create_bucket(BUCKET)
-        cluster.create_database(DATABASE)
-        started = time.monotonic()
-        cluster.psql_file(str(dataset), DATABASE, {"rows": rows})
-        size = cluster.psql(f"SELECT pg_size_pretty(pg_database_size('{DATABASE}'))")
-        print(f"loaded rows={rows} ({size}) in {time.monotonic() - started:.0f}s", file=sys.stderr)
-        yield Bench(cluster, moto, workdir)
+        yield moto, workdir
     finally:
         moto.stop()
-        cluster.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def dump_argv(bench: Bench, output: str | None = None) -> list[str]:
-    argv = ["pg_dump", "--no-password", "-Fc", "-Z0", "-d", DATABASE]
-    return argv + (["-f", output] if output else [])
+@contextmanager
+def bench_environment(rows: int, dataset: Path = DATASET) -> Iterator[Bench]:
+    """Given a row count, yield a Bench with the data set loaded and an empty bucket; remove it all afterwards."""
+    if not dataset.exists():
+        raise FileNotFoundError(f"benchmark data set not found: {dataset}")
+    with bench_storage() as (moto, workdir):
+        cluster = PostgresCluster()
+        try:
+            cluster.init()
+            cluster.create_database(DATABASE)
+            started = time.monotonic()
+            cluster.psql_file(str(dataset), DATABASE, {"rows": rows})
+            size = cluster.psql(f"SELECT pg_size_pretty(pg_database_size('{DATABASE}'))")
+            print(f"loaded rows={rows} ({size}) in {time.monotonic() - started:.0f}s", file=sys.stderr)
+            yield Bench(cluster, moto, workdir)
+        finally:
+            cluster.destroy()
 
 
 # -- the variants ------------------------------------------------------------------------------------------------
@@ -302,7 +319,7 @@ def dump_argv(bench: Bench, output: str | None = None) -> list[str]:
 def run_limit(bench: Bench, codec: str) -> Sample:
     tree = Tree()
     started = time.monotonic()
-    run_chain([dump_argv(bench)], bench.cluster.env(), tree)
+    run_chain([bench.dump_argv()], bench.dump_env(), tree)
     return Sample("limit", "-", time.monotonic() - started, tree.cpu_s, disk_write=tree.disk_write)
 
 
@@ -312,23 +329,23 @@ def upload_env(bench: Bench) -> dict:
 
 def run_shell(bench: Bench, codec: str) -> Sample:
     key = bench.next_key("shell", codec)
-    env = {**bench.cluster.env(), **upload_env(bench)}
+    env = {**bench.dump_env(), **upload_env(bench)}
     tree = Tree()
     started = time.monotonic()
-    run_chain([dump_argv(bench), compressor_argv(codec), uploader_argv(bench.moto.endpoint, key)], env, tree)
+    run_chain([bench.dump_argv(), compressor_argv(codec), uploader_argv(bench.moto.endpoint, key)], env, tree)
     wall = time.monotonic() - started
     return Sample("shell", codec, wall, tree.cpu_s, bench.stored_size_and_clean(key), disk_write=tree.disk_write)
 
 
 def run_tempfile(bench: Bench, codec: str) -> Sample:
     key = bench.next_key("tempfile", codec)
-    env = {**bench.cluster.env(), **upload_env(bench)}
+    env = {**bench.dump_env(), **upload_env(bench)}
     raw = bench.workdir / "dump.tmp"
     packed = bench.workdir / "dump.tmp.z"
     tree = Tree()
     started = time.monotonic()
     try:
-        run_chain([dump_argv(bench, str(raw))], env, tree)
+        run_chain([bench.dump_argv(str(raw))], env, tree)
         with open(raw, "rb") as source, open(packed, "wb") as target:
             run_chain([compressor_argv(codec)], env, tree, stdin=source, stdout=target)
         raw.unlink()
@@ -524,10 +541,9 @@ def tree_cpu_s(root: int) -> float:
 
 
 def servers_cpu_s(bench: Bench) -> float:
-    """Given the environment, return the CPU seconds PostgreSQL's and moto's processes have used so far: the
-    work every variant makes them do, without what other work on a shared machine uses."""
-    postmaster = int((bench.cluster.datadir / "postmaster.pid").read_text().split()[0])
-    return tree_cpu_s(postmaster) + tree_cpu_s(bench.moto.process.pid)
+    """Given the environment, return the CPU seconds the database server's and moto's processes have used so far:
+    the work every variant makes them do, without what other work on a shared machine uses."""
+    return tree_cpu_s(bench.server_pid()) + tree_cpu_s(bench.moto.process.pid)
 
 
 VARIANTS = {"shell": run_shell, "tempfile": run_tempfile, "easybackup": run_easybackup}
@@ -673,10 +689,11 @@ def base_ratios(summaries: list[Summary], codecs: list[str]) -> dict[str, float]
     return values
 
 
-def render_ratios(values: dict[str, float]) -> str:
+def render_ratios(values: dict[str, float], targets: dict[str, str] = TARGETS) -> str:
+    """Given the ratios, return them one a line, each with the target of the first prefix in `targets` it has."""
     lines = []
     for name, value in values.items():
-        target = next((t for prefix, t in TARGETS.items() if name.startswith(prefix)), "")
+        target = next((t for prefix, t in targets.items() if name.startswith(prefix)), "")
         if name.startswith("easybackup/limit") and not name.endswith("zstd"):
             target = "(no target)"
         if name.startswith("tempfile/easybackup"):

@@ -1,10 +1,12 @@
 """Secrets never leak: a database password, an AWS secret key and a Slack token, given only in the config file
-(mode 0600), appear in no log line, no Slack call, no health or metrics body, no manifest in S3, and in the
-argv or environment of no process easybackup starts — through `easybackup once` and `easybackup run`, in a run
-that succeeds and in one that fails (a database missing, S3 throttled at first).
+(mode 0600), appear in no log line, no Slack call, no health or metrics body, no manifest or run record in S3,
+and in the argv or environment of no process easybackup starts — through `easybackup once` and `easybackup run`,
+in a run that succeeds and in one that fails (a database missing, S3 throttled at first), for a PostgreSQL and a
+MariaDB database alike.
 
 Every process the command starts is watched two ways: /proc/*/cmdline and /proc/*/environ of each descendant
-are polled while it runs, and the tools it starts (pg_dump, psql, the compressors) are wrappers on PATH that
+are polled while it runs, and the tools it starts (pg_dump, psql, mariadb-dump, mariadb, the compressors) are
+wrappers on PATH that
 record their own argv and environment before they exec the real tool. The test process passes no secret in
 the environment, so a hit in any environment is a real leak.
 
@@ -47,7 +49,8 @@ SHORT_ROLE = "shortpw"
 SHORT_DATABASE = "secrets_short"
 DATABASE = "secrets_app"
 CHANNEL = "C0123456789"
-WRAPPED_TOOLS = ("pg_dump", "psql", "pigz", "gzip", "zstd")
+MYSQL_DATABASE = "secrets_shop"
+WRAPPED_TOOLS = ("pg_dump", "psql", "mariadb-dump", "mariadb", "pigz", "gzip", "zstd")
 
 
 def hits(text: str | bytes, where: str) -> list[str]:
@@ -196,6 +199,17 @@ def secret_db(pg) -> str:
     return DATABASE
 
 
+@pytest.fixture(scope="module")
+def secret_mysql(mariadb) -> str:
+    """A MariaDB user with the same distinctive password and the grants a backup user needs; return its URL."""
+    mariadb.create_database(MYSQL_DATABASE)
+    mariadb.sql(f"DROP USER IF EXISTS '{ROLE}'@'%'; CREATE USER '{ROLE}'@'%' IDENTIFIED BY '{DB_PASSWORD}';"
+                f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `{MYSQL_DATABASE}`.* TO '{ROLE}'@'%'")
+    mariadb.sql("CREATE TABLE t (id INT PRIMARY KEY, h CHAR(32)); "
+                "INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_5000", MYSQL_DATABASE)
+    return mariadb.url(MYSQL_DATABASE, user=ROLE, password=DB_PASSWORD)
+
+
 @pytest.fixture
 def secret_slack(slack):
     slack.tokens.add(SLACK_TOKEN)
@@ -206,19 +220,21 @@ def secret_url(pg, database: str) -> str:
     return pg.url(database, user=ROLE, password=DB_PASSWORD)
 
 
-def strategies(pg, moto, throttled_endpoint: str) -> list[dict]:
+def strategies(pg, mysql_url: str, throttled_endpoint: str) -> list[dict]:
     """`good` succeeds; `flaky` backs up one database, misses another, through an S3 that answers 503 at first;
-    `short` succeeds with the short database password and S3 secret key."""
+    `short` succeeds with the short database password and S3 secret key; `shop` backs up a MariaDB database."""
     return [{"name": "good", "database_url": secret_url(pg, DATABASE)},
+            {"name": "shop", "database_url": mysql_url},
             {"name": "flaky", "database_urls": [secret_url(pg, DATABASE), secret_url(pg, "no_such_db")],
              "s3": {"endpoint_url": throttled_endpoint}},
             {"name": "short", "database_url": pg.url(SHORT_DATABASE, user=SHORT_ROLE, password=SHORT_DB_PASSWORD),
              "s3": {"credentials": {"access_key": "AKIASHORTSECRET", "secret_key": SHORT_AWS_SECRET}}}]
 
 
-def secret_config(directory: Path, pg, moto, bucket: str, slack, throttled_endpoint: str, **extra) -> Path:
+def secret_config(directory: Path, pg, mysql_url: str, moto, bucket: str, slack, throttled_endpoint: str,
+                  **extra) -> Path:
     return write_config(
-        directory, bucket=bucket, endpoint=moto.endpoint, strategies=strategies(pg, moto, throttled_endpoint),
+        directory, bucket=bucket, endpoint=moto.endpoint, strategies=strategies(pg, mysql_url, throttled_endpoint),
         retry={"max_attempts": 3, "initial_delay": "1s", "max_delay": "2s"},
         s3={"credentials": {"access_key": "AKIAEASYBACKUPTEST", "secret_key": AWS_SECRET},
             "prune_credentials": {"access_key": "AKIAEASYBACKUPPRUNE", "secret_key": PRUNE_SECRET}},
@@ -226,12 +242,12 @@ def secret_config(directory: Path, pg, moto, bucket: str, slack, throttled_endpo
 
 
 def stored_leaks(moto, bucket: str) -> list[str]:
-    """Every manifest in the bucket (and every key) searched for the secrets."""
+    """Every manifest and run record in the bucket (and every key) searched for the secrets."""
     client = moto.client()
     keys = moto.list_keys(bucket)
     found = hits("\n".join(keys), "object keys")
     for key in keys:
-        if key.endswith(".manifest.json"):
+        if key.endswith(".json"):
             found += hits(client.get_object(Bucket=bucket, Key=key)["Body"].read(), key)
     return found
 
@@ -250,10 +266,11 @@ def record_leaks(records: Path) -> list[str]:
 
 
 def assert_the_watch_saw_everything(watcher: ProcessWatcher, records: Path) -> None:
-    """The checks could fail: the watcher saw the workers, and pg_dump and a compressor ran through the wrappers."""
+    """The checks could fail: the watcher saw the workers, and pg_dump, mariadb-dump and a compressor ran through
+    the wrappers."""
     assert any(b"-m\0easybackup.worker\0" in cmdline for cmdline in watcher.commands()), "no worker seen"
     names = {path.name.split(".")[0] for path in records.iterdir()}
-    assert "pg_dump" in names and names & {"pigz", "gzip"}, names
+    assert {"pg_dump", "mariadb-dump"} <= names and names & {"pigz", "gzip"}, names
 
 
 # ------------------------------------------------------------------------------------------ the tests
@@ -310,11 +327,11 @@ def test_the_sweep_finds_a_short_secret_where_it_stands_and_not_in_ordinary_word
 
 @pytest.mark.slow
 def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, bucket, tmp_path, secret_db,
-                                                                    secret_slack, fault_proxy):
+                                                                    secret_mysql, secret_slack, fault_proxy):
 
     proxy = fault_proxy("127.0.0.1", moto.port, "http")
     proxy.fail_http(503, count=3)
-    config = secret_config(tmp_path, pg, moto, bucket, secret_slack, proxy.url)
+    config = secret_config(tmp_path, pg, secret_mysql, moto, bucket, secret_slack, proxy.url)
     path, records = install_wrappers(tmp_path)
     metrics_file = tmp_path / "easybackup.prom"
     process, stdout, stderr, watcher = run_watched(
@@ -322,6 +339,7 @@ def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, b
     assert process.returncode == 1, stdout + stderr
     assert "no_such_db" in stdout and "[not_found]" in stdout, stdout
     assert any(line.split()[:3] == ["short", SHORT_DATABASE, "success"] for line in stdout.splitlines()), stdout
+    assert any(line.split()[:3] == ["shop", MYSQL_DATABASE, "success"] for line in stdout.splitlines()), stdout
     assert any(request.status == 503 for request in proxy.requests), "S3 was never throttled"
     assert secret_slack.calls_to("chat.update"), "Slack was not told"
     assert_the_watch_saw_everything(watcher, records)
@@ -333,21 +351,22 @@ def test_once_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, b
 
 @pytest.mark.slow
 def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, moto, bucket, tmp_path, secret_db,
-                                                                          secret_slack, fault_proxy, start_daemon):
+                                                                          secret_mysql, secret_slack, fault_proxy,
+                                                                          start_daemon):
     proxy = fault_proxy("127.0.0.1", moto.port, "http")
     proxy.fail_http(503, count=3)
     port = free_port()
-    config = secret_config(tmp_path, pg, moto, bucket, secret_slack, proxy.url, run_on_start=True,
+    config = secret_config(tmp_path, pg, secret_mysql, moto, bucket, secret_slack, proxy.url, run_on_start=True,
                            monitoring=monitoring(port))
     path, records = install_wrappers(tmp_path)
     daemon = start_daemon(config, port, env=environment_without_secrets(path))
     watcher = ProcessWatcher(daemon.pid)
     try:
-        document = daemon.wait_health(lambda doc: {s["status"] for s in doc["strategies"]["last_backup_status"]
-                                                   .values()} == {"success", "failed"}, timeout=120,
-                                      what="both runs finished")
+        document = daemon.wait_health(lambda doc: len(doc["strategies"]["last_backup_status"]) == 4 and {
+            s["status"] for s in doc["strategies"]["last_backup_status"].values()} == {"success", "failed"},
+            timeout=120, what="every run finished")
         deadline = time.monotonic() + 30
-        while len(secret_slack.calls_to("chat.update")) < 2 and time.monotonic() < deadline:
+        while len(secret_slack.calls_to("chat.update")) < 4 and time.monotonic() < deadline:
             time.sleep(0.1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
@@ -361,8 +380,10 @@ def test_the_daemon_with_a_good_and_a_failing_run_leaks_no_secret_anywhere(pg, m
     assert code == 0
     assert "no_such_db" in json.dumps(document), document
     assert document["strategies"]["last_backup_status"]["short"]["status"] == "success", document
+    assert document["strategies"]["last_backup_status"]["shop"]["status"] == "success", document
+    assert 'strategy="shop"' in metrics and "shop" in page
     assert any(request.status == 503 for request in proxy.requests), "S3 was never throttled"
-    assert len(secret_slack.calls_to("chat.update")) >= 2, "Slack was not told about both runs"
+    assert len(secret_slack.calls_to("chat.update")) >= 4, "Slack was not told about every run"
     assert_the_watch_saw_everything(watcher, records)
 
     assert "no_such_db" in page, "the status page shows the failure"

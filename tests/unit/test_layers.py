@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "easybackup"
 # Lowest first. Top-level modules are the base: anything may import them, and they import only each other.
 LAYERS = (
     {"__version__", "__init__", "errors", "secrets", "urls", "exitcodes", "humanize", "logs", "private_dirs", "wire",
-     "run_observer", "codec_table"},
+     "run_observer", "codec_table", "error_rules"},
     {"scheduling"},
     {"config"},
     {"jobspec", "deploy"},
