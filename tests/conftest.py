@@ -69,6 +69,17 @@ def mariadb():
 
 
 @pytest.fixture(scope="session")
+def mariadb_scratch():
+    """A second throwaway MariaDB server, as an operator's scratch server for restore drills: it has none of the
+    `mariadb` server's users."""
+    server = MariaDBServer().init()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
 def moto():
     """moto's S3 server over HTTP on a free loopback port."""
     server = MotoServer().start()

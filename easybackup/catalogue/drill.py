@@ -3,9 +3,10 @@ target, checked, measured and dropped (issue 18; the pure parts are in drill_pla
 
 Everything said to the drill target goes through its engine's DrillTarget (engines/__init__.py). The restore is
 restore.py's streaming one (sha256 checked as it streams; for PostgreSQL pg_restore --exit-on-error in one
-transaction) without owners and grants: a scratch server has none of production's roles. Then: no error line from
-the restore program, every table of the archive's table of contents present in the restored database (read off the
-archive's head by the engine's TOC stage, an independent reading of what the backup holds; a format without one is
+transaction, for MySQL the client, which stops at the first error) without owners and grants where the engine can
+leave them out: a scratch server has none of production's roles. Then: no error line from the restore program,
+every table of the archive's table of contents present in the restored database (read off the archive's head by
+the engine's TOC stage, an independent reading of what the backup holds; a format without one, plain SQL, is
 checked by counts only), and an exact row count per table. The drill database is dropped on every path (ending
 the sessions still in it: a killed restore's may); only a name with the configured prefix is created or dropped.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from easybackup.catalogue.drill_plan import drill_database_name, is_leftover, missing_tables, summary
@@ -41,7 +43,7 @@ def drill_target(url: str, private_dir: Path, connect_timeout: float) -> DrillTa
     if not isinstance(target, DrillTarget):
         target.cleanup()
         raise EasybackupError(f"restore drills do not support {engine.name} yet", kind="config",
-                              hint="drill a PostgreSQL strategy into a postgres:// target_url")
+                              hint="give the strategy restore_drill: null")
     return target
 
 
@@ -130,14 +132,16 @@ def _read_all(fd: int) -> bytes:
 
 
 class ErrorLines:
-    """Passes the restore program's lines on and keeps those that report an error (its exit 0 is not enough)."""
+    """Passes the restore program's lines on and keeps those that report an error (its exit 0 is not enough): any
+    `error:`, and those the engine's target calls errors (MySQL's client: `ERROR 1064 (42000) at line 5: …`)."""
 
-    def __init__(self, on_line: LineCallback | None):
+    def __init__(self, on_line: LineCallback | None, is_error: Callable[[str], bool] | None = None):
         self._on_line = on_line
+        self._is_error = is_error
         self.lines: list[str] = []
 
     def __call__(self, stage: str, line: str) -> None:
-        if "error:" in line.lower():
+        if "error:" in line.lower() or (self._is_error is not None and self._is_error(line)):
             self.lines.append(line)
         if self._on_line is not None:
             self._on_line(stage, line)
@@ -204,7 +208,7 @@ def _restore_and_count(client, bucket: str, manifest: Manifest, settings: Restor
     """Restore into the new database `name`; return (tables with rows, its size, the download+restore seconds)."""
     url = engine_for_url(settings.target_url).with_database(settings.target_url, name)
     target = drill_target(url, *connect)
-    errors = ErrorLines(on_line)
+    errors = ErrorLines(on_line, target.restore_error)
     started = time.monotonic()
     try:
         restore_streaming(client, bucket, manifest, target, clean=False, identity=identity, on_line=errors,

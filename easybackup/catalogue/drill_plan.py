@@ -43,16 +43,22 @@ def is_leftover(name: str, prefix: str, databases: list[str], own_run_id: str) -
     return False
 
 
+def table_label(schema: str, name: str) -> str:
+    """Given a table's (schema, name), return how a drill names it: `schema.table`, or `table` where the engine
+    has no schema inside a database (MySQL's are keyed ("", table))."""
+    return f"{schema}.{name}" if schema else name
+
+
 def missing_tables(expected: list[tuple[str, str]], restored: dict[tuple[str, str], int | None]) -> list[str]:
-    """Given the archive's tables and the restored database's (table -> rows), return `schema.table` of every
-    table the archive holds that the database does not."""
-    return [f"{schema}.{name}" for schema, name in expected if (schema, name) not in restored]
+    """Given the archive's tables and the restored database's (table -> rows), return the label (table_label) of
+    every table the archive holds that the database does not."""
+    return [table_label(schema, name) for schema, name in expected if (schema, name) not in restored]
 
 
 def summary(restored: dict[tuple[str, str], int | None]) -> dict:
     """Given the restored tables and their rows (None for a partitioned parent, whose rows its partitions hold),
     return the record's counts: tables, rows, and the per-table rows (the first MAX_TABLES_RECORDED by name)."""
-    counted = {f"{schema}.{name}": rows for (schema, name), rows in sorted(restored.items())}
+    counted = {table_label(schema, name): rows for (schema, name), rows in sorted(restored.items())}
     return {"tables": len(counted), "rows": sum(rows for rows in counted.values() if rows is not None),
             "table_rows": dict(list(counted.items())[:MAX_TABLES_RECORDED])}
 

@@ -220,21 +220,38 @@ def _restore_drill(merged: dict, where) -> list[str]:
     return found + _drill_engine(merged, url, where)
 
 
-# Restore drills speak PostgreSQL only for now (the engines' DrillTarget): a MySQL drill is refused, never started.
-DRILL_SCHEMES = ("postgres", "postgresql")
+# The engine of each URL scheme (config sits below engines/, so it names them itself): a drill restores a strategy's
+# backups into a server of their engine.
+SCHEME_ENGINES = {"postgres": "PostgreSQL", "postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB",
+                  "mariadb": "MySQL/MariaDB"}
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].lower() if "://" in url else ""
 
 
 def _drill_engine(merged: dict, url, where) -> list[str]:
-    found = []
-    if isinstance(url, str) and "://" in url and url.partition("://")[0].lower() not in DRILL_SCHEMES:
-        found.append(f"{where('restore_drill', 'target_url')}: restore drills restore into PostgreSQL only for now "
-                     "(a postgres:// URL)")
-    others = sorted({u.partition("://")[0].lower() + "://" for _sub, _name, u in database_entries(merged)
-                     if u.partition("://")[0].lower() not in DRILL_SCHEMES})
-    if others:
-        found.append(f"{where('restore_drill')}: restore drills support PostgreSQL databases only for now, and "
-                     f"strategy {merged.get('name')} has {', '.join(others)} ones; set its restore_drill: null")
-    return found
+    """A drill restores into one server: every database of the strategy and the target must be of one engine."""
+    name = merged.get("name")
+    engines = sorted({SCHEME_ENGINES[_scheme(u)] for _sub, _name, u in database_entries(merged)
+                      if _scheme(u) in SCHEME_ENGINES})  # another scheme is reported where the URL is written
+    if len(engines) > 1:
+        return [f"{where('restore_drill')}: strategy {name} has {' and '.join(engines)} databases, and a drill "
+                "restores into one server of their engine; split the strategy by engine, or give it "
+                "restore_drill: null"]
+    if not isinstance(url, str) or "://" not in url:
+        return []  # the schema or url_problem reports it
+    target = SCHEME_ENGINES.get(_scheme(url))
+    if target is None:
+        known = ", ".join(f"{scheme}://" for scheme in SCHEME_ENGINES)
+        return [f"{where('restore_drill', 'target_url')}: no database engine for {_scheme(url)}:// "
+                f"(strategy {name}); the URL must start with one of {known}"]
+    if engines and target != engines[0]:
+        schemes = " or ".join(f"{scheme}://" for scheme, engine in SCHEME_ENGINES.items() if engine == engines[0])
+        return [f"{where('restore_drill', 'target_url')}: is a {target} server, and strategy {name} has "
+                f"{engines[0]} databases; a drill restores into a server of their engine (a {schemes} URL), so give "
+                f"strategy {name} its own restore_drill.target_url, or restore_drill: null"]
+    return []
 
 
 # What ssh accepts as a host or user, and never something it would read as an option ("-oProxyCommand=...").

@@ -24,10 +24,13 @@ from easybackup.engines.mysql_client import (
     parse_mysql_url,
     parse_version_output,
     probe,
+    quote_identifier,
+    quote_string,
     routed_url,
     with_database,
     with_password,
 )
+from easybackup.engines.mysql_drill import MysqlDrillQueries
 from easybackup.engines.mysql_dump import (
     DumpVersions,
     MysqlSource,
@@ -65,18 +68,10 @@ def list_databases(url: str, private_dir: Path, timeout: float = QUERY_TIMEOUT_S
 
 # -- restore ---------------------------------------------------------------------------------------------------
 
-def quote_identifier(name: str) -> str:
-    """Return `name` as a MySQL identifier: in backticks, a backtick doubled."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def quote_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-class MysqlRestoreTarget:
+class MysqlRestoreTarget(MysqlDrillQueries):
     """A database to restore a dump into (or, with no database in the URL, the server), through `mariadb` (or
-    `mysql`) with the same option-file rule: the RestoreTarget of easybackup.engines."""
+    `mysql`) with the same option-file rule: the RestoreTarget of easybackup.engines, and (MysqlDrillQueries,
+    engines/mysql_drill.py) its DrillTarget."""
 
     def __init__(self, url: str, private_dir: Path, connect_timeout: float = CONNECT_TIMEOUT_S):
         self.connection = ClientConnection(url, private_dir, connect_timeout)
@@ -141,7 +136,9 @@ class MysqlRestoreTarget:
                       ) -> StageSpec:
         """Return the stage that replays a dump from stdin: `mariadb` into the database (or, for users and grants,
         into the server). A MySQL dump drops and recreates what it holds by itself, so `clean` adds nothing;
-        it is one stream, so `jobs` is refused. `without_owners` changes nothing: the dump's DEFINERs are SQL."""
+        it is one stream, so `jobs` is refused. `without_owners` (a drill's) changes nothing: the dump's DEFINERs
+        are SQL, replayed as written; a server creates an object whose definer it lacks when the restoring user has
+        SET USER (or SUPER), which a drill user is told to have (README, Restore drills)."""
         if jobs and jobs > 1:
             raise UsageError("--jobs needs a PostgreSQL custom-format archive; a MySQL dump replays as one stream",
                              hint="leave out --jobs")

@@ -20,6 +20,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -41,6 +43,7 @@ CLIENT_PROGRAMS = ("mariadb", "mysql")
 PACKAGES_HINT = ("install the MariaDB client (it talks to MySQL too): apt-get install mariadb-client on Debian and "
                  "Ubuntu, apk add mariadb-client on Alpine")
 QUERY_TIMEOUT_S = 60
+STOP_CHECK_S = 0.2  # how often a running script looks at its stop flag
 VERSION_TIMEOUT_S = 10
 
 # -- URLs ------------------------------------------------------------------------------------------------------
@@ -132,6 +135,16 @@ def routed_url(url: str, address: str, port: int) -> str:
     query = "&".join(item for item in parts.query.split("&")
                      if item and unquote(item.partition("=")[0]).lower() != "socket")
     return parts._replace(netloc=f"{userinfo}{at}{host}:{port}", query=query).geturl()
+
+
+def quote_identifier(name: str) -> str:
+    """Return `name` as a MySQL identifier: in backticks, a backtick doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def quote_string(text: str) -> str:
+    """Return `text` as a MySQL string literal (a backslash and a quote escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 # -- client programs -------------------------------------------------------------------------------------------
@@ -272,6 +285,44 @@ class ClientConnection:
             raise classify_lines(lines, self.url, f"{program.name} {describe_returncode(done.returncode)}",
                                  what=f"{program.name} at {self.url.where}")
         return [line.split("\t") for line in done.stdout.splitlines()]
+
+    def script(self, sql: str, database: str | None = None, *, timeout: float = QUERY_TIMEOUT_S,
+               stop: threading.Event | None = None) -> list[list[str]]:
+        """Run `sql` (statements separated by `;`, read from stdin: no length limit of argv) through the client;
+        return the rows of all its results in order. Raise the classified error if it fails, kind connection after
+        `timeout` s, kind cancelled once `stop` is set (the client is killed either way)."""
+        program = find_program(CLIENT_PROGRAMS)
+        argv = self.client_argv(program) + ["--batch", "--skip-column-names", "--default-character-set=utf8mb4",
+                                            f"--connect-timeout={max(1, math.ceil(self.connect_timeout))}"]
+        argv += ["--", database] if database else []
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=self.child_env()) as proc:
+            stdout, stderr = _communicate(proc, sql, timeout, stop, f"{program.name} at {self.url.where}")
+        if proc.returncode != 0:
+            lines = [mask(line) for line in stderr.splitlines()]
+            raise classify_lines(lines, self.url, f"{program.name} {describe_returncode(proc.returncode)}",
+                                 what=f"{program.name} at {self.url.where}")
+        return [line.split("\t") for line in stdout.splitlines()]
+
+
+def _communicate(proc: subprocess.Popen, sql: str, timeout: float, stop: threading.Event | None,
+                 what: str) -> tuple[str, str]:
+    """Given a started client, feed it `sql` and return (stdout, stderr); kill it and raise on timeout or stop."""
+    deadline, given = time.monotonic() + timeout, sql
+    while True:
+        try:
+            return proc.communicate(given, timeout=min(STOP_CHECK_S, max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            given = None  # the input is taken once; a retry goes on with it
+            stopped = stop is not None and stop.is_set()
+            if not stopped and time.monotonic() < deadline:
+                continue
+            proc.kill()
+            proc.communicate()
+            if stopped:
+                raise EasybackupError("cancelled", f"stopped while {what} ran a query", kind="cancelled") from None
+            raise EasybackupError(f"{what} did not answer within {timeout:g}s", kind="connection",
+                                  hint="check that the server is up and not overloaded", transient=True) from None
 
 
 # -- failures --------------------------------------------------------------------------------------------------

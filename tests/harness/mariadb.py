@@ -132,6 +132,19 @@ class MariaDBServer:
             raise RuntimeError(f"mariadb failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout.rstrip("\n")
 
+    def sql_as(self, user: str, password: str, sql: str, database: str | None = None) -> str:
+        """Run `sql` as `user` (through the socket, the password in an option file of the temp dir): what it
+        creates has that user as its DEFINER. Return the rows; raise on any error."""
+        cnf = self.root / f"client-{user}.cnf"
+        cnf.write_text(f"[client]\nuser={user}\npassword={password}\nsocket={self.socket}\n")
+        cnf.chmod(0o600)
+        argv = ["mariadb", f"--defaults-file={cnf}", "--batch", "--skip-column-names",
+                "--default-character-set=utf8mb4"] + ([database] if database else [])
+        done = subprocess.run(argv, input=sql, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"mariadb as {user} failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout.rstrip("\n")
+
     def sql_file(self, path: Path, database: str) -> None:
         """Run the SQL file at `path` against `database` (it may change the delimiter)."""
         self.sql(Path(path).read_text(encoding="utf-8"), database)

@@ -69,7 +69,7 @@ AT = "strategies[0] (app)."
     ("restore_drill: {schedule: 1d}", "strategies[0] (app).restore_drill: needs target_url"),
     ("restore_drill: {schedule: daily, target_url: 'postgres://h/postgres'}", AT + "restore_drill.schedule"),
     ("restore_drill: {schedule: 1d, target_url: 'postgres://h/p', timeout: 2x}", AT + "restore_drill.timeout"),
-    ("restore_drill: {schedule: 1d, target_url: 'mysql://h/p'}", AT + "restore_drill.target_url"),
+    ("restore_drill: {schedule: 1d, target_url: 'mysql://h/p'}", AT + "restore_drill.target_url: is a MySQL"),
     ("restore_drill: {schedule: 1d, target_url: 'postgres://h/p', database_prefix: 'Drill-'}",
      AT + "restore_drill.database_prefix"),
 ])
@@ -81,12 +81,49 @@ def test_bad_drill_settings_are_refused_where_written(tmp_path, override, expect
     assert any(problem.startswith(expected) for problem in caught.value.problems), caught.value.problems
 
 
-def test_a_mysql_strategy_cannot_be_drilled_yet(tmp_path):
+def test_a_mysql_strategy_drills_into_a_mysql_target(tmp_path):
+    text = (CONFIG.replace("database_url: postgres://u@db:5432/app", "database_url: mysql://u@db:3306/app\n"
+                           "    restore_drill: {target_url: 'mariadb://drill:${DRILL_PW}@scratch-db:3306/'}"))
+    drill = load(tmp_path, text).strategy("app").restore_drill
+    assert (drill.target_url, drill.schedule) == ("mariadb://drill:drill-secret-pw@scratch-db:3306/", "1w@sun-04:00")
+
+
+def test_a_mysql_strategy_under_a_postgres_target_is_refused_naming_the_strategy_and_the_field(tmp_path):
     text = CONFIG.replace("database_url: postgres://u@db:5432/app", "database_url: mysql://u@db:3306/app")
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
-    assert any(problem.startswith("global.restore_drill: restore drills support PostgreSQL databases only")
-               and "strategy app has mysql://" in problem for problem in caught.value.problems), caught.value.problems
+    assert [problem for problem in caught.value.problems if "restore_drill" in problem] == [
+        "global.restore_drill.target_url: is a PostgreSQL server, and strategy app has MySQL/MariaDB databases; a "
+        "drill restores into a server of their engine (a mysql:// or mariadb:// URL), so give strategy app its own "
+        "restore_drill.target_url, or restore_drill: null"]
+
+
+def test_a_postgres_strategy_under_a_mysql_target_is_refused_where_the_target_is_written(tmp_path):
+    text = CONFIG.replace("    restore_drill: {timeout: 10m, database_prefix: \"drill_\"}",
+                          "    restore_drill: {target_url: 'mysql://drill@scratch-db:3306/'}")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert any(problem.startswith("strategies[1] (quick).restore_drill.target_url: is a MySQL/MariaDB server, and "
+                                  "strategy quick has PostgreSQL databases") for problem in caught.value.problems), \
+        caught.value.problems
+
+
+def test_a_strategy_mixing_engines_cannot_be_drilled(tmp_path):
+    text = CONFIG.replace("    database_url: postgres://u@db:5432/app",
+                          "    database_urls: [postgres://u@db:5432/app, mysql://u@db:3306/shop]")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert [problem for problem in caught.value.problems if "restore_drill" in problem] == [
+        "global.restore_drill: strategy app has MySQL/MariaDB and PostgreSQL databases, and a drill restores into "
+        "one server of their engine; split the strategy by engine, or give it restore_drill: null"]
+
+
+def test_a_target_of_no_engine_is_refused(tmp_path):
+    text = CONFIG.replace("postgres://drill:${DRILL_PW}@scratch-db:5432/postgres", "oracle://scratch-db/x")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert any(problem.startswith("global.restore_drill.target_url: no database engine for oracle:// (strategy app)")
+               for problem in caught.value.problems), caught.value.problems
 
 
 def test_a_mysql_strategy_without_drills_loads(tmp_path):

@@ -40,3 +40,10 @@ def test_missing_tables_are_named_schema_dot_table():
 def test_the_summary_counts_rows_of_tables_and_leaves_out_partitioned_parents():
     found = summary({("public", "p"): None, ("public", "p1"): 2, ("public", "t1"): 5})
     assert found == {"tables": 3, "rows": 7, "table_rows": {"public.p": None, "public.p1": 2, "public.t1": 5}}
+
+
+def test_a_table_of_an_engine_without_schemas_is_named_by_itself():
+    # MySQL: a database has no schemas inside; its tables are keyed ("", table).
+    assert summary({("", "orders"): 2000, ("", "customers"): 4}) == {
+        "tables": 2, "rows": 2004, "table_rows": {"customers": 4, "orders": 2000}}
+    assert missing_tables([("", "orders"), ("", "gone")], {("", "orders"): 1}) == ["gone"]
