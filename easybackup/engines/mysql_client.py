@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from easybackup.error_rules import first_match, rule
 from easybackup.errors import EasybackupError
-from easybackup.pipeline.stages import base_env, describe_returncode
+from easybackup.pipeline.stages import StageFailed, base_env, describe_returncode
 from easybackup.secrets import mask, register_secret
 from easybackup.urls import masked_url, url_problem
 
@@ -327,47 +328,58 @@ def _communicate(proc: subprocess.Popen, sql: str, timeout: float, stop: threadi
 
 # -- failures --------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Rule:
-    pattern: re.Pattern
-    kind: str
-    transient: bool
-    hint: str
-
-
 # The clients print the server's error number: `Got error: 1045: "Access denied ..."`, `ERROR 1049 (42000): ...`,
 # `Couldn't execute '...': Lock wait timeout exceeded ... (1205)`.
 _RULES = (
-    _Rule(re.compile(r"\b1045\b|Access denied for user .*using password", re.I), "authentication", False,
-          "check the password for user {user} in the strategy's database URL (and that the account may connect "
-          "from this host)"),
-    _Rule(re.compile(r"\b1049\b|Unknown database", re.I), "not_found", False,
-          "check the database name {dbname} in the strategy's database URL, or create it"),
-    _Rule(re.compile(r"\b(1044|1142|1143|1227|1370)\b|Access denied", re.I), "permission", False,
-          "grant user {user} SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES and PROCESS on {dbname} "
-          "(README: the backup user's permissions)"),
-    _Rule(re.compile(r"\b1205\b|Lock wait timeout", re.I), "timeout", True,
-          "a transaction held a lock the dump needed for longer than innodb_lock_wait_timeout: find it "
-          "(SHOW PROCESSLIST) or schedule the backup away from it"),
-    _Rule(re.compile(r"\b(2002|2003|2005|2006|2013|2026)\b|Can't connect|server has gone away|Lost connection"
-                     r"|Unknown (MySQL |MariaDB )?server host", re.I), "connection", True,
-          "check that the server at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
+    rule(r"\b1045\b|Access denied for user .*using password", "authentication", False,
+         "check the password for user {user} in the strategy's database URL (and that the account may connect "
+         "from this host)"),
+    rule(r"\b1049\b|Unknown database", "not_found", False,
+         "check the database name {dbname} in the strategy's database URL, or create it"),
+    rule(r"\b(1044|1142|1143|1227|1370)\b|Access denied", "permission", False,
+         "grant user {user} SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES and PROCESS on {dbname} "
+         "(README: the backup user's permissions)"),
+    rule(r"\b1205\b|Lock wait timeout", "timeout", True,
+         "a transaction held a lock the dump needed for longer than innodb_lock_wait_timeout: find it "
+         "(SHOW PROCESSLIST) or schedule the backup away from it"),
+    rule(r"\b(2002|2003|2005|2006|2013|2026)\b|Can't connect|server has gone away|Lost connection"
+         r"|Unknown (MySQL |MariaDB )?server host", "connection", True,
+         "check that the server at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
 )
 
 
 def classify_lines(lines: list[str], url: MysqlUrl, description: str, what: str) -> EasybackupError:
     """Given a client's masked stderr lines, return the error an operator can act on: a known failure with its
     kind, transient flag and hint, else dump_failed with the last line."""
-    for rule in _RULES:  # in priority order: access denied before the connection failure around it
-        for line in lines:
-            if rule.pattern.search(line):
-                hint = rule.hint.format(user=url.user or "(default)", dbname=url.dbname or "(default)",
-                                        where=url.where)
-                return EasybackupError(f"{what} failed: {_short(line)}", detail=description, hint=mask(hint),
-                                       kind=rule.kind, transient=rule.transient, last_lines=lines)
+    found = first_match(_RULES, lines)  # in priority order: access denied before the connection failure around it
+    if found is not None:
+        matched, line = found
+        hint = matched.hint.format(user=url.user or "(default)", dbname=url.dbname or "(default)", where=url.where)
+        return EasybackupError(f"{what} failed: {_short(line)}", detail=description, hint=mask(hint),
+                               kind=matched.kind, transient=matched.transient, last_lines=lines)
     last = next((line for line in reversed(lines) if line.strip()), None)
     return EasybackupError(f"{what} failed: {description}", detail=last, hint="read the program's last lines below",
                            kind="dump_failed", transient=False, last_lines=lines)
+
+
+def classify_dump_failure(stage_failed: StageFailed, url: MysqlUrl, what: str) -> EasybackupError:
+    """Given the failure of a dump stage (mariadb-dump, or the users-and-grants client), its URL and what it
+    dumped, return the classified error (a killed program's last words are not its cause)."""
+    lines = [mask(line) for line in stage_failed.last_lines]
+    error = classify_lines(lines if stage_failed.signal is None else [], url,
+                           f"{stage_failed.stage} {stage_failed.description}", what)
+    error.exit_codes = dict(stage_failed.exit_codes)
+    error.last_lines = lines
+    return error
+
+
+def invalid_dump_error(what: str, stage_name: str, problem: str, written: int, last_lines: list[str],
+                       hint: str) -> EasybackupError:
+    """Given what was dumped, by which stage, what is wrong with its output, the bytes it wrote, its last lines and
+    the hint, return the invalid_dump error of a dump that exited 0 but is not whole."""
+    return EasybackupError(f"{what} is not a whole dump although {stage_name} exited 0: {problem}",
+                           detail=f"{stage_name} wrote {written} bytes to easybackup", hint=hint,
+                           kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
 
 
 def _short(line: str) -> str:

@@ -13,8 +13,9 @@ from easybackup.engines.mysql_client import (
     CONNECT_TIMEOUT_S,
     PACKAGES_HINT,
     ClientConnection,
-    classify_lines,
+    classify_dump_failure,
     find_program,
+    invalid_dump_error,
 )
 from easybackup.errors import EasybackupError
 from easybackup.pipeline.stages import StageFailed, StageSpec
@@ -148,26 +149,18 @@ class MysqlSource:
         another stage (the compressor) is returned unchanged."""
         if stage_failed.stage != self.stage_name:
             return stage_failed
-        lines = [mask(line) for line in stage_failed.last_lines]
-        if stage_failed.signal is not None:
-            lines = []  # killed: its last words are not the cause
-        error = classify_lines(lines, self.url, f"{self.stage_name} {stage_failed.description}", self.dumped())
-        error.exit_codes = dict(stage_failed.exit_codes)
-        error.last_lines = [mask(line) for line in stage_failed.last_lines]
-        return error
+        return classify_dump_failure(stage_failed, self.url, self.dumped())
 
     def check_dump(self, head: bytes, tail: bytes, size: int | None, last_lines: list[str]) -> None:
         """Raise EasybackupError (kind invalid_dump) unless `head` and `tail` are a whole dump's."""
         problem = dump_problem(head, tail)
         if problem is None:
             return
-        raise EasybackupError(
-            f"{self.dumped()} is not a whole dump although {self.stage_name} exited 0: {problem}",
-            detail=f"{self.stage_name} wrote {size if size is not None else len(head)} bytes to easybackup",
+        raise invalid_dump_error(
+            self.dumped(), self.stage_name, problem, size if size is not None else len(head), last_lines,
             hint="nothing was stored; check mysqldump.extra_args for an option that sends the dump elsewhere or "
                  "drops its comments (--result-file, --tab, --compact, --skip-comments), and what wraps "
-                 f"{self.stage_name} on the PATH",
-            kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
+                 f"{self.stage_name} on the PATH")
 
     def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
         """Return the manifest's versions, read off the dump's header (no second connection): `dump_version`

@@ -38,8 +38,9 @@ from easybackup.engines.mysql_client import (
     CLIENT_PROGRAMS,
     CONNECT_TIMEOUT_S,
     ClientConnection,
-    classify_lines,
+    classify_dump_failure,
     find_program,
+    invalid_dump_error,
 )
 from easybackup.engines.mysql_dump import MysqlSource, dump_problem
 from easybackup.errors import EasybackupError
@@ -258,13 +259,7 @@ class MysqlGlobalsSource:
             return self.dump.classify_failure(stage_failed)
         if stage_failed.stage != self.stage_name:
             return stage_failed
-        lines = [mask(line) for line in stage_failed.last_lines]
-        if stage_failed.signal is not None:
-            lines = []  # killed: its last words are not the cause
-        error = classify_lines(lines, self.url, f"{self.stage_name} {stage_failed.description}", self.dumped())
-        error.exit_codes = dict(stage_failed.exit_codes)
-        error.last_lines = [mask(line) for line in stage_failed.last_lines]
-        return error
+        return classify_dump_failure(stage_failed, self.url, self.dumped())
 
     def check_dump(self, head: bytes, tail: bytes, size: int | None, last_lines: list[str]) -> None:
         if self.dump is not None:
@@ -272,11 +267,8 @@ class MysqlGlobalsSource:
         problem = dump_problem(head, tail)
         if problem is None:
             return None
-        raise EasybackupError(
-            f"{self.dumped()} is not a whole dump although {self.stage_name} exited 0: {problem}",
-            detail=f"{self.stage_name} wrote {size if size is not None else len(head)} bytes to easybackup",
-            hint=f"nothing was stored; check what wraps {self.stage_name} on the PATH",
-            kind="invalid_dump", transient=False, last_lines=[mask(line) for line in last_lines])
+        raise invalid_dump_error(self.dumped(), self.stage_name, problem, size if size is not None else len(head),
+                                 last_lines, hint=f"nothing was stored; check what wraps {self.stage_name} on the PATH")
 
     def versions_after_dump(self, head: bytes) -> dict[str, str | None]:
         """Return the manifest's versions: the mariadb-dump way's from its header; the SHOW way's name the client
