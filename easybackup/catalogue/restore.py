@@ -163,14 +163,15 @@ def _restore_failed(failure: StageFailed, target: RestoreTarget,
                     unchecked: tuple[int, int, str] | None = None) -> EasybackupError:
     """Given the failed stage and the target, return the restore's error; `unchecked` (bytes read, bytes stored,
     key) says the download stopped with the failure, so the archive's checksum was not checked."""
-    hint = ("read the lines above; the database may hold a partial restore — fix the cause and restore again "
-            "with --clean")
+    known = target.failure_hint(failure.last_lines)
+    kind, cause = known if known is not None else ("dump_failed", "read the lines above")
+    hint = f"{cause}; the database may hold a partial restore — fix the cause and restore again with --clean"
     if unchecked is not None:
         read, stored, key = unchecked
         hint += (f"; the download stopped with it after {read} of {stored} bytes, so the archive's sha256 was not "
                  f"checked: `easybackup verify --backup {key}` checks it")
     return EasybackupError(f"restore into database {target.dbname} failed: {failure.message}", failure.detail,
-                           hint, kind="dump_failed", exit_codes=failure.exit_codes, last_lines=failure.last_lines)
+                           hint, kind=kind, exit_codes=failure.exit_codes, last_lines=failure.last_lines)
 
 
 def check_free_space(directory: Path, needed: int) -> None:

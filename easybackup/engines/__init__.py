@@ -103,6 +103,11 @@ class RestoreTarget(Protocol):
         (objects that already exist do not)."""
         ...
 
+    def failure_hint(self, lines: list[str]) -> tuple[str, str] | None:
+        """Given the last lines of a restore program that failed, return (error kind, what to fix) for a failure
+        this engine recognises, else None (the lines then speak for themselves)."""
+        ...
+
     def cleanup(self) -> None: ...
 
 

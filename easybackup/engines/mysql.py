@@ -39,9 +39,9 @@ from easybackup.engines.mysql_dump import (
     versions_from_dump_head,
 )
 from easybackup.engines.mysql_globals import MysqlGlobalsSource
+from easybackup.error_rules import first_match, rule
 from easybackup.errors import EasybackupError, UsageError
-from easybackup.pipeline.stages import StageFailed, StageSpec
-from easybackup.secrets import mask
+from easybackup.pipeline.stages import StageSpec
 
 __all__ = ["ENGINE", "ClientProgram", "DumpVersions", "MysqlEngine", "MysqlGlobalsSource", "MysqlRestoreTarget",
            "MysqlSource", "MysqlUrl",
@@ -152,14 +152,28 @@ class MysqlRestoreTarget(MysqlDrillQueries):
         """Given a line the client printed replaying users and grants, return whether it is an error."""
         return line.startswith("ERROR")
 
-    def classify_failure(self, stage_failed: StageFailed) -> EasybackupError:
-        if stage_failed.stage != self.program.name:
-            return stage_failed
-        lines = [mask(line) for line in stage_failed.last_lines]
-        error = classify_lines(lines, self.url, f"{self.program.name} {stage_failed.description}",
-                               f"restore into {self.dbname or 'the server'} at {self.url.where}")
-        error.exit_codes = dict(stage_failed.exit_codes)
-        return error
+    def failure_hint(self, lines: list[str]) -> tuple[str, str] | None:
+        """Given the client's last lines, return (kind, what to fix) for a failure a restore of a MySQL dump meets."""
+        found = first_match(RESTORE_RULES, lines)
+        if found is None:
+            return None
+        matched, _line = found
+        return matched.kind, matched.hint.format(user=self.url.user or "(default)", where=self.url.where)
+
+
+# What stops the replay of a dump, in priority order (the client prints `ERROR <number> (<state>) at line N: ...`).
+RESTORE_RULES = (
+    rule(r"\b1227\b|SUPER, SET USER|SET_USER_ID|SYSTEM_USER", "permission", False,
+         "the dump's views, triggers, routines and events name their DEFINER: user {user} needs SET USER (MariaDB; "
+         "SET_USER_ID on MySQL 8.2+, SUPER before) to create them as another user, or restore as a user that has it"),
+    rule(r"\b1045\b|Access denied for user .*using password", "authentication", False,
+         "check the password for user {user} (the restore's URL, EASYBACKUP_TARGET_PASSWORD or the password file)"),
+    rule(r"\b(1044|1142|1143|1370)\b|Access denied", "permission", False,
+         "grant user {user} ALL on the target database (a restore creates, drops and fills its objects)"),
+    rule(r"\b2006\b|\b2013\b|server has gone away|Lost connection", "connection", True,
+         "the server at {where} closed the connection mid-restore: a row larger than its max_allowed_packet is "
+         "the usual cause (raise it on the server), else a restart — see the server's error log"),
+)
 
 
 # -- the engine ------------------------------------------------------------------------------------------------

@@ -206,6 +206,11 @@ class PostgresTarget(PostgresDrillQueries):
         ERROR lines, except for objects that already exist (the usual case in a cluster that has some roles)."""
         return "ERROR:" in line and "already exists" not in line
 
+    @staticmethod
+    def failure_hint(lines: list[str]) -> tuple[str, str] | None:
+        """pg_restore's and psql's errors name the object and the cause in their own words: no hint to add."""
+        return None
+
     def cleanup(self) -> None:
         self._source.cleanup()
         shutil.rmtree(self._dir, ignore_errors=True)

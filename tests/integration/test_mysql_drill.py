@@ -121,7 +121,7 @@ def test_a_drill_user_without_set_user_fails_at_the_first_definer_with_the_serve
     assert line.startswith(f"main/{shop}: failed — restore into database {PREFIX}{shop}_")
     assert "failed: mariadb exited with code 1: ERROR 1227 (42000) at line " in line and "SET USER" in line, line
     [record] = drill_records(moto, bucket)
-    assert record["status"] == "failed" and record["databases"][0]["error_kind"] == "dump_failed"
+    assert record["status"] == "failed" and record["databases"][0]["error_kind"] == "permission"
     assert prefixed(scratch) == []
 
 

@@ -207,3 +207,14 @@ def test_the_manifest_versions_name_the_program_and_the_server_flavour(tmp_path,
     with MysqlSource("shop", "mysql://u@db/shop", tmp_path) as source:
         versions = source.versions_after_dump(head)
     assert (versions["dump_version"], versions["server_version"]) == (dump_version, server_version)
+
+
+def test_a_failed_mysql_restore_is_explained_by_the_clients_error_number(tmp_path):
+    with mysql.ENGINE.restore_target("mysql://restorer:Secret-Pw-5@db.example:3306/shop", tmp_path, 5) as restore:
+        kind, hint = restore.failure_hint(["ERROR 1227 (42000) at line 4154: Access denied; you need (at least one "
+                                           "of) the SUPER, SET USER privilege(s) for this operation"])
+        assert kind == "permission" and "DEFINER" in hint and "restorer needs SET USER" in hint
+        kind, hint = restore.failure_hint(["ERROR 2006 (HY000) at line 12: MySQL server has gone away"])
+        assert kind == "connection" and "max_allowed_packet" in hint and "db.example:3306" in hint
+        assert restore.failure_hint(["ERROR 1142 (42000): CREATE command denied to user"])[0] == "permission"
+        assert restore.failure_hint(["ERROR 1064 (42000) at line 3: You have an error in your SQL syntax"]) is None
