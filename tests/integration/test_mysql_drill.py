@@ -184,6 +184,22 @@ def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(
     assert prefixed(scratch) == []
 
 
+def test_sigterm_mid_drill_drops_the_drill_database(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy):
+    backed_up(mariadb, moto, bucket, tmp_path, shop, target_url(scratch))
+    slowly = slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy)
+    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", slowly], env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not prefixed(scratch) and time.monotonic() < deadline and drill.poll() is None:
+        time.sleep(0.1)
+    assert len(prefixed(scratch)) == 1, "the drill database was never created"
+    drill.send_signal(signal.SIGTERM)
+    out, err = drill.communicate(timeout=60)
+    assert drill.returncode == 143, err
+    assert f"main/{shop}: cancelled" in out
+    assert prefixed(scratch) == []
+
+
 def held_open(scratch, database: str) -> subprocess.Popen:
     """Open a session in `database` that holds a metadata lock on its table (an open transaction), as an operator's
     forgotten client would; return it once the lock is held. DROP DATABASE waits for it unless it is ended."""
