@@ -62,6 +62,13 @@ def verification_error(message: str, detail: str | None = None, hint: str | None
     return EasybackupError(message, detail, hint, kind="verification", transient=False, last_lines=list(last_lines))
 
 
+class ArchiveMissing(EasybackupError):
+    """A `verification` error: the archive a manifest names is not in S3 (deleted after its manifest was read — by
+    retention, under a restore drill — or outside easybackup). A drill tells it apart from every other failure."""
+
+    kind = "verification"
+
+
 def open_object(client, bucket: str, key: str):
     """Given a key, return the GetObject response (its Body streams); raise a verification error if the object is
     missing, or the classified S3 error."""
@@ -69,8 +76,8 @@ def open_object(client, bucket: str, key: str):
         return client.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-            raise verification_error(f"the archive {key} is missing from S3", "GetObject: NoSuchKey",
-                                     "it was deleted outside easybackup; this backup cannot be restored") from exc
+            raise ArchiveMissing(f"the archive {key} is missing from S3", "GetObject: NoSuchKey",
+                                 "it was deleted outside easybackup; this backup cannot be restored") from exc
         raise classify_s3_error(exc, bucket) from exc
     except BotoCoreError as exc:
         raise classify_s3_error(exc, bucket) from exc

@@ -23,6 +23,7 @@ import time
 from easybackup.catalogue.drill import drill_one, drill_target, drop_leftovers
 from easybackup.catalogue.drill_plan import PASSED, SUPERSEDED, drill_status, superseded_by
 from easybackup.catalogue.listing import read_backups, read_catalogue, select_backup
+from easybackup.catalogue.verify import ArchiveMissing
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.private_dirs import make_private_dir
@@ -151,7 +152,9 @@ def _drill_database(job, client, database, manifest, maintenance, private_dir, w
                   f"{format_duration(found['restore_s'])} ({found['restored_bytes']} bytes)")
     except EasybackupError as exc:
         status, exc = _failure(exc, watch, settings.timeout)
-        newer = _superseded_by(job.strategy, client, database, manifest) if status == "failed" else None
+        # Only a failure to find the archive can be retention's doing; any other failure stands, deleted or not.
+        vanished = status == "failed" and isinstance(exc, ArchiveMissing)
+        newer = _superseded_by(job.strategy, client, database, manifest) if vanished else None
         if newer is not None:
             emit("log", stream="worker", level="info", database=database, line=f"the drill's own error: {exc}")
             status, exc = SUPERSEDED, EasybackupError(f"{manifest.key} was deleted while it was drilled",

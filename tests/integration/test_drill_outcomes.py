@@ -117,6 +117,38 @@ def test_a_drill_whose_backup_retention_deletes_under_it_after_a_newer_backup_is
     assert prefixed(scratch) == []
 
 
+def test_a_drill_that_fails_on_its_own_stays_failed_though_retention_then_deletes_its_backup(
+        pg, moto, bucket, tmp_path, scratch, fault_proxy):
+    pg.create_database("drillbadgone")
+    pg.psql(BIG_SQL, "drillbadgone")
+    # Plain SQL: no table of contents read first, so the drill's one download is the restore's.
+    strategies = strategy(pg, "drillbadgone", schedule="1s", retention="1s", keep_last=1,
+                          pg_dump={"format": "plain"})
+    backups = write_config(tmp_path, bucket=bucket, endpoint=moto.endpoint, strategies=strategies,
+                           restore_drill=drill_settings(scratch))
+    assert run_cli("once", "-c", str(backups)).returncode == 0
+    [drilled] = [key for key in moto.list_keys(bucket, "backups/main/drillbadgone/") if key.endswith(".sql.gz")]
+    client = moto.client()
+    stored = client.get_object(Bucket=bucket, Key=drilled)["Body"].read()
+    client.put_object(Bucket=bucket, Key=drilled, Body=stored + b"\x00" * 100)  # gunzip ignores it; sha256 does not
+    proxy = fault_proxy("127.0.0.1", moto.port, "http")
+    proxy.throttle(SLOW)
+    slowly = write_config(tmp_path, bucket=bucket, endpoint=proxy.url, strategies=strategies, name="drill.yaml",
+                          restore_drill=drill_settings(scratch))
+    drill = drilling_slowly(slowly, proxy, drilled)
+
+    newer = run_cli("once", "-c", str(backups))  # deleted while the restore reads it, after a newer backup
+    assert newer.returncode == 0 and f"retention: deleted {drilled}" in newer.stderr, newer.stderr
+    proxy.throttle(None)
+    out, err = drill.communicate(timeout=120)
+
+    assert drill.returncode == 1, out + err
+    assert f"main/drillbadgone: failed — checksum mismatch: {drilled} is not what was backed up" in out
+    [record] = drill_records(moto, bucket)
+    assert (record["status"], record["databases"][0]["error_kind"]) == ("failed", "verification")
+    assert prefixed(scratch) == []
+
+
 def test_a_drill_whose_backup_is_deleted_with_no_newer_backup_still_fails(
         pg, moto, bucket, tmp_path, scratch, fault_proxy):
     pg.create_database("drillnonewer")
