@@ -21,6 +21,7 @@ from easybackup.engines.mysql_client import (
     classify_lines,
     connection_options,
     find_program,
+    numbered,
     parse_mysql_url,
     parse_version_output,
     probe,
@@ -163,14 +164,14 @@ class MysqlRestoreTarget(MysqlDrillQueries):
 
 # What stops the replay of a dump, in priority order (the client prints `ERROR <number> (<state>) at line N: ...`).
 RESTORE_RULES = (
-    rule(r"\b1227\b|SUPER, SET USER|SET_USER_ID|SYSTEM_USER", "permission", False,
+    rule(numbered(1227) + r"|SUPER, SET USER|SET_USER_ID|SYSTEM_USER", "permission", False,
          "the dump's views, triggers, routines and events name their DEFINER: user {user} needs SET USER (MariaDB; "
          "SET_USER_ID on MySQL 8.2+, SUPER before) to create them as another user, or restore as a user that has it"),
-    rule(r"\b1045\b|Access denied for user .*using password", "authentication", False,
+    rule(numbered(1045) + r"|Access denied for user .*using password", "authentication", False,
          "check the password for user {user} (the restore's URL, EASYBACKUP_TARGET_PASSWORD or the password file)"),
-    rule(r"\b(1044|1142|1143|1370)\b|Access denied", "permission", False,
+    rule(numbered(1044, 1142, 1143, 1370) + r"|Access denied", "permission", False,
          "grant user {user} ALL on the target database (a restore creates, drops and fills its objects)"),
-    rule(r"\b2006\b|\b2013\b|server has gone away|Lost connection", "connection", True,
+    rule(numbered(2006, 2013) + r"|server has gone away|Lost connection", "connection", True,
          "the server at {where} closed the connection mid-restore: a row larger than its max_allowed_packet is "
          "the usual cause (raise it on the server), else a restart — see the server's error log"),
 )

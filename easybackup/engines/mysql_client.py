@@ -328,21 +328,36 @@ def _communicate(proc: subprocess.Popen, sql: str, timeout: float, stop: threadi
 
 # -- failures --------------------------------------------------------------------------------------------------
 
+_ERROR_NUMBER = re.compile(r"\berror:?\s+(\d{4})\b|\((\d{4})\)\s*$", re.I)
+
+
+def numbered(*numbers: int) -> str:
+    """Given server error numbers, return a pattern for them as the clients print them — `ERROR 1045 (28000)`,
+    `Got error: 1045:`, `Error 2013:`, `… (1205)` at a line's end — never a number elsewhere (`at line 2013`)."""
+    alternatives = "|".join(str(number) for number in numbers)
+    return rf"\berror:?\s+(?:{alternatives})\b|\((?:{alternatives})\)\s*$"
+
+
+def error_numbers(text: str) -> set[str]:
+    """Given a client's output, return the server error numbers it reports (as `numbered` reads them)."""
+    return {first or second for line in text.splitlines() for first, second in _ERROR_NUMBER.findall(line)}
+
+
 # The clients print the server's error number: `Got error: 1045: "Access denied ..."`, `ERROR 1049 (42000): ...`,
 # `Couldn't execute '...': Lock wait timeout exceeded ... (1205)`.
 _RULES = (
-    rule(r"\b1045\b|Access denied for user .*using password", "authentication", False,
+    rule(numbered(1045) + r"|Access denied for user .*using password", "authentication", False,
          "check the password for user {user} in the strategy's database URL (and that the account may connect "
          "from this host)"),
-    rule(r"\b1049\b|Unknown database", "not_found", False,
+    rule(numbered(1049) + r"|Unknown database", "not_found", False,
          "check the database name {dbname} in the strategy's database URL, or create it"),
-    rule(r"\b(1044|1142|1143|1227|1370)\b|Access denied", "permission", False,
+    rule(numbered(1044, 1142, 1143, 1227, 1370) + r"|Access denied", "permission", False,
          "grant user {user} SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES and PROCESS on {dbname} "
          "(README: the backup user's permissions)"),
-    rule(r"\b1205\b|Lock wait timeout", "timeout", True,
+    rule(numbered(1205) + r"|Lock wait timeout", "timeout", True,
          "a transaction held a lock the dump needed for longer than innodb_lock_wait_timeout: find it "
          "(SHOW PROCESSLIST) or schedule the backup away from it"),
-    rule(r"\b(2002|2003|2005|2006|2013|2026)\b|Can't connect|server has gone away|Lost connection"
+    rule(numbered(2002, 2003, 2005, 2006, 2013, 2026) + r"|Can't connect|server has gone away|Lost connection"
          r"|Unknown (MySQL |MariaDB )?server host", "connection", True,
          "check that the server at {where} is up and reachable from this machine (firewall, tunnel, proxy)"),
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 
-from easybackup.engines.mysql_client import quote_identifier, quote_string
+from easybackup.engines.mysql_client import error_numbers, quote_identifier, quote_string
 from easybackup.errors import EasybackupError
 from easybackup.pipeline.stages import StageSpec
 
@@ -114,10 +114,10 @@ class MysqlDrillQueries:
             try:
                 self.connection.script(f"KILL CONNECTION {int(row[0])}")
             except EasybackupError as exc:
-                said = " ".join(exc.last_lines) or exc.message
-                if UNKNOWN_THREAD in said:
+                said = "\n".join(exc.last_lines) or exc.message
+                if UNKNOWN_THREAD in error_numbers(said):
                     continue
-                if NOT_OWNER in said:
+                if NOT_OWNER in error_numbers(said):
                     raise EasybackupError(f"cannot end session {row[0]} in drill database {name} at "
                                           f"{self.connection.url.where}", exc.detail or said,
                                           "grant the drill user CONNECTION ADMIN (README: Restore drills)",

@@ -218,3 +218,25 @@ def test_a_failed_mysql_restore_is_explained_by_the_clients_error_number(tmp_pat
         assert kind == "connection" and "max_allowed_packet" in hint and "db.example:3306" in hint
         assert restore.failure_hint(["ERROR 1142 (42000): CREATE command denied to user"])[0] == "permission"
         assert restore.failure_hint(["ERROR 1064 (42000) at line 3: You have an error in your SQL syntax"]) is None
+
+
+@pytest.mark.parametrize("line,number", [
+    ("ERROR 1045 (28000): Access denied for user 'u'@'h' (using password: YES)", "1045"),
+    ('mariadb-dump: Got error: 1049: "Unknown database \'x\'" when selecting the database', "1049"),
+    ("mysqldump: Error 2013: Lost connection to server during query when dumping table `t` at row: 7", "2013"),
+    ("mariadb-dump: Couldn't execute 'SHOW CREATE TABLE `t`': Lock wait timeout exceeded; try restarting "
+     "transaction (1205)", "1205"),
+    ("ERROR 1094 (HY000) at line 1: Unknown thread id: 21095", "1094"),
+])
+def test_the_clients_error_number_is_read_where_they_print_it(line, number):
+    from easybackup.engines.mysql_client import error_numbers
+    assert error_numbers(line) == {number}
+
+
+def test_a_number_elsewhere_in_the_line_is_not_an_error_number(tmp_path):
+    from easybackup.engines.mysql_client import error_numbers
+    duplicate = "ERROR 1062 (23000) at line 2013: Duplicate entry '1227' for key 'PRIMARY'"
+    assert error_numbers(duplicate) == {"1062"}
+    with mysql.ENGINE.restore_target("mysql://restorer:Secret-Pw-5@db.example:3306/shop", tmp_path, 5) as restore:
+        assert restore.failure_hint([duplicate]) is None
+        assert restore.failure_hint(["ERROR 1064 (42000) at line 1227: You have an error in your SQL syntax"]) is None
