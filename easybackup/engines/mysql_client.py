@@ -144,8 +144,10 @@ def quote_identifier(name: str) -> str:
 
 
 def quote_string(text: str) -> str:
-    """Return `text` as a MySQL string literal (a backslash and a quote escaped)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+    """Return `text` as a MySQL string literal that every sql_mode reads alike: hex, as utf8mb4 (in a quoted
+    literal a backslash escapes unless the server runs NO_BACKSLASH_ESCAPES, so `a\\b` would name another database
+    there)."""
+    return f"CONVERT(X'{text.encode('utf-8').hex()}' USING utf8mb4)"
 
 
 # -- client programs -------------------------------------------------------------------------------------------
