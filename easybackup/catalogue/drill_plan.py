@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from easybackup.catalogue.listing import run_timestamp_of
+from easybackup.storage.drillrecord import FAILED, PASSED, SUPERSEDED, no_failure
 from easybackup.storage.manifest import Manifest
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: a longer CREATE DATABASE name is silently cut
@@ -65,7 +66,6 @@ def summary(restored: dict[tuple[str, str], int | None]) -> dict:
 
 # -- superseded: the drilled backup deleted under the drill by retention, after a newer backup ------------------
 
-PASSED, SUPERSEDED, FAILED = "success", "superseded", "failed"
 
 
 def superseded_by(drilled: Manifest, backups: Sequence[Manifest], missing: Collection[str]) -> Manifest | None:
@@ -89,6 +89,6 @@ def drill_status(statuses: list[str], error: bool) -> str:
     """Given each drilled database's status and whether the drill itself failed (nothing listed, no target),
     return the drill's: `failed` when anything failed or nothing was drilled, `superseded` when every database
     passed but one or more were superseded (their backup not checked, a newer one exists), else `success`."""
-    if error or not statuses or any(status not in (PASSED, SUPERSEDED) for status in statuses):
+    if error or not statuses or not all(no_failure(status) for status in statuses):
         return FAILED
     return SUPERSEDED if SUPERSEDED in statuses else PASSED

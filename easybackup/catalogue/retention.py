@@ -49,7 +49,7 @@ from easybackup.config.model import AnomalySettings, RetentionTiers, Strategy
 from easybackup.errors import EasybackupError
 from easybackup.logs import log
 from easybackup.scheduling import format_duration
-from easybackup.storage.drillrecord import drill_record_status, drill_run_name, list_drill_record_keys
+from easybackup.storage.drillrecord import PASSED, drill_record_status, drill_run_name, list_drill_record_keys
 from easybackup.storage.layout import MANIFEST_SUFFIX, manifest_key, pin_key, run_name_of_record, split_run_name
 from easybackup.storage.manifest import Manifest
 from easybackup.storage.runrecord import list_run_record_keys
@@ -58,7 +58,6 @@ from easybackup.storage.s3 import classify_s3_error
 DELETE_BATCH_KEYS = 1000  # S3's DeleteObjects limit
 RUN_RECORDS_KEPT = 20  # whatever their age: a restart reads up to this many for the failures in a row
 DRILL_RECORDS_KEPT = 20  # past retention, failed drills' records stay until a drill passes, but at most this many
-PASSED = "success"  # the drill record status of a drill in which every database restored and checked
 # Beyond the timeouts: clock skew between hosts, the manifest's own PUT, a slow store.
 ORPHAN_MARGIN_S = 3600.0
 
@@ -195,9 +194,7 @@ def old_run_records(keys: Sequence[str], now: datetime, retention_seconds: float
     candidates = list(keys)[:max(len(keys) - keep, 0)]
     old = []
     for key in candidates:
-        timestamp, _ = split_run_name(run_name_of_record(key))
-        started = datetime.strptime(timestamp, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        if (now - started).total_seconds() > retention_seconds:
+        if _age_s(run_name_of_record(key), now) > retention_seconds:
             old.append(key)
     return old
 
@@ -236,8 +233,14 @@ def old_drill_records(keys: Sequence[str], now: datetime, retention_seconds: flo
 
 
 def _age_s(run: str, now: datetime) -> float:
+    """Given a run name, return its age in seconds by the timestamp in it; -inf (never old) for a timestamp that is
+    no date (`2024-02-30T…`, made by hand): one odd key must not stop retention, and it is not ours to delete."""
     timestamp, _ = split_run_name(run)
-    return (now - datetime.strptime(timestamp, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc)).total_seconds()
+    try:
+        started = datetime.strptime(timestamp, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return float("-inf")
+    return (now - started).total_seconds()
 
 
 def _old_drill_records(client, strategy: Strategy, now: datetime) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from easybackup.jobspec import DRILL
 from easybackup.logs import setup_logging
 from easybackup.run_observer import Observers
 from easybackup.scheduling import format_duration
+from easybackup.storage.drillrecord import no_failure
 from easybackup.supervision.batch import Batch
 from easybackup.supervision.observers import LogObserver
 
@@ -84,4 +85,4 @@ def run(args) -> int:
 def passed(results: dict[str, dict]) -> bool:
     """Given {strategy: result}, return whether every drill passed or was superseded (its backup deleted by
     retention under it after a newer one: no failure)."""
-    return bool(results) and all(r.get("status") in ("success", "superseded") for r in results.values())
+    return bool(results) and all(no_failure(r.get("status")) for r in results.values())

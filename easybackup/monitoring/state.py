@@ -19,6 +19,7 @@ from easybackup.monitoring.history import HistoryPoint, merge_history
 from easybackup.network.routes import describe_route
 from easybackup.scheduling import interval
 from easybackup.secrets import mask
+from easybackup.storage.drillrecord import FAILED, no_failure
 
 STALL_AFTER_S = 30.0  # the loop beats about once a second; this much silence means it is stuck
 OVERDUE_INTERVALS = 2  # no success within this many schedule intervals -> overdue
@@ -99,7 +100,7 @@ def drill_status_of(result: dict) -> str:
     (its backup deleted by retention under it after a newer one: no failure, though nothing was proved) or failed
     (timed out and cancelled too: they did not prove the backup either)."""
     status = result.get("status") if isinstance(result, dict) else None
-    return status if status in ("success", "superseded") else "failed"
+    return status if no_failure(status) else FAILED
 
 
 def _drill_degraded(view: dict) -> bool:

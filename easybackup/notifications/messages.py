@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from easybackup.humanize import format_bytes, format_rate
 from easybackup.scheduling.durations import format_duration
 from easybackup.secrets import mask
+from easybackup.storage.drillrecord import SUPERSEDED, no_failure
 
 SECTION_MAX = 3000
 FIELD_MAX = 2000
@@ -26,7 +27,6 @@ SHORT_ERROR_MAX = 200  # the error on the parent and in the summary
 PARENT_LINES = 5  # last output lines on the edited parent
 THREAD_LINES = 25  # last output lines in the thread
 ELLIPSIS = "…"
-SUPERSEDED = "superseded"  # a restore drill's (worker/drill.py): its backup deleted under it, after a newer one
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ def _drill_outcome(result: dict) -> str:
         first = next((db for db in databases if db.get("status") == SUPERSEDED), {})
         return (f"{passed}/{plural(len(databases), 'database')} passed, {escape(first.get('database') or '-')} "
                 f"superseded: {_why(first.get('error'))}")
-    failed = [db for db in databases if db.get("status") not in ("success", SUPERSEDED) and db.get("error")]
+    failed = [db for db in databases if not no_failure(db.get("status")) and db.get("error")]
     return error_text(failed[0]["error"] if failed else result.get("error"), False)
 
 

@@ -24,6 +24,7 @@ from easybackup.notifications.notifier import Notifier, ThreadRef
 from easybackup.notifications.slack_api import DEFAULT_DEADLINE_S
 from easybackup.run_observer import RunObserver
 from easybackup.scheduling.durations import parse_duration
+from easybackup.storage.drillrecord import no_failure
 from easybackup.storage.layout import strategy_prefix
 
 DEADLINE_ENV = "EASYBACKUP_SLACK_DEADLINE"  # e.g. `30s`: how long one message is retried (default 10m)
@@ -85,7 +86,7 @@ class SlackObserver(RunObserver):
             self._reply(run, messages.drill_report(run.info, result))
             self.notifier.update(run.slack, run.ref, messages.drill_finished_parent(run.info, result))
             # a superseded drill failed nothing: its summary goes with the passed ones
-            self._summary(run, result.get("status") in ("success", messages.SUPERSEDED), result,
+            self._summary(run, no_failure(result.get("status")), result,
                           messages.drill_summary)
             return
         output = {db: list(lines) for db, lines in run.output.items()}

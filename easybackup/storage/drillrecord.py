@@ -19,6 +19,9 @@ from easybackup.storage.layout import run_name, strategy_prefix
 from easybackup.storage.runrecord import error_text
 from easybackup.storage.s3 import extra_put_args, list_keys, put_new_object, read_object_or_none
 
+# A drill's status, and each drilled database's: passed; superseded (its backup deleted under it by retention,
+# after a newer one: no failure, though nothing was proved); failed (timed out and cancelled too).
+PASSED, SUPERSEDED, FAILED = "success", "superseded", "failed"
 DRILLS = "_drills"
 DRILL_RECORD_SUFFIX = ".drill.json"
 RECORD_VERSION = 1
@@ -26,6 +29,11 @@ _DRILL_RECORD_NAME = re.compile(r"^(?P<name>\d{4}-\d{2}-\d{2}T\d{6}Z-[0-9a-z]{1,
                                 + "$")
 _DATABASE_FIELDS = ("database", "status", "key", "tables", "rows", "restored_bytes", "restore_s", "toc_tables",
                     "duration_s", "table_rows")
+
+
+def no_failure(status: str | None) -> bool:
+    """Given a drill's (or a drilled database's) status, return whether it failed nothing: passed or superseded."""
+    return status in (PASSED, SUPERSEDED)
 
 
 def drills_prefix(base_path: str | None, strategy: str) -> str:

@@ -21,14 +21,14 @@ import threading
 import time
 
 from easybackup.catalogue.drill import drill_one, drill_target, drop_leftovers
-from easybackup.catalogue.drill_plan import PASSED, SUPERSEDED, drill_status, superseded_by
+from easybackup.catalogue.drill_plan import drill_status, superseded_by
 from easybackup.catalogue.listing import read_backups, read_catalogue, select_backup
 from easybackup.catalogue.verify import ArchiveMissing
 from easybackup.errors import EasybackupError
 from easybackup.jobspec import JobSpec
 from easybackup.private_dirs import make_private_dir
 from easybackup.scheduling import format_duration
-from easybackup.storage.drillrecord import store_drill_record
+from easybackup.storage.drillrecord import SUPERSEDED, no_failure, store_drill_record
 from easybackup.storage.layout import GLOBALS
 from easybackup.storage.s3 import classify_s3_error, make_client
 
@@ -90,7 +90,7 @@ def _run_error(error: EasybackupError | None, outcomes: list[dict]) -> dict | No
     """The drill's error: its own, else the first failed database's, else the first superseded one's (why)."""
     if error is not None:
         return error.to_dict()
-    failures = [o for o in outcomes if o["status"] not in (PASSED, SUPERSEDED)]
+    failures = [o for o in outcomes if not no_failure(o["status"])]
     failures += [o for o in outcomes if o["status"] == SUPERSEDED]
     if failures:
         return failures[0]["error"]

@@ -149,3 +149,9 @@ def test_the_statuses_it_did_not_ask_for_change_nothing(hours, retention_days, k
 def test_a_drill_record_key_names_its_run():
     assert drill_run_name(key(1, 7)) == "2025-06-16T120000Z-000000000007"
     assert is_drill_record(key(1, 7)) and drill_run_name("backups/main/_runs/x.drill.json") is None
+
+
+def test_a_record_whose_timestamp_is_no_date_is_kept_and_stops_nothing():
+    odd = f"{drills_prefix('backups', 'main')}2025-02-30T120000Z-{1:012x}.drill.json"  # made by hand
+    keys = [odd, key(40, 2), key(10, 3)]
+    assert deleted(keys, {keys[2]: "success"}) == [keys[1]]

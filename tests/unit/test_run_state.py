@@ -84,6 +84,12 @@ def test_retention_deletes_records_past_retention_but_keeps_the_newest_twenty():
     assert old_run_records(keys, NOW, retention_seconds=0) == keys[:20]
 
 
+def test_a_record_whose_timestamp_is_no_date_is_kept_and_stops_nothing():
+    keys = [run_record_key("b", "main", f"{NOW - timedelta(days=40 - i):%Y-%m-%dT%H%M%SZ}-r{i}") for i in range(30)]
+    odd = run_record_key("b", "main", "2025-02-30T120000Z-rodd")  # made by hand: February has no 30th
+    assert old_run_records([odd, *keys], NOW, retention_seconds=30 * 86400) == keys[:10]
+
+
 def test_the_longest_run_counts_every_attempt_the_waits_verification_and_the_margin():
     strategy = Strategy(name="s", databases=(), s3=S3Settings(bucket="b"),
                         retry=RetrySettings(max_attempts=3, max_delay=300),
