@@ -21,13 +21,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from easybackup.error_rules import first_match, rule
 from easybackup.errors import EasybackupError
+from easybackup.pipeline.queries import communicate
 from easybackup.pipeline.stages import StageFailed, base_env, describe_returncode
 from easybackup.secrets import mask, register_secret
 from easybackup.urls import masked_url, url_problem
@@ -44,7 +44,6 @@ CLIENT_PROGRAMS = ("mariadb", "mysql")
 PACKAGES_HINT = ("install the MariaDB client (it talks to MySQL too): apt-get install mariadb-client on Debian and "
                  "Ubuntu, apk add mariadb-client on Alpine")
 QUERY_TIMEOUT_S = 60
-STOP_CHECK_S = 0.2  # how often a running script looks at its stop flag
 VERSION_TIMEOUT_S = 10
 
 # -- URLs ------------------------------------------------------------------------------------------------------
@@ -300,32 +299,12 @@ class ClientConnection:
         argv += ["--", database] if database else []
         with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=self.child_env()) as proc:
-            stdout, stderr = _communicate(proc, sql, timeout, stop, f"{program.name} at {self.url.where}")
+            stdout, stderr = communicate(proc, sql, timeout, stop, f"{program.name} at {self.url.where}")
         if proc.returncode != 0:
             lines = [mask(line) for line in stderr.splitlines()]
             raise classify_lines(lines, self.url, f"{program.name} {describe_returncode(proc.returncode)}",
                                  what=f"{program.name} at {self.url.where}")
         return [line.split("\t") for line in stdout.splitlines()]
-
-
-def _communicate(proc: subprocess.Popen, sql: str, timeout: float, stop: threading.Event | None,
-                 what: str) -> tuple[str, str]:
-    """Given a started client, feed it `sql` and return (stdout, stderr); kill it and raise on timeout or stop."""
-    deadline, given = time.monotonic() + timeout, sql
-    while True:
-        try:
-            return proc.communicate(given, timeout=min(STOP_CHECK_S, max(0.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            given = None  # the input is taken once; a retry goes on with it
-            stopped = stop is not None and stop.is_set()
-            if not stopped and time.monotonic() < deadline:
-                continue
-            proc.kill()
-            proc.communicate()
-            if stopped:
-                raise EasybackupError("cancelled", f"stopped while {what} ran a query", kind="cancelled") from None
-            raise EasybackupError(f"{what} did not answer within {timeout:g}s", kind="connection",
-                                  hint="check that the server is up and not overloaded", transient=True) from None
 
 
 # -- failures --------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -20,6 +19,7 @@ from easybackup.engines.postgres_drill import PostgresDrillQueries
 from easybackup.engines.postgres_dump import DEFAULT_CONNECT_TIMEOUT_S, PostgresSource
 from easybackup.engines.postgres_url import parse_postgres_url
 from easybackup.errors import EasybackupError, UsageError
+from easybackup.pipeline.queries import communicate
 from easybackup.pipeline.stages import StageFailed, StageSpec, base_env, describe_returncode
 from easybackup.secrets import mask
 
@@ -27,7 +27,6 @@ LIST_QUERY = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datall
 LAST_LINES = 25
 MAINTENANCE_DB = "postgres"
 QUERY_TIMEOUT_S = 60
-STOP_CHECK_S = 0.2
 USER_TABLES_SQL = ("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
                    "AND n.nspname NOT LIKE 'pg\\_toast%'")
@@ -141,7 +140,7 @@ class PostgresTarget(PostgresDrillQueries):
         argv += ["--dbname", self.conninfo()]
         with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=self.env()) as proc:
-            stdout, stderr = _communicate(proc, sql, self.dbname, timeout, stop)
+            stdout, stderr = communicate(proc, sql, timeout, stop, f"database {self.dbname}")
         if proc.returncode != 0:
             raise _connection_error(self.dbname, stderr)
         return stdout.strip()
@@ -214,26 +213,6 @@ class PostgresTarget(PostgresDrillQueries):
     def cleanup(self) -> None:
         self._source.cleanup()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _communicate(proc: subprocess.Popen, sql: str, dbname: str, timeout: float,
-                 stop: threading.Event | None) -> tuple[str, str]:
-    """Given a started psql, feed it `sql` and return (stdout, stderr); kill it and raise on timeout or stop."""
-    deadline, given = time.monotonic() + timeout, sql
-    while True:
-        try:
-            return proc.communicate(given, timeout=min(STOP_CHECK_S, max(0.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            given = None  # the input is taken once; a retry goes on with it
-            stopped = stop is not None and stop.is_set()
-            if not stopped and time.monotonic() < deadline:
-                continue
-            proc.kill()
-            proc.communicate()
-            if stopped:
-                raise EasybackupError("cancelled", f"stopped while database {dbname} ran a query",
-                                      kind="cancelled") from None
-            raise EasybackupError(f"database {dbname} did not answer in {timeout:g}s", kind="connection") from None
 
 
 def _connection_error(dbname: str, stderr: str) -> EasybackupError:
