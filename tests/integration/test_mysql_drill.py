@@ -163,15 +163,21 @@ def test_a_drill_past_its_timeout_is_stopped_and_its_database_dropped(
     assert prefixed(scratch) == []
 
 
-def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(
-        mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy):
-    config = backed_up(mariadb, moto, bucket, tmp_path, shop, target_url(scratch))
-    slowly = slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy)
-    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", slowly], env=cli_env(), stdout=subprocess.PIPE,
+def restoring(config: str, scratch) -> subprocess.Popen:
+    """Start `easybackup drill -c config`; return it once its drill database exists (or it ended, or 60 s)."""
+    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", config], env=cli_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not prefixed(scratch) and time.monotonic() < deadline and drill.poll() is None:
         time.sleep(0.1)
+    return drill
+
+
+def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(
+        mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy):
+    config = backed_up(mariadb, moto, bucket, tmp_path, shop, target_url(scratch))
+    slowly = slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy)
+    drill = restoring(slowly, scratch)
     [left] = prefixed(scratch)
     [worker] = workers_of(drill.pid)
     os.killpg(worker, signal.SIGKILL)  # the worker and its client: nothing runs to drop the database
@@ -187,11 +193,7 @@ def test_a_sigkilled_drill_leaves_its_database_and_the_next_drill_drops_it(
 def test_sigterm_mid_drill_drops_the_drill_database(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy):
     backed_up(mariadb, moto, bucket, tmp_path, shop, target_url(scratch))
     slowly = slow_config(mariadb, shop, scratch, moto, bucket, tmp_path, fault_proxy)
-    drill = subprocess.Popen([*EASYBACKUP, "drill", "-c", slowly], env=cli_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not prefixed(scratch) and time.monotonic() < deadline and drill.poll() is None:
-        time.sleep(0.1)
+    drill = restoring(slowly, scratch)
     assert len(prefixed(scratch)) == 1, "the drill database was never created"
     drill.send_signal(signal.SIGTERM)
     out, err = drill.communicate(timeout=60)
