@@ -269,12 +269,16 @@ class ClientConnection:
             self.option_file.unlink(missing_ok=True)
             self.option_file = None
 
+    def batch_argv(self, program: ClientProgram) -> list[str]:
+        """Given the client program, return its argv for queries: the option file first, then batch mode (tab-
+        separated rows, no headers), utf8mb4 and timeout.connect."""
+        return self.client_argv(program) + ["--batch", "--skip-column-names", "--default-character-set=utf8mb4",
+                                            f"--connect-timeout={max(1, math.ceil(self.connect_timeout))}"]
+
     def query(self, sql: str, database: str | None = None, timeout: float = QUERY_TIMEOUT_S) -> list[list[str]]:
         """Run `sql` through the client; return its rows as lists of fields; raise a classified error."""
         program = find_program(CLIENT_PROGRAMS)
-        argv = self.client_argv(program) + ["--batch", "--skip-column-names", "--default-character-set=utf8mb4"]
-        seconds = max(1, math.ceil(self.connect_timeout))
-        argv += [f"--connect-timeout={seconds}", "--execute", sql] + (["--", database] if database else [])
+        argv = self.batch_argv(program) + ["--execute", sql] + (["--", database] if database else [])
         try:
             done = subprocess.run(argv, env=self.child_env(), capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
@@ -294,9 +298,7 @@ class ClientConnection:
         return the rows of all its results in order. Raise the classified error if it fails, kind connection after
         `timeout` s, kind cancelled once `stop` is set (the client is killed either way)."""
         program = find_program(CLIENT_PROGRAMS)
-        argv = self.client_argv(program) + ["--batch", "--skip-column-names", "--default-character-set=utf8mb4",
-                                            f"--connect-timeout={max(1, math.ceil(self.connect_timeout))}"]
-        argv += ["--", database] if database else []
+        argv = self.batch_argv(program) + (["--", database] if database else [])
         with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=self.child_env()) as proc:
             stdout, stderr = communicate(proc, sql, timeout, stop, f"{program.name} at {self.url.where}")

@@ -27,7 +27,6 @@ name holds.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from easybackup.engines.mysql_client import (
     classify_dump_failure,
     find_program,
     invalid_dump_error,
+    quote_identifier,
 )
 from easybackup.engines.mysql_dump import MysqlSource, dump_problem
 from easybackup.errors import EasybackupError
@@ -105,14 +105,9 @@ def server_flavour(version: str, version_comment: str) -> str:
     return "mariadb" if "mariadb" in f"{version} {version_comment}".lower() else "mysql"
 
 
-def quote_account_part(text: str) -> str:
-    """Return a user or host name as a backtick identifier (a backtick doubled): no backslash escaping, so neither
-    sql_mode NO_BACKSLASH_ESCAPES nor ANSI_QUOTES changes what it means."""
-    return "`" + text.replace("`", "``") + "`"
-
-
 def account_name(user: str, host: str) -> str:
-    return f"{quote_account_part(user)}@{quote_account_part(host)}"
+    # Backtick identifiers, not strings: neither NO_BACKSLASH_ESCAPES nor ANSI_QUOTES changes what they mean.
+    return f"{quote_identifier(user)}@{quote_identifier(host)}"
 
 
 def unescape_field(text: str) -> str:
@@ -242,10 +237,8 @@ class MysqlGlobalsSource:
         accounts = accounts_to_dump([(unescape_field(row[0]), unescape_field(row[1]), row[2] not in ("0", ""))
                                      for row in rows])
         self.script = self._write_script(accounts_script(accounts, self.facts.hex_hashes))
-        client = self.connection.client_argv(self.client) + [
-            "--batch", "--skip-column-names", "--default-character-set=utf8mb4",
-            f"--connect-timeout={max(1, math.ceil(self.connect_timeout))}"]
-        argv = [sys.executable, "-I", "-c", ROWS_TO_STATEMENTS, str(self.script), *client]
+        argv = [sys.executable, "-I", "-c", ROWS_TO_STATEMENTS, str(self.script),
+                *self.connection.batch_argv(self.client)]
         return StageSpec(self.stage_name, argv, env=self.connection.child_env(), failure_kind="dump_failed")
 
     def _write_script(self, text: str) -> Path:
