@@ -59,6 +59,17 @@ def pg():
 
 
 @pytest.fixture(scope="session")
+def pg_scratch():
+    """A second throwaway PostgreSQL cluster, as an operator's scratch server for restore drills (started once for
+    every drill test module)."""
+    cluster = PostgresCluster().init()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
 def mariadb():
     """A throwaway MariaDB server with a root password on a free loopback port."""
     server = MariaDBServer().init()
@@ -70,8 +81,8 @@ def mariadb():
 
 @pytest.fixture(scope="session")
 def mariadb_scratch():
-    """A second throwaway MariaDB server, as an operator's scratch server for restore drills: it has none of the
-    `mariadb` server's users."""
+    """A second throwaway MariaDB server, as an operator's scratch server for restore drills and a fresh server for
+    restoring users and grants: it has none of the `mariadb` server's users."""
     server = MariaDBServer().init()
     try:
         yield server

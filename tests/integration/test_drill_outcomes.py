@@ -16,7 +16,6 @@ import pytest
 from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
 from tests.harness.moto_server import ACCESS_KEY
 from tests.harness.slack_server import DEFAULT_TOKEN
-from tests.harness.postgres import PostgresCluster
 from tests.integration.test_object_lock import LOCK, lock_headers, versions
 from tests.integration.test_restore_drill import SOURCE_SQL, prefixed
 from tests.integration.test_write_only_key import PRUNE_KEY, deletes_by
@@ -28,14 +27,10 @@ BIG_SQL = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text
 SLOW = 10_000
 
 
-@pytest.fixture(scope="module")
-def scratch():
+@pytest.fixture
+def scratch(pg_scratch):
     """The drill target: a second throwaway cluster, as an operator's scratch server."""
-    cluster = PostgresCluster().init()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
+    return pg_scratch
 
 
 @pytest.fixture

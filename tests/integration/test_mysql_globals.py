@@ -20,7 +20,6 @@ from easybackup.storage.s3 import make_client
 from easybackup.worker.backup import AttemptContext, DumpPlan, backup_source_once
 from easybackup.worker.globals_backup import globals_target
 from tests.harness.configs import REPO, restore_target, run_cli, write_config
-from tests.harness.mariadb import MariaDBServer
 from tests.harness.moto_server import ACCESS_KEY, SECRET_KEY
 from tests.harness.restore import decompress, download, manifest_keys
 from tests.integration.test_verify import replace_archive
@@ -45,14 +44,10 @@ def accounts(mariadb):
     return mariadb
 
 
-@pytest.fixture(scope="module")
-def fresh():
+@pytest.fixture
+def fresh(mariadb_scratch):
     """A second throwaway MariaDB server that has never seen the accounts."""
-    server = MariaDBServer().init()
-    try:
-        yield server
-    finally:
-        server.destroy()
+    return mariadb_scratch
 
 
 def config_for(server, moto, bucket, tmp_path):

@@ -14,7 +14,6 @@ import pytest
 from tests.harness.configs import EASYBACKUP, cli_env, run_cli, write_config
 from tests.harness.daemon import daemon_factory, monitoring, workers_of
 from tests.harness.net import free_port
-from tests.harness.postgres import PostgresCluster
 from tests.harness.slack_server import DEFAULT_TOKEN
 from tests.integration.test_age_encryption import keygen
 
@@ -35,14 +34,10 @@ INSERT INTO slow SELECT generate_series(1, 200);
 """
 
 
-@pytest.fixture(scope="module")
-def target():
+@pytest.fixture
+def target(pg_scratch):
     """The drill target: a second throwaway cluster, as an operator's scratch server."""
-    cluster = PostgresCluster().init()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
+    return pg_scratch
 
 
 def prefixed(target) -> list[str]:
